@@ -1,0 +1,93 @@
+"""Frozen value types shared by the search core and the engine adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# finish reasons of one generated segment
+STOP = "stop"        # a stop string / step delimiter matched (the segment may continue later)
+EOS = "eos"          # the model emitted end-of-sequence: the sequence is complete
+LENGTH = "length"    # max_tokens of this call reached
+ABORTED = "aborted"  # the caller's early_stop callback cut it
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling parameters of one engine call (already validated upstream)."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    top_logprobs: int = 20  # k: how many top logprobs per token the engine reports (entropy/DeepConf)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated continuation segment of one sequence.
+
+    All per-token tuples have the same length as ``token_ids``.
+    ``token_ids`` include the tokens that form a matched stop string, so
+    ``prefix + token_ids`` is exactly what the model produced and can be extended again.
+    """
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]  # log p(sampled token), raw model distribution
+    entropies: tuple[float, ...]  # per-token entropy (nats) of the raw next-token distribution
+    # per token: top-k (token_id, logprob) pairs, most likely first (may be empty if k == 0)
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
+    text: str = ""
+    finish_reason: str = STOP
+    stop: str | None = None  # the stop string that matched, when finish_reason == STOP
+
+    @property
+    def finished(self) -> bool:
+        """True when the sequence is complete (EOS); a STOP/LENGTH segment can be extended."""
+        return self.finish_reason == EOS
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def sum_logprob(self) -> float:
+        return float(sum(self.logprobs))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A complete or partial reasoning path produced by a strategy."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    answer: str | None
+    score: float  # strategy-specific score (e.g. cumulative confidence, path probability)
+    steps: int = 0
+    finished: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    strategy: str
+    params: dict
+    steps: int = 0  # search depth reached (CaT) or 1 for sampling strategies
+    expanded: int = 0  # candidate steps/paths generated
+    pruned: int = 0  # candidates dropped by the strategy
+    tokens_generated: int = 0  # ALL tokens produced by the engine for this search
+    engine_calls: int = 0
+    wall_time_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What every strategy returns; ``answer is None`` means no answer was found."""
+
+    text: str  # the chosen path's full completion text ("" if none)
+    token_ids: tuple[int, ...]
+    answer: str | None
+    confidence: float  # in [0, 1]
+    stats: SearchStats
+    candidates: tuple[Candidate, ...] = ()
+    finish_reason: str = "stop"
