@@ -1,0 +1,1 @@
+"""Evaluation: datasets, grading, metrics, runs, benchmarks and reports (`cat-eval`)."""

@@ -1,0 +1,140 @@
+"""``cat-eval``: evaluate and benchmark cat-serve's search strategies over its OpenAI API.
+
+  cat-eval run   --dataset singleop --search cat --search-params '{"branches": 4}' \\
+                 --base-url http://127.0.0.1:8000/v1 --limit 100 --out runs/singleop-cat
+  cat-eval bench --dataset gsm8k --searches none,self_consistency,cat --k 4 \\
+                 --base-url http://127.0.0.1:8000/v1 --limit 200 --out runs/bench-gsm8k
+  cat-eval report --out runs/singleop-cat     (recompute summary.json / plots from results.jsonl)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eval import bench, datasets, runner
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("dataset")
+    d.add_argument("--dataset", required=True,
+                   help="built-in name (" + ", ".join(datasets.builtin_specs())
+                   + "), a JSONL path, or hf:NAME[:CONFIG][@SPLIT]")
+    d.add_argument("--data-dir", default=None,
+                   help=f"folder of the built-in JSONL files (default ${datasets.DATA_ENV} "
+                        "or <repo>/../shared/data)")
+    d.add_argument("--question-field", default=None)
+    d.add_argument("--answer-field", default=None)
+    d.add_argument("--id-field", default=None, help="default: <file stem>-<line index>")
+    d.add_argument("--limit", type=int, default=None, help="evaluate a seeded subset of this size")
+    d.add_argument("--seed", type=int, default=0, help="subset shuffle seed")
+
+    s = p.add_argument_group("server")
+    s.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    s.add_argument("--model", default=None, help="default: the first id of /v1/models")
+    s.add_argument("--api-key", default="EMPTY")
+    s.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    s.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
+    s.add_argument("--max-tokens", type=int, default=512)
+    s.add_argument("--temperature", type=float, default=None,
+                   help=f"default: 0 for `none`, {runner.SAMPLING_TEMPERATURE} for other strategies")
+    s.add_argument("--logprobs", action=argparse.BooleanOptionalAction, default=None,
+                   help="request logprobs (default: only for search=none)")
+    s.add_argument("--timeout", type=float, default=600.0, help="per-request timeout in seconds")
+    p.add_argument("--out", required=True, type=Path, help="output folder (resumable)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cat-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run_p = sub.add_parser("run", help="evaluate one strategy")
+    add_common(run_p)
+    run_p.add_argument("--search", default="none", help="one of " + ", ".join(bench.ALL_SEARCHES))
+    run_p.add_argument("--search-params", type=json.loads, default={},
+                       help='JSON object, e.g. \'{"n": 8}\'')
+
+    bench_p = sub.add_parser("bench", help="compare strategies on the same items")
+    add_common(bench_p)
+    bench_p.add_argument("--searches", default=",".join(bench.ALL_SEARCHES))
+    bench_p.add_argument("--k", type=int, default=4,
+                         help="paths for sampling strategies (n), branches for cat")
+    bench_p.add_argument("--search-params", type=json.loads, default={},
+                         help='per-strategy overrides, e.g. \'{"cat": {"tau": 0.8}}\'')
+
+    report_p = sub.add_parser("report", help="recompute summary.json and plots of a run folder")
+    report_p.add_argument("--out", required=True, type=Path)
+    return parser
+
+
+def load_items(args: argparse.Namespace) -> list[datasets.Item]:
+    return datasets.load_dataset(
+        args.dataset, limit=args.limit, seed=args.seed, data_dir=args.data_dir,
+        question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field,
+    )
+
+
+def run_config(args: argparse.Namespace, *, search: str, search_params: dict) -> runner.RunConfig:
+    return runner.RunConfig(
+        base_url=args.base_url, out_dir=args.out, search=search, search_params=search_params,
+        model=args.model, api_key=args.api_key, concurrency=args.concurrency,
+        max_tokens=args.max_tokens, temperature=args.temperature, endpoint=args.endpoint,
+        logprobs=args.logprobs, timeout_s=args.timeout, progress=not args.no_progress,
+        dataset=args.dataset,
+    )
+
+
+def print_summary(summary: dict) -> None:
+    keys = ("strategy", "n", "n_errors", "accuracy", "ece", "brier", "auroc", "ppl_auc",
+            "tokens_per_query", "latency_p50_s", "latency_p95_s", "n_requested", "n_resumed")
+    print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not isinstance(args.search_params, dict):
+        raise SystemExit("--search-params must be a JSON object")
+    items = load_items(args)
+    summary = runner.run(run_config(args, search=args.search, search_params=args.search_params),
+                         items)
+    print_summary(summary)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    searches = [s.strip() for s in args.searches.split(",") if s.strip()]
+    overrides = args.search_params
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise SystemExit("--search-params for bench must map strategy -> JSON object")
+    items = load_items(args)
+    result = bench.bench(run_config(args, search="none", search_params={}), items, searches,
+                         k=args.k, overrides=overrides)
+    print(result["markdown"])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from eval import metrics, report  # noqa: PLC0415
+
+    rows = list(runner.latest_by_id(runner.read_rows(args.out / runner.RESULTS)).values())
+    summary_path = args.out / runner.SUMMARY
+    old = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = {**old, **metrics.summarize(rows)}
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    report.reliability_diagram_from_rows(rows, args.out / runner.RELIABILITY,
+                                         title=str(old.get("strategy", "")))
+    print_summary(summary)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"run": cmd_run, "bench": cmd_bench, "report": cmd_report}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Grading of server responses: a thin layer over ``cat_serve.search.answers``.
+
+``grade_row(response, gold)`` is THE code path that grades every result row of a run: it takes
+the response as a plain dict (``ChatCompletion.model_dump()`` or ``Completion.model_dump()``),
+reads the text, cat-serve's extra fields (choice ``confidence``, top-level ``search``) and the
+logprobs, and grades the text with ``answers.grade`` (math-verify equivalence).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+
+def grade(text: str, gold: str) -> bool:
+    from cat_serve.search import answers  # noqa: PLC0415  (math-verify loads on first use)
+
+    return bool(answers.grade(text or "", gold))
+
+
+def extract_answer(text: str) -> str | None:
+    from cat_serve.search import answers  # noqa: PLC0415
+
+    return answers.extract_answer(text or "", fallback=True)
+
+
+def first_choice(response: dict) -> dict:
+    choices = response.get("choices") or []
+    return choices[0] if choices else {}
+
+
+def response_text(response: dict) -> str:
+    """Chat (``message.content``) or completions (``text``) output of the first choice."""
+    choice = first_choice(response)
+    message = choice.get("message")
+    if message is not None:
+        return message.get("content") or ""
+    return choice.get("text") or ""
+
+
+def token_logprobs(response: dict) -> list[float]:
+    """Sampled-token logprobs of the first choice (chat or completions format); [] if absent."""
+    lp = first_choice(response).get("logprobs") or {}
+    if lp.get("content") is not None:  # chat: content = [{token, logprob, top_logprobs}]
+        return [t["logprob"] for t in lp["content"] if t.get("logprob") is not None]
+    values = lp.get("token_logprobs") or []  # completions
+    return [v for v in values if v is not None]
+
+
+def perplexity(logprobs: Sequence[float]) -> float | None:
+    """exp(-mean token logprob); None without logprobs."""
+    if not logprobs:
+        return None
+    return math.exp(-sum(logprobs) / len(logprobs))
+
+
+def response_confidence(response: dict) -> float | None:
+    """The server's choice ``confidence``; else exp(mean token logprob) (= 1/perplexity)."""
+    value = first_choice(response).get("confidence")
+    if value is not None:
+        return float(value)
+    ppl = perplexity(token_logprobs(response))
+    return None if ppl is None else 1.0 / ppl
+
+
+def grade_candidate(candidate: dict, gold: str) -> dict:
+    """One search candidate -> ``{"answer", "correct", "score"}`` (for maj@k / mean@k)."""
+    text = candidate.get("text")
+    answer = candidate.get("answer")
+    if answer is None and text:
+        answer = extract_answer(text)
+    if text:
+        ok = grade(text, gold)
+    elif answer is not None:
+        ok = grade(f"\\boxed{{{answer}}}", gold)
+    else:
+        ok = False
+    return {"answer": answer, "correct": ok, "score": candidate.get("score")}
+
+
+def grade_row(response: dict, gold: str) -> dict:
+    """Everything a result row needs from one response, graded against ``gold``."""
+    text = response_text(response)
+    search = response.get("search")
+    usage = response.get("usage") or {}
+    candidates = (search or {}).get("candidates") or []
+    return {
+        "output": text,
+        "extracted": extract_answer(text),
+        "correct": grade(text, gold),
+        "confidence": response_confidence(response),
+        "perplexity": perplexity(token_logprobs(response)),
+        "tokens": usage.get("completion_tokens"),
+        "finish_reason": first_choice(response).get("finish_reason"),
+        "search": {k: v for k, v in search.items() if k != "candidates"} if search else None,
+        "samples": [grade_candidate(c, gold) for c in candidates if isinstance(c, dict)],
+    }
