@@ -1,0 +1,95 @@
+"""Every training hyper-parameter, with its help text, in one place.
+
+Each dataclass is one ``cat-train`` subcommand; ``cli.py`` turns the fields into flags
+(``--group-size``, ...) using ``metadata["help"]``. Objective hyper-parameters carry the same names
+as the keyword arguments of ``training.objectives`` so trainers forward them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field with help text (tuples/lists go through default_factory)."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: default, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class CommonArgs:
+    model: str = _f("tiny", "HF model directory, or 'tiny' for a 2-layer Llama built in-process "
+                            "(with the embedded SmolLM2 tokenizer) for smoke tests.")
+    tokenizer: str | None = _f(None, "Tokenizer directory (default: the model's, or the embedded one for 'tiny').")
+    output_dir: str = _f("checkpoints/run", "Checkpoint directory, written atomically (temp dir + rename).")
+    data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer). Default <data_dir>/gsm8k_train.jsonl.")
+    data_dir: str | None = _f(None, "Dataset folder; default $CAT_DATA_DIR or ../shared/data from the repo root.")
+    limit: int | None = _f(None, "Use only the first N questions.")
+    max_steps: int = _f(10, "Optimiser steps (per round for CASPO).")
+    learning_rate: float = _f(1e-6, "AdamW learning rate.")
+    seed: int = _f(0, "Seed for sampling, data order and the tiny model's init.")
+    resume: bool = _f(False, "Continue from the weights and step counter in output_dir if it holds a checkpoint.")
+    max_new_tokens: int = _f(256, "Max tokens per sampled completion / step.")
+
+
+@dataclass
+class SFTArgs(CommonArgs):
+    batch_size: int = _f(4, "Per-device train batch size.")
+    max_length: int = _f(512, "Truncate prompt+completion to this many tokens.")
+
+
+@dataclass
+class RLArgs(CommonArgs):
+    objective: str = _f("grpo", "Objective in training.objectives.OBJECTIVES.",
+                        choices=("grpo", "gspo", "capo", "c2gspg"))
+    group_size: int = _f(8, "Completions sampled per prompt (G).")
+    prompts_per_step: int = _f(2, "Prompts per optimiser step; the batch is prompts_per_step * group_size.")
+    inner_epochs: int = _f(1, "Optimiser updates per sampled batch (mu); >1 makes the ratio/clip matter.")
+    temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
+    top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    # objective hyper-parameters (None: the objective's own default)
+    epsilon: float | None = _f(None, "Clip range (low side). Default 0.2 token-level, 3e-4 GSPO/C2GSPG.")
+    epsilon_high: float | None = _f(None, "Clip range high side (GRPO/GSPO/C2GSPG). Default epsilon / 4e-4.")
+    beta: float = _f(0.0, "GRPO: weight of the k3 KL to the reference (0 = no KL, no ref forward).")
+    aggregation: str = _f("sequence", "GRPO/CAPO loss aggregation: 'sequence' (GRPO eq. 3) or 'token' (DAPO).",
+                          choices=("sequence", "token"))
+    tau: float = _f(0.6, "CAPO: temperature of the logistic pair surrogate.")
+    ref_low: float = _f(1.05, "CAPO: drop incorrect samples whose reference perplexity is below this.")
+    ref_high: float = _f(2.5, "CAPO: drop correct samples whose reference perplexity is above this.")
+    normalise: str = _f("pairs", "CAPO: divide advantages by the number of pairs ('pairs') or not ('none').",
+                        choices=("pairs", "none"))
+    lam: float = _f(0.1, "C2GSPG: weight of the confidence-calibration BCE.")
+    kappa: float = _f(2.0, "C2GSPG: slope of sigmoid(kappa*A) targets for non-binary rewards.")
+
+    def objective_kwargs(self) -> dict:
+        """Keyword hyper-parameters for ``OBJECTIVES[self.objective]``."""
+        eps = {} if self.epsilon is None else {"epsilon": self.epsilon}
+        eps_hi = {} if self.epsilon_high is None else {"epsilon_high": self.epsilon_high}
+        if self.objective == "grpo":
+            return {**eps, **eps_hi, "beta": self.beta, "aggregation": self.aggregation}
+        if self.objective == "gspo":
+            return {**eps, **eps_hi}
+        if self.objective == "capo":
+            return {**eps, "tau": self.tau, "ref_low": self.ref_low, "ref_high": self.ref_high,
+                    "normalise": self.normalise, "aggregation": self.aggregation}
+        if self.objective == "c2gspg":
+            return {**eps, **eps_hi, "lam": self.lam, "kappa": self.kappa}
+        raise ValueError(f"unknown objective {self.objective!r}")
+
+
+@dataclass
+class CASPOArgs(CommonArgs):
+    rounds: int = _f(3, "Collect -> DPO rounds; the DPO reference is reset to the latest policy each round.")
+    temperatures: tuple[float, ...] = _f((0.7, 1.0, 1.2), "Sampling temperature per round (last one repeats).")
+    candidates_per_step: int = _f(4, "Candidate steps sampled per step context (s_j plus competitors).")
+    confidence_threshold: float = _f(0.8, "Correct steps with confidence above this yield no pair.")
+    beta: float = _f(0.1, "DPO beta.")
+    batch_size: int = _f(4, "DPO per-device train batch size.")
+    max_step_tokens: int = _f(64, "Max tokens of one sampled step (cut at the first newline).")
+
+
+def field_help(cls) -> dict[str, str]:
+    """name -> help text of a config dataclass (for docs and the CLI)."""
+    return {f.name: f.metadata.get("help", "") for f in fields(cls)}

