@@ -172,7 +172,7 @@ async def request_pending(cfg: RunConfig, pending: Sequence[Item], results_path:
                 bar.update(1)
                 n_ok = sum(bool(r.get("correct")) for r in new_rows)
                 bar.set_postfix(acc=f"{n_ok / len(new_rows):.3f}",
-                                err=sum(1 for r in new_rows if r.get("error")))
+                                err=sum(1 for r in new_rows if r.get("error")), refresh=False)
         bar.close()
         return new_rows, model
     finally:
