@@ -34,6 +34,8 @@ def reliability_diagram(conf: Sequence[float], correct: Sequence[bool], path: Pa
     filled = [b for b in bins if b["count"]]
     ax.bar([b["lo"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
            edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([b["lo"] + width / 2 for b in filled], [b["confidence"] for b in filled], "r_",
+            markersize=10, label="mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     for b in filled:
         ax.annotate(str(b["count"]), (b["lo"] + width / 2, b["accuracy"]), ha="center",
@@ -62,7 +64,7 @@ def precision_coverage_plot(runs: Mapping[str, Sequence[dict]], path: Path, *,
         curve = metrics.precision_coverage(*confidence_pairs(rows))
         if curve:
             cov, prec, _ = zip(*curve)
-            ax.step([0.0, *cov], [prec[0], *prec], where="post", label=name)
+            ax.step([0.0, *cov], [prec[0], *prec], where="pre", label=name)  # value on (c_i-1, c_i]
     ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="coverage", ylabel="precision (accuracy kept)",
            title=title)
     if runs:
