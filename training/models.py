@@ -71,3 +71,9 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: 
         return build_tiny_model(tok, seed=seed), tok
     tok = load_tokenizer(tokenizer or model)
     return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), tok
+
+
+def trainer_precision_kwargs() -> dict:
+    """TRL configs default to bf16, which CPU-only machines reject: bf16 only on a GPU that has it."""
+    cuda = torch.cuda.is_available()
+    return {"bf16": bool(cuda and torch.cuda.is_bf16_supported()), "use_cpu": not cuda}

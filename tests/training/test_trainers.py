@@ -50,3 +50,19 @@ def test_rl_smoke_and_resume(objective, tmp_path, tokenizer_dir, tiny_examples):
         assert [r["step"] for r in rows] == [1, 2, 3]
         after = AutoModelForCausalLM.from_pretrained(path).state_dict()
         assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sft_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
+    from training.config import SFTArgs
+    from training.sft import sft_row, train_sft
+
+    row = sft_row(tiny_examples[1])
+    assert row["completion"][0]["content"] == "She earns 12*3 = 36 dollars.\nSo she earns 36 dollars.\n#### 36"
+    args = SFTArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "sft"), max_steps=2,
+                   batch_size=2, learning_rate=1e-3)
+    path = train_sft(args, examples=tiny_examples)
+    rows = assert_checkpoint(path, 2)
+    assert all("loss" in r for r in rows)
+    args.resume, args.max_steps = True, 1
+    rows = assert_checkpoint(train_sft(args, examples=tiny_examples), 3)
+    assert [r["step"] for r in rows] == [1, 2, 3]
