@@ -79,6 +79,16 @@ def grade_candidate(candidate: dict, gold: str) -> dict:
     return {"answer": answer, "correct": ok, "score": candidate.get("score")}
 
 
+def group_samples(samples: list[dict]) -> list[dict]:
+    """Add ``group``: equivalent answers (``answers.cluster_answers``) share one index, so maj@k
+    counts "14" and "14.0" as the same vote; a missing answer gets ``None``."""
+    from cat_serve.search import answers  # noqa: PLC0415
+
+    group_of = {i: g for g, members in enumerate(answers.cluster_answers([s["answer"] for s in samples]))
+                for i in members}
+    return [{**s, "group": group_of.get(i)} for i, s in enumerate(samples)]
+
+
 def grade_row(response: dict, gold: str) -> dict:
     """Everything a result row needs from one response, graded against ``gold``."""
     text = response_text(response)
@@ -94,5 +104,5 @@ def grade_row(response: dict, gold: str) -> dict:
         "tokens": usage.get("completion_tokens"),
         "finish_reason": first_choice(response).get("finish_reason"),
         "search": {k: v for k, v in search.items() if k != "candidates"} if search else None,
-        "samples": [grade_candidate(c, gold) for c in candidates if isinstance(c, dict)],
+        "samples": group_samples([grade_candidate(c, gold) for c in candidates if isinstance(c, dict)]),
     }

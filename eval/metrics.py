@@ -199,6 +199,11 @@ def calibration_summary(conf: Sequence[float], correct: Sequence[bool]) -> dict:
     }
 
 
+def _vote(sample: dict) -> Hashable:
+    """A sample's vote: its equivalence ``group`` when graded with one, else its answer text."""
+    return sample["group"] if "group" in sample else sample.get("answer")
+
+
 def summarize(rows: Sequence[dict]) -> dict:
     """All metrics of a run from its result rows (see ``eval.runner`` for the row schema).
 
@@ -219,7 +224,7 @@ def summarize(rows: Sequence[dict]) -> dict:
         **calibration_summary([r["confidence"] for r in with_conf],
                               [bool(r["correct"]) for r in with_conf]),
         "ppl_auc": ppl_auc([r["perplexity"] for r in with_ppl], [bool(r["correct"]) for r in with_ppl]),
-        "maj@k": maj_at_k([[(s.get("answer"), bool(s.get("correct"))) for s in ss] for ss in samples]),
+        "maj@k": maj_at_k([[(_vote(s), bool(s.get("correct"))) for s in ss] for ss in samples]),
         "mean@k": mean_at_k([[bool(s.get("correct")) for s in ss] for ss in samples]),
         "tokens_per_query": float(np.mean(tokens)) if tokens else None,
         "total_tokens": int(sum(tokens)),

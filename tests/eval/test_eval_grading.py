@@ -41,6 +41,19 @@ def test_known_correct_response_grades_true():
     assert row["tokens"] == 40
     assert row["search"]["strategy"] == "cat" and "candidates" not in row["search"]
     assert [s["correct"] for s in row["samples"]] == [True, False, True]
+    assert [s["group"] for s in row["samples"]] == [0, 1, 0]
+
+
+def test_equivalent_candidate_answers_share_a_vote():
+    from eval.metrics import summarize
+
+    search = {**SEARCH, "candidates": [{"text": "\\boxed{15}"}, {"text": "\\boxed{14}"},
+                                       {"text": "\\boxed{14.0}"}, {"text": "\\boxed{0.5}"}]}
+    row = grade_row(chat_response("\\boxed{14}", confidence=0.5, search=search), "14")
+    # groups: 15 -> 0, 14 and 14.0 -> 1, 0.5 -> 2; votes 1/2/1 -> majority "14" is correct
+    assert [s["group"] for s in row["samples"]] == [0, 1, 1, 2]
+    s = summarize([row])
+    assert s["maj@k"] == 1.0 and s["mean@k"] == 0.5  # 2 of 4 candidates correct
 
 
 def test_known_wrong_response_grades_false():
