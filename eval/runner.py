@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval import metrics
@@ -210,9 +210,8 @@ async def run_async(cfg: RunConfig, items: Sequence[Item]) -> dict:
     new_rows, model = await request_pending(cfg, pending, results_path)
     wall = time.perf_counter() - start
 
-    wanted = {it.id for it in items}
     latest = latest_by_id(read_rows(results_path))
-    rows = [latest[it.id] for it in items if it.id in latest and it.id in wanted]
+    rows = [latest[it.id] for it in items if it.id in latest]  # this run's items only
     summary = run_summary(cfg, model, rows, new_rows, wall)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     report.reliability_diagram_from_rows(rows, out / RELIABILITY, title=f"{cfg.dataset} / {cfg.search}")
@@ -221,10 +220,3 @@ async def run_async(cfg: RunConfig, items: Sequence[Item]) -> dict:
 
 def run(cfg: RunConfig, items: Sequence[Item]) -> dict:
     return asyncio.run(run_async(cfg, items))
-
-
-def config_dict(cfg: RunConfig) -> dict:
-    d = asdict(cfg)
-    d["out_dir"] = str(d["out_dir"])
-    d.pop("api_key", None)
-    return d
