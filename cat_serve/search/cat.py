@@ -1,0 +1,241 @@
+"""CaT: confidence-aware tree search (seed paper 003, Algorithm 2), plus a cheaper adaptive mode.
+
+Faithful mode (``mode="faithful"``), Algorithm 2 exactly:
+
+    active = [prompt]; answers = []
+    for t = 1 .. T while active:
+        every active branch proposes K next steps            (ONE engine call: all prefixes, n=K,
+                                                               stop=step_delimiters)
+        step confidence c (confidence.py), cumulative C = C(parent) * c
+        C < tau                              -> pruned (C == tau survives), answer or not
+        step has a marker answer, or EOS     -> answer set (EOS without marker: last-number
+                                                fallback over the whole path; no answer -> dropped)
+        path budget (max_tokens) used up     -> dropped (a truncated solution is not an answer)
+        otherwise                            -> active; keep the top K by C
+    return the answer-set path with the highest C, else an explicit failure (answer None).
+
+Ties: the earlier path wins (lower depth, then engine order: parent rank, then sample index);
+the active set is stable-sorted by C. Branches whose parent was pruned are never expanded.
+Prefixes are token ids (prompt + the steps' own ids), never re-tokenised text.
+
+Adaptive mode (default; see ARCHITECTURE.md "Search cost") keeps the same scoring and selection
+and adds four savings:
+
+(a) branch only where uncertain: one call asks ONE step per active branch; a branch whose step
+    confidence is >= ``confident_threshold`` keeps just that step, the others get K-1 more samples
+    in a second batched call (seed offset 1, so sample j matches faithful sample j);
+(b) abort a step mid-generation once it provably cannot reach tau: with the call's token limit L
+    and the best parent confidence C* among the call's prefixes (the callback cannot tell which
+    prefix a partial step belongs to), abort when ``C* * bound < tau`` where, after m tokens,
+    ``mult``:    bound = prod_{i<=m} p_i  (the product only falls);
+    ``entropy``: bound = exp(-S_m / L)    (S_m = entropy sum so far; the final c = exp(-S_L / L')
+                 with S_L >= S_m and L' <= L is largest if every later token has zero entropy and
+                 the step runs to L tokens). An aborted step would have been pruned by tau anyway.
+(c) consensus stop: stop searching once ``consensus`` completed answers are equivalent; the
+    answer is still the highest-C path of the answer set (consensus only ends the search);
+(d) identical candidate paths are expanded once.
+
+Reported confidence: the chosen path's cumulative C (in [0, 1]); the same quantity tau
+thresholds, so ``min_confidence`` and ``tau`` share one scale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cat_serve.search.answers import cluster_answers, extract_answer, has_final_answer
+from cat_serve.search.confidence import step_confidence, step_confidence_upper_bound
+from cat_serve.search.generator import EarlyStop, StepGenerator
+from cat_serve.search.params import CaTParams
+from cat_serve.search.types import ABORTED, Candidate, SearchResult, SearchStats, Step
+
+OnEvent = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class _Path:
+    token_ids: tuple[int, ...]  # completion tokens after the prompt
+    confidence: float  # cumulative C = product of step confidences
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class _Done:
+    path: _Path
+    answer: str
+    finished: bool
+
+
+@dataclass
+class _Search:
+    """Mutable bookkeeping of one search."""
+
+    generator: StepGenerator
+    prompt_ids: tuple[int, ...]
+    params: CaTParams
+    answers: list[_Done]
+    expanded: int = 0
+    pruned: int = 0
+    tokens: int = 0
+    calls: int = 0
+
+    async def extend(self, parents: Sequence[_Path], n: int, max_tokens: int, seed_offset: int,
+                     early_stop: EarlyStop | None) -> list[list[Step]]:
+        gen = self.params.gen_params(max_tokens, stop=self.params.step_delimiters, seed_offset=seed_offset)
+        prefixes = [list(self.prompt_ids) + list(p.token_ids) for p in parents]
+        self.calls += 1
+        rows = await self.generator.extend(prefixes, n, gen, early_stop=early_stop)
+        self.tokens += sum(s.num_tokens for row in rows for s in row)
+        self.expanded += sum(len(row) for row in rows)
+        return rows
+
+
+def step_budget(active: Sequence[_Path], params: CaTParams) -> int:
+    """Token limit of this depth's call(s): the step limit, within every active path's budget."""
+    return min(params.max_step_tokens, min(params.max_tokens - len(p.token_ids) for p in active))
+
+
+async def expand_faithful(search: _Search, active: list[_Path], budget: int) -> list[tuple[_Path, Step]]:
+    """Algorithm 2: K candidate steps for every active branch, in one engine call."""
+    rows = await search.extend(active, search.params.branches, budget, 0, None)
+    return [(parent, step) for parent, row in zip(active, rows) for step in row]
+
+
+def cannot_reach_tau(parents: Sequence[_Path], params: CaTParams, budget: int) -> EarlyStop | None:
+    """Adaptive (b): abort a partial step whose best reachable cumulative confidence is below tau."""
+    if params.tau <= 0.0:
+        return None
+    best_parent = max(p.confidence for p in parents)
+
+    def early_stop(partial: Step) -> bool:
+        return best_parent * step_confidence_upper_bound(partial, params.aggregation, budget) < params.tau
+
+    return early_stop
+
+
+async def expand_adaptive(search: _Search, active: list[_Path], budget: int) -> list[tuple[_Path, Step]]:
+    """Adaptive (a)+(b): one step per branch; K-1 more only for branches whose step was uncertain."""
+    params = search.params
+    rows = await search.extend(active, 1, budget, 0, cannot_reach_tau(active, params, budget))
+    firsts = [row[0] for row in rows]
+    uncertain = [
+        i for i, step in enumerate(firsts)
+        if step.finish_reason == ABORTED or step_confidence(step, params.aggregation) < params.confident_threshold
+    ]
+    extra: dict[int, list[Step]] = {}
+    if uncertain and params.branches > 1:
+        parents = [active[i] for i in uncertain]
+        rows = await search.extend(parents, params.branches - 1, budget, 1, cannot_reach_tau(parents, params, budget))
+        extra = dict(zip(uncertain, rows))
+    return [(parent, step) for i, parent in enumerate(active) for step in [firsts[i], *extra.get(i, [])]]
+
+
+def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], depth: int) -> list[_Path]:
+    """Prune by tau, move completed paths to the answer set, keep the top-K active paths by C."""
+    params, decode = search.params, search.generator.decode
+    survivors: list[_Path] = []
+    for parent, step in candidates:
+        path = _Path(parent.token_ids + step.token_ids,
+                     parent.confidence * step_confidence(step, params.aggregation), depth)
+        if step.finish_reason == ABORTED or path.confidence < params.tau:
+            search.pruned += 1
+            continue
+        text = step.text or decode(step.token_ids)
+        if has_final_answer(text):
+            search.answers.append(_Done(path, extract_answer(text, fallback=False), step.finished))
+        elif step.finished:
+            answer = extract_answer(decode(path.token_ids), fallback=True)
+            if answer is None:
+                search.pruned += 1
+            else:
+                search.answers.append(_Done(path, answer, True))
+        elif len(path.token_ids) >= params.max_tokens:
+            search.pruned += 1
+        else:
+            survivors.append(path)
+    survivors.sort(key=lambda p: -p.confidence)  # stable: ties keep engine order
+    search.pruned += max(0, len(survivors) - params.branches)
+    return survivors[: params.branches]
+
+
+def dedupe(paths: list[_Path]) -> list[_Path]:
+    """Adaptive (d): expand identical paths once (the first, i.e. highest-C, copy)."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for p in paths:
+        if p.token_ids not in seen:
+            seen.add(p.token_ids)
+            out.append(p)
+    return out
+
+
+def consensus_reached(answers: Sequence[_Done], consensus: int) -> bool:
+    """Adaptive (c): ``consensus`` completed answers are equivalent."""
+    if consensus <= 0 or len(answers) < consensus:
+        return False
+    return any(len(c) >= consensus for c in cluster_answers([d.answer for d in answers]))
+
+
+def best_answer(answers: Sequence[_Done]) -> _Done | None:
+    """Highest cumulative C; ties go to the earliest-found path."""
+    if not answers:
+        return None
+    return max(enumerate(answers), key=lambda item: (item[1].path.confidence, -item[0]))[1]
+
+
+async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTParams,
+              *, on_event: OnEvent | None = None) -> SearchResult:
+    """CaT search (Algorithm 2 of seed paper 003; ``params.mode`` picks faithful or adaptive)."""
+    t0 = time.perf_counter()
+    search = _Search(generator, tuple(prompt_ids), params, answers=[])
+    adaptive = params.mode == "adaptive"
+    expand = expand_adaptive if adaptive else expand_faithful
+    active, depth = [_Path((), 1.0, 0)], 0
+    while active and depth < params.max_steps:
+        depth += 1
+        candidates = await expand(search, active, step_budget(active, params))
+        active = score_candidates(search, candidates, depth)
+        if adaptive:
+            active = dedupe(active)
+        if on_event is not None:
+            on_event({"type": "depth", "depth": depth, "active": len(active), "answers": len(search.answers)})
+        if adaptive and consensus_reached(search.answers, params.consensus):
+            break
+    stats = SearchStats(
+        strategy=params.strategy,
+        params=params.to_dict(),
+        steps=depth,
+        expanded=search.expanded,
+        pruned=search.pruned,
+        tokens_generated=search.tokens,
+        engine_calls=search.calls,
+        wall_time_s=time.perf_counter() - t0,
+    )
+    return _result(generator, search.answers, stats, params.return_candidates)
+
+
+def _result(generator: StepGenerator, answers: list[_Done], stats: SearchStats, with_candidates: bool) -> SearchResult:
+    candidates = tuple(
+        Candidate(
+            text=generator.decode(d.path.token_ids),
+            token_ids=d.path.token_ids,
+            answer=d.answer,
+            score=d.path.confidence,
+            steps=d.path.depth,
+            finished=d.finished,
+        )
+        for d in answers
+    ) if with_candidates else ()
+    best = best_answer(answers)
+    if best is None:
+        return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats, candidates=candidates)
+    return SearchResult(
+        text=generator.decode(best.path.token_ids),
+        token_ids=best.path.token_ids,
+        answer=best.answer,
+        confidence=min(1.0, max(0.0, best.path.confidence)),
+        stats=stats,
+        candidates=candidates,
+    )

@@ -1,0 +1,80 @@
+"""Strategy name -> (params class, run function), parsing, and the shared abstention rule.
+
+    params = parse_params("cat", {"branches": 3}, {"temperature": 0.6})   # SearchParamsError -> 400
+    result, abstained = await run_search("cat", generator, prompt_ids, params, on_event=print)
+
+``abstained`` is True when an answer was found but its confidence is below
+``params.min_confidence``: the result is returned untouched (the caller may still show it as a
+candidate), but the HTTP layer must not present ``result.answer`` as the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
+
+from cat_serve.search import cat, deepconf, perplexity, self_consistency
+from cat_serve.search.generator import StepGenerator
+from cat_serve.search.params import (
+    CaTParams,
+    DeepConfParams,
+    PerplexityParams,
+    RPCParams,
+    SearchParams,
+    SearchParamsError,
+    SelfConsistencyParams,
+)
+from cat_serve.search.types import SearchResult
+
+OnEvent = Callable[[dict], None]
+RunFn = Callable[..., Awaitable[SearchResult]]
+
+
+class Strategy(NamedTuple):
+    params_cls: type[SearchParams]
+    run: RunFn
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "cat": Strategy(CaTParams, cat.run),
+    "self_consistency": Strategy(SelfConsistencyParams, self_consistency.run),
+    "ppl_consistency": Strategy(PerplexityParams, perplexity.run),
+    "rpc": Strategy(RPCParams, perplexity.run_rpc),
+    "deepconf": Strategy(DeepConfParams, deepconf.run),
+}
+
+
+def available() -> list[str]:
+    """Names of the registered strategies."""
+    return list(STRATEGIES)
+
+
+def get(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise SearchParamsError(
+            f"search strategy not available: {name!r} (available: {', '.join(available())})", "search"
+        )
+    return STRATEGIES[name]
+
+
+def parse_params(name: str, raw: dict | None, defaults: dict | None = None) -> SearchParams:
+    """Validated params of strategy ``name``; raises SearchParamsError (unknown name included)."""
+    return get(name).params_cls.from_dict(raw, defaults)
+
+
+def abstains(result: SearchResult, params: SearchParams) -> bool:
+    """The shared abstention rule: an answer whose confidence is below ``min_confidence``."""
+    return result.answer is not None and result.confidence < params.min_confidence
+
+
+async def run_search(name: str, generator: StepGenerator, prompt_ids: Sequence[int],
+                     params: SearchParams | None = None, on_event: OnEvent | None = None
+                     ) -> tuple[SearchResult, bool]:
+    """Run strategy ``name``; returns ``(result, abstained)`` (see the module docstring)."""
+    strategy = get(name)
+    if params is None:
+        params = strategy.params_cls.from_dict(None)
+    if not isinstance(params, strategy.params_cls):
+        raise TypeError(f"strategy {name!r} needs {strategy.params_cls.__name__}, got {type(params).__name__}")
+    result = await strategy.run(generator, prompt_ids, params, on_event=on_event)
+    return result, abstains(result, params)

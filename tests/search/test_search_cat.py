@@ -1,0 +1,225 @@
+"""CaT (seed 003 Algorithm 2) against hand-computed trees; numbers worked out in the comments.
+
+Step confidence is c = exp(-mean token entropy) unless a test says "mult" (c = exp(sum logprob)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cat_serve.search import cat
+from cat_serve.search.params import CaTParams
+from cat_serve.search.types import STOP
+from tests.fakes import FakeGenerator, cont
+
+NL = "\n\n"
+
+
+def params(**kw) -> CaTParams:
+    return CaTParams.from_dict(kw, {})
+
+
+def greedy_trap() -> tuple[FakeGenerator, tuple[int, ...], dict[str, tuple[int, ...]]]:
+    """Depth 1: A ("Add", p = e^-0.1 = 0.905, greedy) vs B ("Mul", p = e^-2 = 0.135).
+
+    c(A) = e^-0.5 = 0.606531, c(B) = e^-0.1 = 0.904837.
+    Depth 2 (all answers): under A both steps say 5 with entropy 1.0 -> C = e^-1.5 = 0.223130;
+    under B "6" with entropy 0.1 -> C = e^-0.2 = 0.818731, and "5" with entropy 2.0 ->
+    C = e^-2.1 = 0.122456. Greedy (A, then its likeliest step) answers 5; the answer set votes 5
+    three times to one; CaT must return 6 with confidence e^-0.2.
+    """
+    gen = FakeGenerator()
+    prompt = gen.encode("Q: 2*3?", NL)
+    a, b = gen.script(
+        prompt,
+        cont("Add", NL, logprob=-0.05, entropy=0.5, finish=STOP),
+        cont("Mul", NL, logprob=-1.0, entropy=0.1, finish=STOP),
+    )
+    gen.script(a, cont("\\boxed{5}", logprob=-0.01, entropy=1.0), cont("so", " \\boxed{5}", logprob=-0.02, entropy=1.0))
+    gen.script(b, cont("\\boxed{6}", logprob=-0.5, entropy=0.1), cont("\\boxed{5}", logprob=-0.01, entropy=2.0))
+    return gen, prompt, {"a": a, "b": b}
+
+
+async def test_faithful_escapes_confidently_wrong_greedy_path():
+    gen, prompt, _ = greedy_trap()
+    events = []
+    p = params(mode="faithful", branches=2, tau=0.1, max_step_tokens=8, return_candidates=True)
+    result = await cat.run(gen, prompt, p, on_event=events.append)
+    assert result.answer == "6"
+    assert result.text == "Mul\n\n\\boxed{6}"
+    assert result.confidence == pytest.approx(math.exp(-0.2))
+    assert sorted(c.answer for c in result.candidates) == ["5", "5", "5", "6"]
+    # one engine call per depth, n = K each; tokens: 2 + 2 (depth 1) + 1 + 1 + 1 + 2 (depth 2) = 9
+    assert [c.n for c in gen.calls] == [2, 2]
+    assert len(gen.calls[1].prefixes) == 2
+    s = result.stats
+    assert (s.steps, s.expanded, s.pruned, s.tokens_generated, s.engine_calls) == (2, 6, 0, 9, 2)
+    assert s.tokens_generated == gen.tokens_generated
+    assert s.params["mode"] == "faithful"
+    assert events == [
+        {"type": "depth", "depth": 1, "active": 2, "answers": 0},
+        {"type": "depth", "depth": 2, "active": 0, "answers": 4},
+    ]
+
+
+async def test_adaptive_escapes_greedy_path_too():
+    # depth 1: ONE sample -> A (c 0.607 < 0.8: uncertain) -> one more -> B.
+    # depth 2: one sample each: B -> "6" (c 0.905 >= 0.8, kept alone); A -> "5" (c 0.368) -> one more
+    # -> "so 5". Two "5"s agree (consensus 2), but the answer is still the highest C: 6.
+    # tokens: 2 + 2 + 1 + 1 + 2 = 8 in 4 calls
+    gen, prompt, _ = greedy_trap()
+    result = await cat.run(gen, prompt, params(branches=2, tau=0.1, max_step_tokens=8))
+    assert result.answer == "6"
+    assert result.confidence == pytest.approx(math.exp(-0.2))
+    assert [c.n for c in gen.calls] == [1, 1, 1, 1]
+    assert (result.stats.tokens_generated, result.stats.engine_calls) == (8, 4)
+
+
+def exact_tau_tree() -> tuple[FakeGenerator, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """tau = e^-1. X: entropies (1, 1) -> c = e^-1 == tau exactly: survives.
+    Y: entropies (1, 1 + 1e-9) -> c = e^-(1 + 5e-10) < tau: pruned, its child never requested.
+    X's child has entropy 0 -> c = 1, C = tau: an answer exactly at tau is kept."""
+    gen = FakeGenerator()
+    prompt = gen.encode("Q", NL)
+    x, y = gen.script(
+        prompt,
+        cont("x", NL, entropy=1.0, finish=STOP),
+        cont("y", NL, entropy=[1.0, 1.0 + 1e-9], finish=STOP),
+    )
+    gen.script(x, cont("\\boxed{1}", entropy=0.0))
+    gen.script(y, cont("\\boxed{2}", entropy=0.0))
+    return gen, prompt, x, y
+
+
+@pytest.mark.parametrize("mode", ["faithful", "adaptive"])
+async def test_pruning_exactly_at_tau(mode):
+    gen, prompt, x, y = exact_tau_tree()
+    result = await cat.run(gen, prompt, params(mode=mode, branches=2, tau=math.exp(-1.0), max_step_tokens=2))
+    assert result.answer == "1"
+    assert result.confidence == math.exp(-1.0)
+    assert x in gen.requested() and y not in gen.requested()
+    assert result.stats.pruned == 1
+
+
+async def test_answer_below_tau_is_an_explicit_failure():
+    # the only path: c = e^-3 = 0.0498 < tau = 0.05 -> pruned; no answer, never a guess
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    gen.script(prompt, cont("\\boxed{9}", entropy=3.0))
+    result = await cat.run(gen, prompt, params(mode="faithful", branches=1, tau=0.05))
+    assert (result.answer, result.text, result.token_ids, result.confidence) == (None, "", (), 0.0)
+    assert result.stats.pruned == 1
+
+
+async def test_eos_without_marker_uses_last_number_and_no_number_is_dropped():
+    # "so 12" ends with EOS (no marker): fallback extraction over the whole path -> 12, C = e^-0.1.
+    # "no idea" ends with EOS and holds no number: dropped (pruned).
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    gen.script(prompt, cont("no", " idea", entropy=0.0), cont("so", " 12", entropy=0.1))
+    result = await cat.run(gen, prompt, params(mode="faithful", branches=2))
+    assert result.answer == "12"
+    assert result.confidence == pytest.approx(math.exp(-0.1))
+    assert result.stats.pruned == 1
+
+
+async def test_exhausted_budget_is_not_an_answer():
+    # max_tokens 3: "a\n\n" (2 tokens) then a call limited to 1 token -> "7" (LENGTH); the path is out
+    # of budget without a marker answer -> dropped -> explicit failure
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    [a] = gen.script(prompt, cont("a", NL, finish=STOP))
+    gen.script(a, cont("7", " more", " \\boxed{7}"))
+    result = await cat.run(gen, prompt, params(mode="faithful", branches=1, max_tokens=3))
+    assert result.answer is None
+    assert gen.calls[1].params.max_tokens == 1
+
+
+def confident_chain(gen: FakeGenerator, prompt) -> None:
+    """Three steps, every token with entropy 0.05 -> c = e^-0.05 = 0.951 >= 0.8; C = e^-0.15."""
+    [a] = gen.script(prompt, cont("a", NL, entropy=0.05, finish=STOP))
+    [b] = gen.script(a, cont("b", NL, entropy=0.05, finish=STOP))
+    gen.script(b, cont("\\boxed{7}", entropy=0.05))
+
+
+async def test_adaptive_spends_fewer_tokens_than_faithful_on_a_confident_script():
+    # K = 3. faithful: depth 1: 3 x "a\n\n" = 6 tokens; depth 2: 3 active x 3 x 2 = 18; depth 3: 9 x 1 = 9
+    # -> 33 tokens. adaptive: one confident sample per depth -> 2 + 2 + 1 = 5 tokens.
+    results = {}
+    for mode in ("faithful", "adaptive"):
+        gen = FakeGenerator()
+        prompt = gen.encode("Q")
+        confident_chain(gen, prompt)
+        results[mode] = await cat.run(gen, prompt, params(mode=mode, branches=3))
+    f, a = results["faithful"], results["adaptive"]
+    assert f.answer == a.answer == "7"
+    assert f.confidence == pytest.approx(math.exp(-0.15)) and a.confidence == pytest.approx(math.exp(-0.15))
+    assert (f.stats.tokens_generated, a.stats.tokens_generated) == (33, 5)
+    assert (f.stats.engine_calls, a.stats.engine_calls) == (3, 3)
+
+
+def consensus_tree(gen: FakeGenerator, prompt) -> tuple[int, ...]:
+    """Depth 1: u (H 0.3), v (H 0.4), w (H 0.5). Depth 2: u and v answer 3; w continues ("more").
+    Depth 3 under w+more: answer 4 with C = e^-0.6 = 0.549 < C(u, 3) = e^-0.4 = 0.670."""
+    u, v, w = gen.script(
+        prompt,
+        cont("u", NL, entropy=0.3, finish=STOP),
+        cont("v", NL, entropy=0.4, finish=STOP),
+        cont("w", NL, entropy=0.5, finish=STOP),
+    )
+    gen.script(u, cont("\\boxed{3}", entropy=0.1))
+    gen.script(v, cont("\\boxed{3}", entropy=0.2))
+    [w_more] = gen.script(w, cont("more", NL, entropy=0.1, finish=STOP))
+    gen.script(w_more, cont("\\boxed{4}", entropy=0.0))
+    return w_more
+
+
+async def test_consensus_stops_the_search():
+    # confident_threshold 0.99: every branch is uncertain, so depth 2 holds 3 + 3 answers "3" and
+    # 3 copies of w+more (deduped to one). Consensus 2 is reached -> stop after depth 2; w+more is
+    # never extended. Faithful continues to depth 3 and still returns 3 (highest C).
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    w_more = consensus_tree(gen, prompt)
+    result = await cat.run(gen, prompt, params(branches=3, confident_threshold=0.99, consensus=2))
+    assert result.answer == "3" and result.confidence == pytest.approx(math.exp(-0.4))
+    assert result.stats.steps == 2
+    assert w_more not in gen.requested()
+
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    w_more = consensus_tree(gen, prompt)
+    result = await cat.run(gen, prompt, params(mode="faithful", branches=3))
+    assert result.answer == "3" and result.stats.steps == 3
+    assert w_more in gen.requested()
+
+
+async def test_adaptive_aborts_a_step_that_cannot_reach_tau():
+    # mult, tau = e^-1.5 (0.2231), confident_threshold 1.0 (always branch), K = 2.
+    # call 1: "g\n\n" (logprob -0.1 each, c = e^-0.2). call 2: "y z w\n\n" with logprob -1 per token:
+    # after "y" the bound is e^-1 = 0.368 >= tau; after "z" e^-2 = 0.135 < tau -> aborted with 2 tokens
+    # (faithful generates all 4). Then g's path answers 1: C = e^-0.2 * e^-0.1 = e^-0.3.
+    for mode, expected_tokens in (("adaptive", 2 + 2 + 1 + 1), ("faithful", 2 + 4 + 1 + 1)):
+        gen = FakeGenerator()
+        prompt = gen.encode("Q")
+        g, y = gen.script(
+            prompt,
+            cont("g", NL, logprob=-0.1, finish=STOP),
+            cont("y", "z", "w", NL, logprob=-1.0, finish=STOP),
+        )
+        gen.script(g, cont("\\boxed{1}", logprob=-0.1))
+        p = params(mode=mode, branches=2, aggregation="mult", tau=math.exp(-1.5), confident_threshold=1.0)
+        result = await cat.run(gen, prompt, p)
+        assert result.answer == "1" and result.confidence == pytest.approx(math.exp(-0.3))
+        assert result.stats.tokens_generated == expected_tokens, mode
+        assert y not in gen.requested()
+
+
+async def test_prefixes_are_token_ids_of_prompt_plus_steps():
+    gen, prompt, nodes = greedy_trap()
+    await cat.run(gen, prompt, params(mode="faithful", branches=2, tau=0.1))
+    assert gen.calls[0].prefixes == (prompt,)
+    assert set(gen.calls[1].prefixes) == {nodes["a"], nodes["b"]}
+    assert gen.calls[0].params.stop == (NL,)
