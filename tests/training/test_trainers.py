@@ -66,3 +66,36 @@ def test_sft_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
     args.resume, args.max_steps = True, 1
     rows = assert_checkpoint(train_sft(args, examples=tiny_examples), 3)
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_judge_step():
+    from training.caspo import judge_step, round_temperature
+
+    ref = "Natalia sold 48/2 = <<48/2=24>>24 clips in May."
+    assert judge_step("In May she sold 48/2 = 24 clips.", ref)
+    assert judge_step("Half of 48 is 24.", ref)
+    assert not judge_step("In May she sold 48/2 = 25 clips.", ref)  # wrong result
+    assert not judge_step("She sold 2 * 12 = 25, so 24 clips.", ref)  # states 24 but bad arithmetic
+    assert not judge_step("She sold 96 clips.", ref)
+    assert [round_temperature((0.7, 1.0, 1.2), r) for r in range(4)] == [0.7, 1.0, 1.2, 1.2]
+
+
+def test_caspo_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
+    from training.caspo import train_caspo
+    from training.config import CASPOArgs
+
+    args = CASPOArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "caspo"), rounds=2,
+                     max_steps=1, candidates_per_step=3, max_step_tokens=6, batch_size=2, learning_rate=1e-3)
+    path = train_caspo(args, examples=tiny_examples)
+    AutoModelForCausalLM.from_pretrained(path)
+    assert AutoTokenizer.from_pretrained(path).chat_template
+    assert read_state(path)["round"] == 2
+    pairs = [json.loads(line) for line in (path / "pairs_round0.jsonl").read_text().splitlines()]
+    assert pairs and {"prompt", "chosen", "rejected", "kind"} <= set(pairs[0])
+    assert (path / "pairs_round1.jsonl").exists()
+    rounds = [json.loads(line) for line in (path / METRICS_FILE).read_text().splitlines() if "temperature" in line]
+    assert [r["temperature"] for r in rounds] == [0.7, 1.0]
+    args.resume, args.rounds = True, 3
+    path = train_caspo(args, examples=tiny_examples)
+    assert read_state(path)["round"] == 3
+    assert sorted(p.name for p in path.glob("pairs_round*.jsonl")) == [f"pairs_round{i}.jsonl" for i in range(3)]

@@ -1,0 +1,189 @@
+"""CASPO (seed 003, §3.2 / Algorithm 1): step-level confidence-aware preference optimisation.
+
+Each round:
+
+1. **Collect.** For every GSM8K question and every reference step ``j`` the context ``q_j`` is the
+   chat prompt plus the reference steps before ``j`` (notes removed). The policy samples
+   ``candidates_per_step`` next steps at the round's temperature (schedule 0.7 -> 1.0 -> 1.2, the
+   last repeating); the first sample is ``s_j``, the others are its competitors. Each step is cut at
+   its first newline and gets
+   * its length-normalised log-probability (ranks competitors),
+   * an entropy confidence ``c = exp(-mean token entropy)`` in (0, 1] (1 = the model was certain at
+     every token), from the raw (temperature-1) distribution,
+   * a correctness judgement ``judge_step`` (heuristic, documented there).
+   ``training.pairs.caspo_pairs`` then applies Algorithm 1's rules; pairs are saved as
+   ``pairs_round<r>.jsonl`` beside the checkpoint.
+2. **Optimise.** TRL's ``DPOTrainer`` (sigmoid DPO loss, ``beta`` = 0.1) on those pairs, with the
+   reference model *reset to a frozen copy of the current policy* each round. (TRL would reload a
+   reference from the model's original path if given ``ref_model=None``, which is not the latest policy.)
+
+A checkpoint is written after every round (``state.json`` holds the next round), so ``--resume``
+continues with the next round from the latest weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tempfile
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from training.checkpoint import is_checkpoint, read_metrics, read_state, save_checkpoint
+from training.config import CASPOArgs
+from training.data import GSM8KExample, check_step_arithmetic, iter_jsonl, load_gsm8k, step_results, write_jsonl
+from training.models import load_model_and_tokenizer, trainer_precision_kwargs
+from training.pairs import INCORRECT, Competitor, PreferencePair, StepSample, caspo_pairs
+from training.rl import Rollout, chat_prompt_ids, completion_mask_from, left_pad, token_logps
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def round_temperature(temperatures: Sequence[float], r: int) -> float:
+    return temperatures[min(r, len(temperatures) - 1)]
+
+
+def judge_step(candidate: str, reference: str) -> bool:
+    """Heuristic step correctness for GSM8K (reference with its calculator notes).
+
+    Correct when the candidate's own arithmetic is not wrong (``check_step_arithmetic`` is not
+    False) and it states the reference step's final result (the last note value) as a number.
+    A reference step without any result (pure prose) is matched by normalised text.
+    """
+    if check_step_arithmetic(candidate) is False:
+        return False
+    results = step_results(reference)
+    if not results:
+        return " ".join(candidate.split()).lower() == " ".join(reference.split()).lower()
+    stated = set()
+    for m in NUMBER.finditer(candidate):
+        try:
+            stated.add(Fraction(m.group(0).replace(",", "")))
+        except ValueError:
+            pass
+    return results[-1] in stated
+
+
+def first_line_lengths(tokenizer, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per sequence, the number of tokens up to and including the first one that contains a newline."""
+    out = mask.sum(-1).clone()
+    for i in range(tokens.shape[0]):
+        for t in range(int(out[i])):
+            if "\n" in tokenizer.decode([int(tokens[i, t])]):
+                out[i] = t + 1
+                break
+    return out
+
+
+@torch.no_grad()
+def sample_steps(model, tokenizer, context_ids: list[int], *, n: int, temperature: float, max_tokens: int):
+    """``n`` candidate next steps: list of (text, mean logprob, entropy confidence)."""
+    ids, mask = left_pad([context_ids] * n, tokenizer.pad_token_id)
+    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
+                         max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    completion = out[:, ids.shape[1]:]  # [n, T]
+    cmask = completion_mask_from(completion, tokenizer.eos_token_id)
+    lengths = first_line_lengths(tokenizer, completion, cmask)  # [n]
+    step_mask = (torch.arange(completion.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).long()  # [n, T]
+    rollout = Rollout(out, torch.cat([mask, cmask], 1), step_mask, ids.shape[1], [])
+    logps, entropy = token_logps(model, rollout, with_entropy=True)  # [n, T]
+    denom = step_mask.sum(-1).clamp(min=1)
+    mean_logp = (logps * step_mask).sum(-1) / denom  # [n]
+    confidence = torch.exp(-(entropy * step_mask).sum(-1) / denom)  # [n]
+    texts = [tokenizer.decode(completion[i, : int(lengths[i])], skip_special_tokens=True).strip()
+             for i in range(n)]
+    return [(texts[i], float(mean_logp[i]), float(confidence[i])) for i in range(n)]
+
+
+def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int):
+    """One ``StepSample`` per reference step of ``ex``."""
+    prompt = chat_prompt_ids(tokenizer, ex.question)
+    out = []
+    for j, (raw_ref, ref) in enumerate(zip(ex.steps, ex.clean_steps)):
+        prefix = "".join(s + "\n" for s in ex.clean_steps[:j])
+        context_ids = prompt + tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        cands = sample_steps(model, tokenizer, context_ids, n=n, temperature=temperature, max_tokens=max_tokens)
+        (text, _, conf), rivals = cands[0], cands[1:]
+        context_text = tokenizer.decode(context_ids)
+        out.append(StepSample(
+            context=context_text, candidate=text, correct=judge_step(text, raw_ref), confidence=conf,
+            reference=ref,
+            competitors=tuple(Competitor(t, lp, judge_step(t, raw_ref)) for t, lp, _ in rivals),
+        ))
+    return out
+
+
+def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASPOArgs, temperature: float):
+    """(pairs, collection metrics) for one round."""
+    model.eval()
+    samples = [s for ex in examples for s in step_samples(
+        model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature, max_tokens=args.max_step_tokens)]
+    pairs = caspo_pairs(samples, threshold=args.confidence_threshold)
+    n = max(len(samples), 1)
+    metrics = {
+        "steps": len(samples),
+        "step_accuracy": sum(s.correct for s in samples) / n,
+        "step_confidence": sum(s.confidence for s in samples) / n,
+        "pairs": len(pairs),
+        "pairs_incorrect": sum(p.kind == INCORRECT for p in pairs),
+        "pairs_unconfident": sum(p.kind != INCORRECT for p in pairs),
+    }
+    return pairs, metrics
+
+
+def dpo_round(model, tokenizer, pairs: list[PreferencePair], args: CASPOArgs) -> tuple[object, list[dict]]:
+    """One DPO optimisation on ``pairs`` against a frozen copy of the current policy."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    with tempfile.TemporaryDirectory(prefix="cat-caspo-") as work:
+        config = DPOConfig(
+            output_dir=work, beta=args.beta, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.learning_rate, seed=args.seed, logging_steps=1, save_strategy="no",
+            report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
+        )
+        trainer = DPOTrainer(model=model, ref_model=ref, args=config, train_dataset=dataset,
+                             processing_class=tokenizer)
+        trainer.train()
+    logs = [row for row in trainer.state.log_history if "loss" in row]
+    return trainer.model, logs
+
+
+def _load_pairs(directory: Path) -> dict[str, list[dict]]:
+    return {p.name: list(iter_jsonl(p)) for p in sorted(directory.glob("pairs_round*.jsonl"))}
+
+
+def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
+    """Run the remaining rounds; a checkpoint after each. Returns the checkpoint directory."""
+    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit)
+    start, history, model_path, pair_files = 0, [], args.model, {}
+    if args.resume and is_checkpoint(args.output_dir):
+        start, history = read_state(args.output_dir)["round"], read_metrics(args.output_dir)
+        model_path, pair_files = args.output_dir, _load_pairs(Path(args.output_dir))
+    model, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
+    path = Path(args.output_dir)
+    for r in range(start, args.rounds):
+        torch.manual_seed(args.seed + r)
+        temperature = round_temperature(args.temperatures, r)
+        pairs, metrics = collect_pairs(model, tokenizer, examples, args, temperature)
+        pair_files[f"pairs_round{r}.jsonl"] = [p.to_dict() for p in pairs]
+        dpo_logs = []
+        if pairs:
+            model, dpo_logs = dpo_round(model, tokenizer, pairs, args)
+        history.append({"round": r, "temperature": temperature, **metrics,
+                        "dpo_loss": dpo_logs[-1]["loss"] if dpo_logs else None})
+        history.extend({"round": r, **row} for row in dpo_logs)
+
+        def write_pairs(tmp: Path) -> None:
+            for name, rows in pair_files.items():
+                write_jsonl(tmp / name, rows)
+
+        path = save_checkpoint(args.output_dir, model, tokenizer, args=args, metrics=history,
+                               state={"round": r + 1, "rounds": args.rounds}, extra=write_pairs)
+    return path
