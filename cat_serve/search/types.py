@@ -21,6 +21,9 @@ class GenParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     top_logprobs: int = 20  # k: how many top logprobs per token the engine reports (entropy/DeepConf)
+    # keep a matched stop string in Step.text (search needs it to continue a path exactly);
+    # the plain OpenAI path sets False, as OpenAI excludes stop strings from the returned text
+    include_stop_str: bool = True
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Step:
     # per token: top-k (token_id, logprob) pairs, most likely first (may be empty if k == 0)
     top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
     text: str = ""
-    finish_reason: str = STOP
+    finish_reason: str | None = STOP  # None only in partial steps handed to an early_stop callback
     stop: str | None = None  # the stop string that matched, when finish_reason == STOP
 
     @property

@@ -1,0 +1,54 @@
+"""What the HTTP layer needs from an engine, beyond the search core's StepGenerator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from cat_serve.search.generator import StepGenerator
+
+
+class PromptTooLongError(ValueError):
+    """The prompt (or a search prefix) leaves no room to generate within the context window."""
+
+
+@runtime_checkable
+class Engine(StepGenerator, Protocol):
+    kind: str  # "vllm" | "transformers"
+    model_name: str  # the public name served in /v1/models
+    max_model_len: int
+    vocab_size: int
+    tokenizer: Any  # a Hugging Face tokenizer (chat template, encode, decode)
+
+    def num_inflight(self) -> int:
+        """Engine requests (sequences) not yet finished or aborted: the engine's own count."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def check_room(prefix: Sequence[int], max_tokens: int, max_model_len: int) -> int:
+    """Clamp max_tokens to the context left after ``prefix``; raise if there is none."""
+    room = max_model_len - len(prefix)
+    if room <= 0:
+        raise PromptTooLongError(
+            f"This model's maximum context length is {max_model_len} tokens, "
+            f"but the prompt has {len(prefix)} tokens."
+        )
+    return min(max_tokens, room)
+
+
+def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
+    """Earliest (index, stop string) of any stop string in ``text``."""
+    best: tuple[int, str] | None = None
+    for s in stops:
+        i = text.find(s) if s else -1
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    return best
+
+
+def chat_prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """Render messages with the tokenizer's own chat template, then encode to token ids once."""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    return list(tokenizer.encode(text, add_special_tokens=False))

@@ -1,0 +1,181 @@
+"""transformers adapter: the fallback when vLLM is absent, and the exact-entropy reference.
+
+Every (prefix, sample) pair becomes one row of a left-padded batch decoded with a KV cache.
+Entropy is exact: -sum p log p over the full vocabulary of the raw (untempered) logits.
+Each decode step's forward pass runs in a worker thread; sampling, stop strings and callbacks run
+on the event loop, so cancelling the awaiting task stops generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from cat_serve.engine.base import check_room, find_stop
+from cat_serve.search.generator import EarlyStop
+from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step
+
+
+class HFEngine:
+    kind = "transformers"
+
+    def __init__(self, model, tokenizer, model_name: str, max_model_len: int | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        cfg = model.config
+        self.max_model_len = int(max_model_len or getattr(cfg, "max_position_embeddings", 2048))
+        self.vocab_size = int(cfg.vocab_size)
+        eos = model.generation_config.eos_token_id if model.generation_config else None
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {int(e) for e in [*eos, tokenizer.eos_token_id] if e is not None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self._lock = asyncio.Lock()  # one batch at a time on the model
+        self._inflight = 0
+
+    @classmethod
+    def create(cls, model_path: str, model_name: str, *, max_model_len: int | None = None) -> HFEngine:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        return cls(model, tokenizer, model_name, max_model_len)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def num_inflight(self) -> int:
+        return self._inflight
+
+    async def close(self) -> None:
+        return None
+
+    async def extend(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        n: int,
+        params: GenParams,
+        *,
+        early_stop: EarlyStop | None = None,
+    ) -> list[list[Step]]:
+        rows = [list(p) for p in prefixes for _ in range(n)]
+        seeds = [None if params.seed is None else params.seed + j for _ in prefixes for j in range(n)]
+        max_tokens = min(check_room(r, params.max_tokens, self.max_model_len) for r in rows)
+        async with self._lock:
+            self._inflight = len(rows)
+            try:
+                flat = await self._decode(rows, seeds, params, max_tokens, early_stop)
+            finally:
+                self._inflight = 0
+        return [flat[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+    async def _decode(self, rows, seeds, params: GenParams, max_tokens: int, early_stop) -> list[Step]:
+        import torch
+
+        B, L = len(rows), max(len(r) for r in rows)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding
+            ids[i, L - len(r) :] = torch.tensor(r)
+            mask[i, L - len(r) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        gens = [_generator(s) for s in seeds]
+        seqs = [_Seq() for _ in range(B)]
+
+        def forward(input_ids, attention_mask, position_ids, past):
+            with torch.inference_mode():
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    past_key_values=past,
+                    use_cache=True,
+                )
+            return out.logits[:, -1].float(), out.past_key_values
+
+        logits, past = await asyncio.to_thread(forward, ids, mask, pos, None)
+        for _ in range(max_tokens):
+            logp = torch.log_softmax(logits, dim=-1)  # [B, V] raw model distribution
+            entropy = -(logp.exp() * logp).sum(-1)  # [B]
+            k = params.top_logprobs
+            top_v, top_i = logp.topk(k, dim=-1) if k > 0 else (None, None)
+            nxt = torch.full((B,), self.pad_id, dtype=torch.long)
+            for b, seq in enumerate(seqs):
+                if seq.finish is not None:
+                    continue
+                tok = _sample(logits[b], params.temperature, params.top_p, gens[b])
+                nxt[b] = tok
+                top = tuple(zip(top_i[b].tolist(), top_v[b].tolist())) if k > 0 else ()
+                seq.add(tok, float(logp[b, tok]), float(entropy[b]), top)
+                self._check_finish(seq, params, early_stop)
+            if all(s.finish is not None for s in seqs):
+                break
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=torch.long)], dim=1)
+            pos = pos[:, -1:] + 1
+            logits, past = await asyncio.to_thread(forward, nxt[:, None], mask, pos, past)
+        return [seq.to_step(self, params) for seq in seqs]
+
+    def _check_finish(self, seq: _Seq, params: GenParams, early_stop) -> None:
+        if seq.ids[-1] in self.eos_ids:
+            seq.finish = EOS
+            return
+        if params.stop:
+            hit = find_stop(self.decode(seq.ids), params.stop)
+            if hit is not None:
+                seq.finish, seq.stop = STOP, hit[1]
+                return
+        if early_stop is not None and early_stop(seq.to_step(self, params, partial=True)):
+            seq.finish = ABORTED
+
+
+class _Seq:
+    def __init__(self):
+        self.ids: list[int] = []
+        self.lps: list[float] = []
+        self.ents: list[float] = []
+        self.tops: list[tuple] = []
+        self.finish: str | None = None
+        self.stop: str | None = None
+
+    def add(self, tok: int, lp: float, ent: float, top: tuple) -> None:
+        self.ids.append(tok)
+        self.lps.append(lp)
+        self.ents.append(ent)
+        self.tops.append(top)
+
+    def to_step(self, engine: HFEngine, params: GenParams, partial: bool = False) -> Step:
+        text = engine.decode(self.ids)
+        if self.finish == STOP and self.stop:
+            i, s = find_stop(text, [self.stop])
+            text = text[: i + len(s)] if params.include_stop_str else text[:i]
+        return Step(
+            token_ids=tuple(self.ids),
+            logprobs=tuple(self.lps),
+            entropies=tuple(self.ents),
+            top_logprobs=tuple(self.tops),
+            text=text,
+            finish_reason=None if partial else (self.finish or LENGTH),
+            stop=self.stop,
+        )
+
+
+def _generator(seed: int | None):
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    return g
+
+
+def _sample(logits, temperature: float, top_p: float, gen) -> int:
+    import torch
+
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # smallest set whose mass reaches top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=gen))

