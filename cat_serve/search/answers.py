@@ -7,7 +7,7 @@ Extraction order (the first that yields a non-empty answer wins):
 
 1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces, so ``\\boxed{\\frac{1}{2}}`` works);
 2. the last GSM8K ``#### ...`` line;
-3. the last "The answer is ..." / "the final answer is ..." / "Answer: ..." phrase (rest of the line);
+3. the last "the (final) answer is ..." phrase, or a line starting "Answer: ..." (rest of the line);
 4. only with ``fallback=True``: the last number in the text.
 
 Equivalence (:func:`answers_equivalent`) tries a cheap path first (normalised string equality,
@@ -23,7 +23,10 @@ from functools import lru_cache
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _GSM8K = re.compile(r"####\s*([^\n]*)")
-_ANSWER_IS = re.compile(r"(?:final\s+answer|answer)\s*(?:is\s*:?|:)\s*([^\n]*)", re.IGNORECASE)
+# "the (final) answer is X" anywhere; "Answer: X" / "**Final Answer:** X" only at the start of a line
+_ANSWER_IS = re.compile(
+    r"(?:answer\s+is\s*:?|^[\s*#]*(?:final\s+)?answer[\s*]*:)[\s*]*([^\n]*)", re.IGNORECASE | re.MULTILINE
+)
 _NUMBER = re.compile(r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?")
 _LEADING_NUMBER = re.compile(r"^(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+))\s+[A-Za-z]")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -57,7 +60,7 @@ def _clean(answer: str) -> str:
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
             s = s[len(left) : len(s) - len(right)].strip()
-    s = s.strip("$ ").rstrip(".").strip()
+    s = s.strip("$ *").rstrip(".").strip()
     return _THOUSANDS.sub("", s)
 
 

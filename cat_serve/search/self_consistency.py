@@ -66,7 +66,8 @@ def sample_stats(name: str, params: SearchParams, steps: Sequence[Step], calls: 
 def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequence[str | None],
                 scores: Sequence[float], vote: Vote | None, stats: SearchStats,
                 params: SearchParams, voters: Sequence[int] | None = None) -> SearchResult:
-    """The result of a vote: the winning cluster's first path, or an explicit failure.
+    """The result of a vote: the winning cluster's highest-scoring path (ties: the earliest), or an
+    explicit failure (``answer=None``, ``text=""``) when no voter had an answer.
 
     ``voters`` (default: all) are the paths that took part; candidates record ``voted`` per path.
     """
@@ -85,11 +86,12 @@ def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequen
     ) if params.return_candidates else ()
     if vote is None:
         return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats, candidates=candidates)
-    chosen = steps[vote.winner[0]]
+    best = max(vote.winner, key=lambda i: (scores[i], -i))
+    chosen = steps[best]
     return SearchResult(
         text=step_text(generator, chosen),
         token_ids=chosen.token_ids,
-        answer=answers[vote.winner[0]],
+        answer=answers[best],
         confidence=max(0.0, min(1.0, vote.share)),
         stats=stats,
         candidates=candidates,

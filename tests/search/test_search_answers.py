@@ -25,6 +25,8 @@ from cat_serve.search.answers import (
     ("The answer is 42.", "42", True),
     ("the final answer is $1,234$.", "1234", True),
     ("Answer: 42 apples", "42", True),
+    ("**Final Answer:** 12", "12", True),
+    ("To find the answer: add 3 and 4", "4", False),  # "answer:" mid-sentence is no marker
     ("Natalia sold 48 clips.\n#### 1,234", "1234", True),
     ("The answer is $\\boxed{5}$", "5", True),
     ("we get 3 and then 17.5.", "17.5", False),  # last-number fallback
