@@ -49,6 +49,7 @@ class _Request(BaseModel):
     # --- cat-serve extension (not in the OpenAI spec) ---
     search: str = NO_SEARCH  # decode-time search strategy: none | cat | self_consistency | ...
     search_params: dict[str, Any] | None = None  # validated by the strategy's params class
+    return_tokens_as_token_ids: bool = False  # vLLM extension: logprob tokens as "token_id:<id>"
 
     @model_validator(mode="after")
     def _check_common(self):

@@ -65,7 +65,7 @@ class Serving:
             prompt = chat_prompt_ids(self.engine.tokenizer, messages)
         except Exception as e:  # a template that rejects this conversation (e.g. role order)
             raise APIError(400, f"chat template failed: {e}", param="messages") from e
-        return await self._serve(req, [prompt], _ChatFormat(self), request)
+        return await self._serve(req, [prompt], _ChatFormat(self, req.return_tokens_as_token_ids), request)
 
     async def completion(self, req: CompletionRequest, request: Request):
         self._check_model(req.model)
@@ -73,7 +73,7 @@ class Serving:
         for p in prompts:
             if any(t < 0 or t >= self.engine.vocab_size for t in p):
                 raise APIError(400, "prompt token ids out of vocabulary range", param="prompt")
-        return await self._serve(req, prompts, _TextFormat(self), request)
+        return await self._serve(req, prompts, _TextFormat(self, req.return_tokens_as_token_ids), request)
 
     def models(self) -> dict:
         return {
@@ -247,8 +247,12 @@ class _Format:
     obj = ""
     chunk_obj = ""
 
-    def __init__(self, serving: Serving):
+    def __init__(self, serving: Serving, ids_as_tokens: bool = False):
         self.s = serving
+        self.ids_as_tokens = ids_as_tokens
+
+    def tok(self, token_id: int) -> str:
+        return f"token_id:{token_id}" if self.ids_as_tokens else self.s.token_text(token_id)
 
     def response(self, choices: list[dict], usage: dict, search: dict | None = None) -> dict:
         out = {"id": new_id(self.id_prefix), "object": self.obj, "created": now(),
@@ -301,11 +305,11 @@ class _ChatFormat(_Format):
     def logprobs(self, step: Step, top_n: int, start: int = 0) -> dict:
         entries = []
         for pos in range(start, step.num_tokens):
-            t = self.s.token_text(step.token_ids[pos])
+            t = self.tok(step.token_ids[pos])
             tops = step.top_logprobs[pos][:top_n] if pos < len(step.top_logprobs) else ()
             entries.append({"token": t, "logprob": step.logprobs[pos], "bytes": list(t.encode()),
-                            "top_logprobs": [{"token": self.s.token_text(i), "logprob": lp,
-                                              "bytes": list(self.s.token_text(i).encode())} for i, lp in tops]})
+                            "top_logprobs": [{"token": self.tok(i), "logprob": lp,
+                                              "bytes": list(self.tok(i).encode())} for i, lp in tops]})
         return {"content": entries}
 
 
@@ -334,12 +338,12 @@ class _TextFormat(_Format):
         return req.logprobs is not None
 
     def logprobs(self, step: Step, top_n: int, start: int = 0) -> dict:
-        tokens = [self.s.token_text(t) for t in step.token_ids[start:]]
+        tokens = [self.tok(t) for t in step.token_ids[start:]]
         offsets, off = [], 0
         for t in tokens:
             offsets.append(off)
             off += len(t)
-        tops = [{self.s.token_text(i): lp for i, lp in step.top_logprobs[p][:top_n]}
+        tops = [{self.tok(i): lp for i, lp in step.top_logprobs[p][:top_n]}
                 for p in range(start, min(step.num_tokens, len(step.top_logprobs)))]
         return {"tokens": tokens, "token_logprobs": list(step.logprobs[start:]),
                 "top_logprobs": tops, "text_offset": offsets}
