@@ -9,7 +9,8 @@ Each round:
    its first newline and gets
    * its length-normalised log-probability (ranks competitors),
    * an entropy confidence ``c = exp(-mean token entropy)`` in (0, 1] (1 = the model was certain at
-     every token), from the raw (temperature-1) distribution,
+     every token), from the raw (temperature-1) distribution (exact entropies from ``HFEngine``, the
+     engine layer's transformers adapter, which samples the live policy),
    * a correctness judgement ``judge_step`` (heuristic, documented there).
    ``training.pairs.caspo_pairs`` then applies Algorithm 1's rules; pairs are saved as
    ``pairs_round<r>.jsonl`` beside the checkpoint.
@@ -24,6 +25,8 @@ continues with the next round from the latest weights.
 from __future__ import annotations
 
 import copy
+import json
+import math
 import re
 import tempfile
 from collections.abc import Sequence
@@ -37,7 +40,7 @@ from training.config import CASPOArgs
 from training.data import GSM8KExample, check_step_arithmetic, iter_jsonl, load_gsm8k, step_results, write_jsonl
 from training.models import load_model_and_tokenizer, trainer_precision_kwargs
 from training.pairs import INCORRECT, Competitor, PreferencePair, StepSample, caspo_pairs
-from training.rl import Rollout, chat_prompt_ids, completion_mask_from, left_pad, token_logps
+from training.rl import chat_prompt_ids
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -67,36 +70,25 @@ def judge_step(candidate: str, reference: str) -> bool:
     return results[-1] in stated
 
 
-def first_line_lengths(tokenizer, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per sequence, the number of tokens up to and including the first one that contains a newline."""
-    out = mask.sum(-1).clone()
-    for i in range(tokens.shape[0]):
-        for t in range(int(out[i])):
-            if "\n" in tokenizer.decode([int(tokens[i, t])]):
-                out[i] = t + 1
-                break
-    return out
-
-
 @torch.no_grad()
 def sample_steps(model, tokenizer, context_ids: list[int], *, n: int, temperature: float, max_tokens: int):
-    """``n`` candidate next steps: list of (text, mean logprob, entropy confidence)."""
-    ids, mask = left_pad([context_ids] * n, tokenizer.pad_token_id)
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
-                         max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    completion = out[:, ids.shape[1]:]  # [n, T]
-    cmask = completion_mask_from(completion, tokenizer.eos_token_id)
-    lengths = first_line_lengths(tokenizer, completion, cmask)  # [n]
-    step_mask = (torch.arange(completion.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).long()  # [n, T]
-    rollout = Rollout(out, torch.cat([mask, cmask], 1), step_mask, ids.shape[1], [])
-    logps, entropy = token_logps(model, rollout, with_entropy=True)  # [n, T]
-    denom = step_mask.sum(-1).clamp(min=1)
-    mean_logp = (logps * step_mask).sum(-1) / denom  # [n]
-    confidence = torch.exp(-(entropy * step_mask).sum(-1) / denom)  # [n]
-    texts = [tokenizer.decode(completion[i, : int(lengths[i])], skip_special_tokens=True).strip()
-             for i in range(n)]
-    return [(texts[i], float(mean_logp[i]), float(confidence[i])) for i in range(n)]
+    """``n`` candidate next steps: list of (text, mean logprob, entropy confidence).
+
+    Sampled through the engine layer (``HFEngine`` on the live policy) with ``"\n"`` as the stop
+    string, so each step ends at its first newline. Log-probs and exact entropies come from the
+    engine and refer to the raw (temperature-1) distribution."""
+    from cat_serve.search.types import GenParams
+    from training.rollout import policy_engine, sample_groups
+
+    params = GenParams(max_tokens=max_tokens, temperature=temperature, stop=("\n",), top_logprobs=0)
+    steps = sample_groups(policy_engine(model, tokenizer), [context_ids], n, params)[0]
+    out = []
+    for st in steps:
+        k = max(len(st.token_ids), 1)
+        mean_logp = sum(st.logprobs) / k
+        confidence = math.exp(-sum(st.entropies) / k)
+        out.append((st.text.strip(), mean_logp, confidence))
+    return out
 
 
 def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int):
@@ -179,6 +171,8 @@ def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
         history.append({"round": r, "temperature": temperature, **metrics,
                         "dpo_loss": dpo_logs[-1]["loss"] if dpo_logs else None})
         history.extend({"round": r, **row} for row in dpo_logs)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1 - len(dpo_logs)].items()}),
+              flush=True)
 
         def write_pairs(tmp: Path) -> None:
             for name, rows in pair_files.items():

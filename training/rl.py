@@ -10,9 +10,10 @@ releases (vLLM modes, multi-turn tools, liger paths ...), so overrides would be 
 version and the loss would again be buried in a trainer. The loop here is ~150 lines that a reader
 can hold in their head: sample ``G`` completions per prompt -> score with the project's one grader
 (``cat_serve.search.answers.grade``) -> old/ref log-probs -> ``inner_epochs`` updates of
-``OBJECTIVES[name]``. It is single-process and uses ``model.generate`` (the engine layer's vLLM
-adapter can replace ``sample_rollouts`` for large runs). SFT and DPO, where TRL needs no surgery, use
-TRL directly (``sft.py``, ``caspo.py``).
+``OBJECTIVES[name]``. Group sampling goes through the engine layer (``training.rollout``): by default
+``HFEngine`` around the live policy (current weights, exact entropies, no weight sync), or a
+``trl vllm-serve`` server with ``--rollout-engine vllm`` (weights pushed after every step). The loop is
+single-process; SFT and DPO, where TRL needs no surgery, use TRL directly (``sft.py``, ``caspo.py``).
 
 Logged per step: reward mean, accuracy, mean token entropy, AUROC of sequence confidence
 ``exp(mean token logprob)`` against correctness, completion length, and the objective's metrics.
@@ -23,7 +24,9 @@ the resumed policy (the original reference is not stored) and the optimiser stat
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -59,11 +62,13 @@ def chat_prompt_ids(tokenizer, question: str) -> list[int]:
 
 @dataclass
 class Rollout:
-    input_ids: torch.Tensor  # [B, P + T] left-padded prompt + completion
+    input_ids: torch.Tensor  # [B, P + T] left-padded prompt + right-padded completion
     attention_mask: torch.Tensor  # [B, P + T]
     completion_mask: torch.Tensor  # [B, T] 1 up to and including the first EOS
     prompt_len: int  # P
     texts: list[str]
+    sampler_logps: torch.Tensor | None = None  # [B, T] log p(token) reported by the rollout engine
+    entropies: torch.Tensor | None = None  # [B, T] engine's per-token entropies (NaN if it has none)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,21 +88,55 @@ def completion_mask_from(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (~after_eos).long()
 
 
+def right_pad(rows: Sequence[Sequence[float]], value, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of different lengths -> ([B, T] values, [B, T] 0/1 mask); T >= 1."""
+    width = max(1, max(len(r) for r in rows))
+    out = torch.full((len(rows), width), value, dtype=dtype)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            out[i, :len(r)] = torch.tensor(list(r), dtype=dtype)
+            mask[i, :len(r)] = 1
+    return out, mask
+
+
+def rollout_from_steps(prompts: Sequence[Sequence[int]], groups: Sequence[Sequence], pad_id: int,
+                       device: torch.device | str = "cpu") -> Rollout:
+    """Engine ``Step`` groups (one list per prompt) -> the trainer's padded ``Rollout``, groups consecutive.
+
+    A step's ``token_ids`` end with the EOS token when it finished, so the completion mask is simply
+    its length."""
+    steps = [s for g in groups for s in g]
+    repeated = [p for p, g in zip(prompts, groups) for _ in g]
+    ids, mask = left_pad(repeated, pad_id)
+    tokens, cmask = right_pad([s.token_ids for s in steps], pad_id, torch.long)
+    lps, _ = right_pad([s.logprobs for s in steps], 0.0, torch.float32)
+    ents, _ = right_pad([s.entropies for s in steps], 0.0, torch.float32)
+    return Rollout(torch.cat([ids, tokens], 1).to(device), torch.cat([mask, cmask], 1).to(device),
+                   cmask.to(device), ids.shape[1], [s.text for s in steps], lps.to(device), ents.to(device))
+
+
+def make_rollout_engine(args: RLArgs, policy, tokenizer):
+    """The engine ``sample_rollouts`` draws from (see ``training.rollout``)."""
+    from training.rollout import TRLVLLMServerEngine, policy_engine
+
+    if args.rollout_engine == "vllm":
+        return TRLVLLMServerEngine(tokenizer, host=args.vllm_host, port=args.vllm_port,
+                                   group_port=args.vllm_group_port, timeout=args.vllm_timeout)
+    return policy_engine(policy, tokenizer)
+
+
 @torch.no_grad()
-def sample_rollouts(model, tokenizer, prompts: Sequence[Sequence[int]], args: RLArgs) -> Rollout:
-    """``group_size`` sampled completions per prompt, groups consecutive."""
-    repeated = [p for p in prompts for _ in range(args.group_size)]
-    ids, mask = left_pad(repeated, tokenizer.pad_token_id)
-    out = model.generate(
-        input_ids=ids, attention_mask=mask, do_sample=True, temperature=args.temperature, top_p=args.top_p,
-        top_k=0, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    completion = out[:, ids.shape[1]:]  # [B, T]
-    cmask = completion_mask_from(completion, tokenizer.eos_token_id)
-    texts = tokenizer.batch_decode(completion * cmask + tokenizer.pad_token_id * (1 - cmask),
-                                   skip_special_tokens=True)
-    return Rollout(out, torch.cat([mask, cmask], dim=1), cmask, ids.shape[1], texts)
+def sample_rollouts(engine, tokenizer, prompts: Sequence[Sequence[int]], args: RLArgs,
+                    device: torch.device | str = "cpu") -> Rollout:
+    """``group_size`` sampled completions per prompt via ``engine.extend``, groups consecutive."""
+    from cat_serve.search.types import GenParams
+    from training.rollout import sample_groups
+
+    params = GenParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                       top_logprobs=0, include_stop_str=True)
+    groups = sample_groups(engine, prompts, args.group_size, params)
+    return rollout_from_steps(prompts, groups, tokenizer.pad_token_id, device)
 
 
 def token_logps(model, rollout: Rollout, *, with_entropy: bool = False):
@@ -143,15 +182,23 @@ def rollout_metrics(rewards: torch.Tensor, old_logps, entropy, mask) -> dict[str
 
 
 def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], args: RLArgs,
-            reward_fn: RewardFn) -> dict[str, float]:
+            reward_fn: RewardFn, engine=None) -> dict[str, float]:
     """One sample -> score -> ``inner_epochs`` updates cycle."""
     policy.eval()
-    rollout = sample_rollouts(policy, tokenizer, [chat_prompt_ids(tokenizer, ex.question) for ex in batch], args)
+    engine = engine or make_rollout_engine(args, policy, tokenizer)
+    device = next(policy.parameters()).device
+    prompts = [chat_prompt_ids(tokenizer, ex.question) for ex in batch]
+    rollout = sample_rollouts(engine, tokenizer, prompts, args, device)
     golds = [ex.gold for ex in batch for _ in range(args.group_size)]
-    rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32)  # [B]
+    rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]
     with torch.no_grad():
         old_logps, entropy = token_logps(policy, rollout, with_entropy=True)
         ref_logps = token_logps(ref, rollout) if ref is not None else None
+    maskf = rollout.completion_mask.float()
+    if torch.isfinite(rollout.entropies).all():  # exact engine entropies (HFEngine)
+        entropy = rollout.entropies
+    # how far the sampler's log-probs are from the trainer's (0 up to numerics for HFEngine)
+    sampler_gap = float(O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf))
     policy.train()
     hyper = args.objective_kwargs()
     for _ in range(args.inner_epochs):
@@ -162,7 +209,10 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
         optimizer.step()
-    return {**rollout_metrics(rewards, old_logps, entropy, rollout.completion_mask), **obj_metrics}
+    if hasattr(engine, "sync_weights"):  # a separate sampler (vLLM server) gets the new weights
+        engine.sync_weights(policy)
+    return {**rollout_metrics(rewards, old_logps, entropy, rollout.completion_mask), **obj_metrics,
+            "sampler_logp_gap": sampler_gap}
 
 
 def question_order(n: int, seed: int) -> list[int]:
@@ -173,21 +223,33 @@ def question_order(n: int, seed: int) -> list[int]:
 
 def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[GSM8KExample] | None = None):
     """Run ``args.max_steps`` RL steps and write the checkpoint to ``args.output_dir``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise RuntimeError(
+            f"cat-train rl is a single-process trainer but was launched with WORLD_SIZE={world}: every process "
+            "would train its own copy. Launch it with one process (accelerate launch --num_processes 1 ...) and "
+            "scale generation out with --rollout-engine vllm (trl vllm-serve on the other GPUs); see training/README.md.")
     reward_fn = reward_fn or grade_rewards
     examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit)
     start, history, model_path = 0, [], args.model
     if args.resume and is_checkpoint(args.output_dir):
         start, history, model_path = read_state(args.output_dir)["step"], read_metrics(args.output_dir), args.output_dir
     policy, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
+    policy.to("cuda" if torch.cuda.is_available() else "cpu")
     ref = copy.deepcopy(policy).eval().requires_grad_(False) if needs_reference(args) else None
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.learning_rate)
+    engine = make_rollout_engine(args, policy, tokenizer) if args.rollout_engine != "transformers" else None
+    if engine is not None and hasattr(engine, "sync_weights"):
+        engine.sync_weights(policy)  # the server may hold other weights (e.g. after --resume)
     torch.manual_seed(args.seed + start)
     order = question_order(len(examples), args.seed)
     for step in range(start, start + args.max_steps):
         idx = [order[(step * args.prompts_per_step + k) % len(order)] for k in range(args.prompts_per_step)]
         t0 = time.perf_counter()
-        metrics = rl_step(policy, ref, optimizer, tokenizer, [examples[i] for i in idx], args, reward_fn)
+        metrics = rl_step(policy, ref, optimizer, tokenizer, [examples[i] for i in idx], args, reward_fn, engine)
         metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
         history.append({"step": step + 1, **metrics, "step_time_s": time.perf_counter() - t0})
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
+              flush=True)
     state = {"step": start + args.max_steps, "objective": args.objective}
     return save_checkpoint(args.output_dir, policy, tokenizer, args=args, metrics=history, state=state)

@@ -41,7 +41,8 @@ def test_rl_smoke_and_resume(objective, tmp_path, tokenizer_dir, tiny_examples):
     before = None
     path = train_rl(args, reward_fn=parity_reward, examples=tiny_examples)
     rows = assert_checkpoint(path, 2)
-    assert {"reward", "accuracy", "entropy", "auroc", "loss"} <= set(rows[0])
+    assert {"reward", "accuracy", "entropy", "auroc", "loss", "sampler_logp_gap"} <= set(rows[0])
+    assert rows[0]["sampler_logp_gap"] < 1e-4  # HFEngine samples the live policy: same log-probs as the trainer
     if objective == "grpo":
         before = AutoModelForCausalLM.from_pretrained(path).state_dict()
         args.resume, args.max_steps = True, 1
