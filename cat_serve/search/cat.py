@@ -33,7 +33,10 @@ and adds four savings:
                  the step runs to L tokens). An aborted step would have been pruned by tau anyway.
 (c) consensus stop: stop searching once ``consensus`` completed answers are equivalent; the
     answer is still the highest-C path of the answer set (consensus only ends the search);
-(d) identical candidate paths are expanded once.
+(d) identical candidate paths are expanded once;
+(e) ``beam``: the active set keeps the top ``beam`` paths (default K). With ``beam=1`` the search
+    follows the most confident path and spends K samples only on its uncertain steps; this is what
+    brings its cost below SC@K's, whose K paths run in full.
 
 Reported confidence: the chosen path's cumulative C (in [0, 1]); the same quantity tau
 thresholds, so ``min_confidence`` and ``tau`` share one scale.
@@ -132,8 +135,9 @@ async def expand_adaptive(search: _Search, active: list[_Path], budget: int) -> 
     return [(parent, step) for i, parent in enumerate(active) for step in [firsts[i], *extra.get(i, [])]]
 
 
-def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], depth: int) -> list[_Path]:
-    """Prune by tau, move completed paths to the answer set, keep the top-K active paths by C."""
+def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], depth: int,
+                     width: int) -> list[_Path]:
+    """Prune by tau, move completed paths to the answer set, keep the top-``width`` active paths by C."""
     params, decode = search.params, search.generator.decode
     survivors: list[_Path] = []
     for parent, step in candidates:
@@ -156,8 +160,8 @@ def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], dept
         else:
             survivors.append(path)
     survivors.sort(key=lambda p: -p.confidence)  # stable: ties keep engine order
-    search.pruned += max(0, len(survivors) - params.branches)
-    return survivors[: params.branches]
+    search.pruned += max(0, len(survivors) - width)
+    return survivors[:width]
 
 
 def dedupe(paths: list[_Path]) -> list[_Path]:
@@ -192,11 +196,12 @@ async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTPa
     search = _Search(generator, tuple(prompt_ids), params, answers=[])
     adaptive = params.mode == "adaptive"
     expand = expand_adaptive if adaptive else expand_faithful
+    width = (params.beam or params.branches) if adaptive else params.branches
     active, depth = [_Path((), 1.0, 0)], 0
     while active and depth < params.max_steps:
         depth += 1
         candidates = await expand(search, active, step_budget(active, params))
-        active = score_candidates(search, candidates, depth)
+        active = score_candidates(search, candidates, depth, width)
         if adaptive:
             active = dedupe(active)
         if on_event is not None:

@@ -170,6 +170,8 @@ class CaTParams(SearchParams):
     confident_threshold: float = _f(0.8, "adaptive: a step with confidence >= this is not branched",
                                     lo=0.0, hi=1.0)
     consensus: int = _f(2, "adaptive: stop once this many completed answers agree (0 = never)", lo=0, hi=1024)
+    beam: int | None = _f(None, "adaptive: width of the active set (default K); 1 follows the most "
+                          "confident path and branches only at uncertain steps", lo=1, hi=64)
 
     @classmethod
     def _finish(cls, values: dict) -> CaTParams:

@@ -223,3 +223,24 @@ async def test_prefixes_are_token_ids_of_prompt_plus_steps():
     assert gen.calls[0].prefixes == (prompt,)
     assert set(gen.calls[1].prefixes) == {nodes["a"], nodes["b"]}
     assert gen.calls[0].params.stop == (NL,)
+
+
+async def test_adaptive_beam_one_follows_only_the_most_confident_branch():
+    """K=2, beam=1, confident_threshold=1.0 (every step counts as uncertain, so each depth asks for
+    1 sample and then K-1 = 1 more).
+
+    depth 1: "a" (entropy 0.1 -> c = e^-0.1 = 0.905) and "b" (entropy 1.0 -> c = e^-1 = 0.368);
+    beam=1 keeps only "a" (1 pruned). depth 2: both samples of "a" answer 5 (EOS).
+    "b" is never expanded; 4 engine calls; tokens 2 + 2 + 1 + 1 = 6.
+    """
+    gen = FakeGenerator()
+    prompt = gen.encode("Q", NL)
+    a, b = gen.script(prompt, cont("a", NL, entropy=0.1, finish=STOP), cont("b", NL, entropy=1.0, finish=STOP))
+    gen.script(a, cont("\\boxed{5}", entropy=0.1))
+    gen.script(b, cont("\\boxed{6}", entropy=0.1))
+    p = params(branches=2, beam=1, confident_threshold=1.0, tau=0.0, consensus=0, max_steps=3)
+    result = await cat.run(gen, prompt, p)
+    assert result.answer == "5"
+    assert {pre for call in gen.calls for pre in call.prefixes} == {prompt, a}  # b never expanded
+    s = result.stats
+    assert (s.pruned, s.engine_calls, s.tokens_generated) == (1, 4, 6)

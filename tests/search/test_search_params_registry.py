@@ -19,7 +19,7 @@ def test_precedence_search_params_over_request_over_defaults():
 
 
 @pytest.mark.parametrize(("name", "raw", "field", "text"), [
-    ("cat", {"beam": 3}, "beam", "unknown search_params field 'beam'"),
+    ("cat", {"beam_width": 3}, "beam_width", "unknown search_params field 'beam_width'"),
     ("cat", {"tau": 1.5}, "tau", "search_params.tau must be <= 1.0"),
     ("cat", {"branches": 0}, "branches", "search_params.branches must be >= 1"),
     ("cat", {"branches": "3"}, "branches", "must be an integer"),
