@@ -83,8 +83,11 @@ class Serving:
         }
 
     def health(self) -> dict:
-        return {"status": "ok", "engine": self.engine.kind, "model": self.engine.model_name,
-                "inflight_requests": self.engine.num_inflight()}
+        out = {"status": "ok", "engine": self.engine.kind, "model": self.engine.model_name,
+               "inflight_requests": self.engine.num_inflight()}
+        if hasattr(self.engine, "prefix_cache_stats"):  # vLLM only
+            out["prefix_cache"] = self.engine.prefix_cache_stats()
+        return out
 
     # ------------------------------------------------------------------ dispatch
     async def _serve(self, req, prompts: list[list[int]], fmt: _Format, request: Request):

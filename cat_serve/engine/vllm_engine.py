@@ -43,6 +43,9 @@ class VLLMEngine:
         self.max_model_len = int(cfg.max_model_len)
         self.vocab_size = int(cfg.get_vocab_size())
         self.tokenizer = llm.get_tokenizer()
+        # prompt tokens sent / served from the prefix cache (vLLM's num_cached_tokens), for /health
+        self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
 
     @classmethod
     def create(
@@ -82,6 +85,9 @@ class VLLMEngine:
 
     def num_inflight(self) -> int:
         return int(self.llm.output_processor.get_num_unfinished_requests())
+
+    def prefix_cache_stats(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "cached_prompt_tokens": self.cached_prompt_tokens}
 
     async def close(self) -> None:
         self.llm.shutdown()
@@ -127,8 +133,13 @@ class VLLMEngine:
         stream = self.llm.generate(
             TokensPrompt(prompt_token_ids=list(prefix)), sampling, f"cat-{next(_ids)}"
         )
+        self.prompt_tokens += len(prefix)
+        counted = False
         try:
             async for out in stream:
+                if not counted and out.num_cached_tokens is not None:
+                    self.cached_prompt_tokens += int(out.num_cached_tokens)
+                    counted = True
                 o = out.outputs[0]
                 acc.add(o.token_ids, o.logprobs, o.text)
                 if o.finish_reason is not None:

@@ -160,3 +160,15 @@ def test_server_survives_bad_input(vllm_server, client):
     r = client.chat.completions.create(model=vllm_server.model, messages=Q, max_tokens=2)
     assert r.choices[0].message.content is not None
     assert vllm_server.health()["status"] == "ok"
+
+
+def test_prefix_cache_hits_for_a_repeated_prompt(vllm_server):
+    """vLLM caches full KV blocks only: a 300-token prompt sent twice reuses at least one block."""
+    prompt = list(range(1000, 1300))
+    client = vllm_server.client()
+    before = vllm_server.health()["prefix_cache"]
+    for _ in range(2):
+        client.completions.create(model=vllm_server.model, prompt=prompt, max_tokens=1, temperature=0)
+    after = vllm_server.health()["prefix_cache"]
+    assert after["prompt_tokens"] - before["prompt_tokens"] == 600
+    assert after["cached_prompt_tokens"] - before["cached_prompt_tokens"] >= 128
