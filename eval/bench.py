@@ -21,11 +21,14 @@ SAMPLING = ("self_consistency", "ppl_consistency", "rpc", "deepconf")
 
 
 def default_search_params(strategy: str, k: int) -> dict:
-    """k = number of sampled paths (``n``) for sampling strategies, ``branches`` for CaT."""
+    """k = number of sampled paths (``n``) for sampling strategies, ``branches`` for CaT.
+
+    Candidates are requested so that maj@k and mean@k can be computed from every search run.
+    """
     if strategy in SAMPLING:
-        return {"n": k}
+        return {"n": k, "return_candidates": True}
     if strategy == "cat":
-        return {"branches": k}
+        return {"branches": k, "return_candidates": True}
     return {}
 
 

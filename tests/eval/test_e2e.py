@@ -152,8 +152,11 @@ def test_bench_same_items_table_and_plots(vllm_server, tmp_path):
         summary = bench["summaries"][name]
         assert summary["n"] == 3 and summary["n_errors"] == 0 and summary["strategy"] == name
         assert_valid_png(out / name / "reliability.png")
-    assert bench["summaries"]["self_consistency"]["search_params"] == {"n": 2}
-    assert bench["summaries"]["cat"]["search_params"] == {"branches": 2}
+    assert bench["summaries"]["self_consistency"]["search_params"] == {"n": 2, "return_candidates": True}
+    assert bench["summaries"]["cat"]["search_params"] == {"branches": 2, "return_candidates": True}
+    # candidates come back, so maj@k / mean@k are defined for the sampling strategy
+    sc = bench["summaries"]["self_consistency"]
+    assert 0.0 <= sc["maj@k"] <= 1.0 and 0.0 <= sc["mean@k"] <= 1.0
     for row in rows_of(out / "self_consistency" / "results.jsonl"):
         assert row["search"]["params"]["n"] == 2
     assert_valid_png(out / "precision_coverage.png")

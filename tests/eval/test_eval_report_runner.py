@@ -58,8 +58,8 @@ def test_bench_table_ratios():
 
 
 def test_search_params_for_k():
-    assert bench.strategy_params("self_consistency", 3, {}) == {"n": 3}
-    assert bench.strategy_params("cat", 3, {"cat": {"tau": 0.5}}) == {"branches": 3, "tau": 0.5}
+    assert bench.strategy_params("self_consistency", 3, {}) == {"n": 3, "return_candidates": True}
+    assert bench.strategy_params("cat", 3, {"cat": {"tau": 0.5}}) == {"branches": 3, "return_candidates": True, "tau": 0.5}
     assert bench.strategy_params("none", 3, {}) == {}
 
 
