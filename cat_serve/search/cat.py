@@ -38,6 +38,14 @@ and adds four savings:
     follows the most confident path and spends K samples only on its uncertain steps; this is what
     brings its cost below SC@K's, whose K paths run in full.
 
+Stream mode (``mode="stream"``) runs adaptive search with ``beam=1`` without a request per step:
+one streaming request continues the followed path with no stop strings, and its ``early_stop``
+callback splits the text into steps at the delimiters as tokens arrive. Confident steps are accepted
+in flight; the request is cut at the first step that is uncertain (confidence < confident_threshold),
+that holds a final answer, or that reaches ``max_steps``. An uncertain step gets K-1 alternative
+samples (one batched call, stop = delimiters) and the best candidate by C is followed, as in
+adaptive mode. A solution whose steps are all confident therefore costs one request.
+
 Reported confidence: the chosen path's cumulative C (in [0, 1]); the same quantity tau
 thresholds, so ``min_confidence`` and ``tau`` share one scale.
 """
@@ -52,7 +60,7 @@ from cat_serve.search.answers import cluster_answers, extract_answer, has_final_
 from cat_serve.search.confidence import step_confidence, step_confidence_upper_bound
 from cat_serve.search.generator import EarlyStop, StepGenerator
 from cat_serve.search.params import CaTParams
-from cat_serve.search.types import ABORTED, Candidate, SearchResult, SearchStats, Step
+from cat_serve.search.types import ABORTED, STOP, Candidate, SearchResult, SearchStats, Step
 
 OnEvent = Callable[[dict], None]
 
@@ -85,8 +93,9 @@ class _Search:
     calls: int = 0
 
     async def extend(self, parents: Sequence[_Path], n: int, max_tokens: int, seed_offset: int,
-                     early_stop: EarlyStop | None) -> list[list[Step]]:
-        gen = self.params.gen_params(max_tokens, stop=self.params.step_delimiters, seed_offset=seed_offset)
+                     early_stop: EarlyStop | None, stop: tuple[str, ...] | None = None) -> list[list[Step]]:
+        stop = self.params.step_delimiters if stop is None else stop
+        gen = self.params.gen_params(max_tokens, stop=stop, seed_offset=seed_offset)
         prefixes = [list(self.prompt_ids) + list(p.token_ids) for p in parents]
         self.calls += 1
         rows = await self.generator.extend(prefixes, n, gen, early_stop=early_stop)
@@ -164,6 +173,77 @@ def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], dept
     return survivors[:width]
 
 
+def slice_step(step: Step, a: int, b: int, text: str, finish: str | None, stop: str | None) -> Step:
+    """Tokens a..b of ``step`` as a Step of their own."""
+    return Step(token_ids=step.token_ids[a:b], logprobs=step.logprobs[a:b], entropies=step.entropies[a:b],
+                top_logprobs=step.top_logprobs[a:b], text=text, finish_reason=finish, stop=stop)
+
+
+class _Segmenter:
+    """Splits a growing token sequence into steps: a step ends at the token that completes a delimiter."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], delimiters: Sequence[str]):
+        self.decode, self.delimiters = decode, delimiters
+        self.start = 0  # first token of the current (unfinished) step
+        self.scanned = 0
+
+    def feed(self, token_ids: Sequence[int]) -> list[tuple[int, int, str, str]]:
+        """Steps completed by the new tokens: (first token, end token, text, delimiter)."""
+        done = []
+        while self.scanned < len(token_ids):
+            self.scanned += 1
+            text = self.decode(token_ids[self.start:self.scanned])
+            hit = min(((text.find(d), d) for d in self.delimiters if d in text), default=None)
+            if hit is not None:
+                done.append((self.start, self.scanned, text, hit[1]))
+                self.start = self.scanned
+        return done
+
+
+async def follow_stream(search: _Search, path: _Path, depth: int) -> tuple[list[tuple[_Path, Step]], int]:
+    """Stream mode: one request from ``path``; confident steps are accepted in flight.
+
+    Returns the candidates to score (the step the request was cut at, plus K-1 alternatives when
+    that step is uncertain), each paired with the path extended by the accepted steps, and the depth.
+    """
+    params = search.params
+    seg = _Segmenter(search.generator.decode, params.step_delimiters)
+    accepted: list[Step] = []  # confident, answer-free steps of this request
+    cut: list[Step] = []
+
+    def early_stop(partial: Step) -> bool:
+        for a, b, text, delim in seg.feed(partial.token_ids):
+            piece = slice_step(partial, a, b, text, STOP, delim)
+            if (step_confidence(piece, params.aggregation) < params.confident_threshold
+                    or has_final_answer(text) or depth + len(accepted) + 1 >= params.max_steps):
+                cut.append(piece)
+                return True
+            accepted.append(piece)
+        return False
+
+    [[whole]] = await search.extend([path], 1, params.max_tokens - len(path.token_ids), 0, early_stop, stop=())
+    if not cut and not early_stop(whole):  # engines do not show the callback the final tokens
+        tail = whole.token_ids[seg.start:]
+        cut.append(slice_step(whole, seg.start, len(whole.token_ids), search.generator.decode(tail),
+                              whole.finish_reason, None))
+    for step in accepted:
+        path = _Path(path.token_ids + step.token_ids,
+                     path.confidence * step_confidence(step, params.aggregation), depth + 1)
+        depth += 1
+    candidates = [(path, cut[0])]
+    budget = min(params.max_step_tokens, params.max_tokens - len(path.token_ids))
+    if step_confidence(cut[0], params.aggregation) < params.confident_threshold and params.branches > 1 and budget > 0:
+        rows = await search.extend([path], params.branches - 1, budget, 1, None)
+        candidates += [(path, alt) for alt in rows[0]]
+    return candidates, depth
+
+
+def answer_is_final(answers: Sequence[_Done], active: Sequence[_Path]) -> bool:
+    """C never grows along a path, so no later answer can beat one with C >= every active path's C."""
+    best = best_answer(answers)
+    return best is not None and all(best.path.confidence >= p.confidence for p in active)
+
+
 def dedupe(paths: list[_Path]) -> list[_Path]:
     """Adaptive (d): expand identical paths once (the first, i.e. highest-C, copy)."""
     seen: set[tuple[int, ...]] = set()
@@ -198,7 +278,15 @@ async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTPa
     expand = expand_adaptive if adaptive else expand_faithful
     width = (params.beam or params.branches) if adaptive else params.branches
     active, depth = [_Path((), 1.0, 0)], 0
-    while active and depth < params.max_steps:
+    while params.mode == "stream" and active and depth < params.max_steps:
+        candidates, depth = await follow_stream(search, active[0], depth)
+        depth += 1
+        active = score_candidates(search, candidates, depth, 1)
+        if on_event is not None:
+            on_event({"type": "depth", "depth": depth, "active": len(active), "answers": len(search.answers)})
+        if answer_is_final(search.answers, active):
+            break
+    while params.mode != "stream" and active and depth < params.max_steps:
         depth += 1
         candidates = await expand(search, active, step_budget(active, params))
         active = score_candidates(search, candidates, depth, width)

@@ -165,8 +165,9 @@ class CaTParams(SearchParams):
     step_delimiters: tuple[str, ...] = _f(("\n\n",), "strings that end a reasoning step")
     aggregation: str = _f(ENTROPY, "token -> step confidence", choices=AGGREGATIONS)
     max_step_tokens: int = _f(256, "token limit of one step", lo=1, hi=1 << 17)
-    mode: str = _f("adaptive", "'faithful' = Algorithm 2 exactly; 'adaptive' = cheaper search",
-                   choices=("adaptive", "faithful"))
+    mode: str = _f("adaptive", "'faithful' = Algorithm 2 exactly; 'adaptive' = cheaper search; 'stream' = "
+                   "follow one path in a single streaming request, branching only at uncertain steps",
+                   choices=("adaptive", "faithful", "stream"))
     confident_threshold: float = _f(0.8, "adaptive: a step with confidence >= this is not branched",
                                     lo=0.0, hi=1.0)
     consensus: int = _f(2, "adaptive: stop once this many completed answers agree (0 = never)", lo=0, hi=1024)

@@ -30,15 +30,22 @@ def test_every_strategy_is_tested():
     assert sorted(SMALL) == sorted(available())
 
 
-@pytest.mark.parametrize("strategy", sorted(SMALL))
-def test_search_response_contract(vllm_server, strategy):
+CASES = [(name, params) for name, params in sorted(SMALL.items())] + [
+    ("cat", {**SMALL["cat"], "mode": "stream", "confident_threshold": 0.3}),
+    ("cat", {**SMALL["cat"], "mode": "faithful"}),
+]
+
+
+@pytest.mark.parametrize("strategy,search_params", CASES)
+def test_search_response_contract(vllm_server, strategy, search_params):
     r = vllm_server.client().chat.completions.create(
         model=vllm_server.model, messages=Q,
-        extra_body={"search": strategy, "search_params": {**SMALL[strategy], "seed": 1}})
+        extra_body={"search": strategy, "search_params": {**search_params, "seed": 1}})
     choice = r.choices[0]
     search = r.model_extra["search"]
     assert SEARCH_KEYS <= set(search)
     assert search["strategy"] == strategy and search["params"]["seed"] == 1
+    assert all(search["params"][k] == v for k, v in search_params.items() if k != "step_delimiters")
     assert 0.0 <= choice.model_extra["confidence"] <= 1.0
     assert search["tokens_generated"] > 0 and search["engine_calls"] >= 1 and search["expanded"] >= 1
     # usage counts every token the search generated, not only the chosen path's

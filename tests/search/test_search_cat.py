@@ -244,3 +244,42 @@ async def test_adaptive_beam_one_follows_only_the_most_confident_branch():
     assert {pre for call in gen.calls for pre in call.prefixes} == {prompt, a}  # b never expanded
     s = result.stats
     assert (s.pruned, s.engine_calls, s.tokens_generated) == (1, 4, 6)
+
+
+async def test_stream_mode_accepts_confident_steps_in_one_request():
+    """All steps confident (c = e^-0.1 = 0.905 >= 0.5): one engine request, no branching.
+
+    "Add\\n\\n" is accepted in flight (C = e^-0.1); the request ends at EOS with the tail
+    "so \\boxed{5}" (c = e^-0.1), so the answer 5 has C = e^-0.2 = 0.8187.
+    """
+    gen = FakeGenerator()
+    prompt = gen.encode("Q", NL)
+    gen.script(prompt, cont("Add", NL, "so", " \\boxed{5}", entropy=0.1))
+    p = params(mode="stream", branches=4, confident_threshold=0.5, tau=0.0)
+    result = await cat.run(gen, prompt, p)
+    assert result.answer == "5" and result.text == "Add\n\nso \\boxed{5}"
+    assert result.confidence == pytest.approx(math.exp(-0.2))
+    assert len(gen.calls) == 1 and gen.calls[0].params.stop == () and gen.calls[0].early_stop
+    s = result.stats
+    assert (s.steps, s.engine_calls, s.tokens_generated, s.pruned) == (2, 1, 4, 0)
+
+
+async def test_stream_mode_branches_only_at_the_uncertain_step():
+    """The streamed path's first step "Mul\\n\\n" has entropy 2 -> c = e^-2 = 0.135 < 0.5: the request
+    is cut there (2 tokens) and K-1 = 1 alternative is sampled with stop = "\\n\\n": "Add\\n\\n",
+    c = e^-0.1 = 0.905. Beam 1 follows Add (Mul pruned). The next request answers 5 (c = e^-0.1):
+    C = e^-0.2. Calls: stream, alternative, stream = 3; tokens 2 + 2 + 1 = 5.
+    """
+    gen = FakeGenerator()
+    prompt = gen.encode("Q", NL)
+    _, add = gen.script(prompt, cont("Mul", NL, "\\boxed{6}", entropy=[2.0, 2.0, 0.1]),
+                        cont("Add", NL, entropy=0.1, finish=STOP))
+    gen.script(add, cont("\\boxed{5}", entropy=0.1))
+    p = params(mode="stream", branches=2, confident_threshold=0.5, tau=0.0)
+    result = await cat.run(gen, prompt, p)
+    assert result.answer == "5" and result.text == "Add\n\n\\boxed{5}"
+    assert result.confidence == pytest.approx(math.exp(-0.2))
+    assert [(c.n, c.params.stop, c.early_stop) for c in gen.calls] == [
+        (1, (), True), (1, (NL,), False), (1, (), True)]
+    s = result.stats
+    assert (s.engine_calls, s.tokens_generated, s.pruned) == (3, 5, 1)
