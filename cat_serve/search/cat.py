@@ -271,30 +271,27 @@ def best_answer(answers: Sequence[_Done]) -> _Done | None:
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTParams,
               *, on_event: OnEvent | None = None) -> SearchResult:
-    """CaT search (Algorithm 2 of seed paper 003; ``params.mode`` picks faithful or adaptive)."""
+    """CaT search (Algorithm 2 of seed paper 003; ``params.mode``: faithful, adaptive or stream)."""
     t0 = time.perf_counter()
     search = _Search(generator, tuple(prompt_ids), params, answers=[])
-    adaptive = params.mode == "adaptive"
-    expand = expand_adaptive if adaptive else expand_faithful
-    width = (params.beam or params.branches) if adaptive else params.branches
+    mode = params.mode
+    width = {"faithful": params.branches, "adaptive": params.beam or params.branches, "stream": 1}[mode]
     active, depth = [_Path((), 1.0, 0)], 0
-    while params.mode == "stream" and active and depth < params.max_steps:
-        candidates, depth = await follow_stream(search, active[0], depth)
+    while active and depth < params.max_steps:
+        if mode == "stream":  # may accept several confident steps in one request
+            candidates, depth = await follow_stream(search, active[0], depth)
+        else:
+            expand = expand_adaptive if mode == "adaptive" else expand_faithful
+            candidates = await expand(search, active, step_budget(active, params))
         depth += 1
-        active = score_candidates(search, candidates, depth, 1)
-        if on_event is not None:
-            on_event({"type": "depth", "depth": depth, "active": len(active), "answers": len(search.answers)})
-        if answer_is_final(search.answers, active):
-            break
-    while params.mode != "stream" and active and depth < params.max_steps:
-        depth += 1
-        candidates = await expand(search, active, step_budget(active, params))
         active = score_candidates(search, candidates, depth, width)
-        if adaptive:
+        if mode == "adaptive":
             active = dedupe(active)
         if on_event is not None:
             on_event({"type": "depth", "depth": depth, "active": len(active), "answers": len(search.answers)})
-        if adaptive and consensus_reached(search.answers, params.consensus):
+        if mode == "adaptive" and consensus_reached(search.answers, params.consensus):
+            break
+        if mode == "stream" and answer_is_final(search.answers, active):
             break
     stats = SearchStats(
         strategy=params.strategy,
