@@ -6,6 +6,7 @@ A checkpoint is a directory loadable by ``AutoModelForCausalLM.from_pretrained``
 * ``training_args.json`` -- the config dataclass of the run (plus ``"command"``);
 * ``metrics.jsonl``      -- one JSON object per logged step, the full history of the run;
 * ``state.json``         -- ``{"step": n, ...}``, what ``--resume`` continues from;
+* ``optimizer.pt``       -- the optimiser state (RL), so a resumed run continues the same updates;
 * extra files a trainer adds (CASPO: ``pairs_round*.jsonl``).
 
 It is written to a temporary sibling directory and renamed into place, so a crash never leaves a
@@ -40,16 +41,18 @@ def save_checkpoint(
     metrics: Iterable[dict],
     state: dict,
     extra: Callable[[Path], None] | None = None,
+    state_dict: dict | None = None,
 ) -> Path:
     """Write model, tokenizer (with chat template), args, metrics and state atomically.
 
+    ``state_dict`` (e.g. gathered from FSDP / ZeRO-3 shards) replaces the model's own when given.
     ``extra(tmp_dir)`` may write more files before the rename. Returns the final directory.
     """
     final = Path(output_dir).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         (tmp / ARGS_FILE).write_text(json.dumps(_jsonable(args), indent=2, default=str))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))

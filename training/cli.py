@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -80,7 +81,8 @@ def run(command: str, args):
 def main(argv: Sequence[str] | None = None) -> int:
     command, args = parse_args(argv)
     path = run(command, args)
-    print(f"checkpoint written to {path}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process
+        print(f"checkpoint written to {path}")
     return 0
 
 

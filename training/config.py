@@ -50,14 +50,18 @@ class RLArgs(CommonArgs):
     temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
-    rollout_engine: str = _f("transformers", "Group sampling engine: 'transformers' (HFEngine on the live policy, "
-                             "exact entropies, no weight sync) or 'vllm' (a running `trl vllm-serve` server on "
-                             "other GPUs; weights pushed over NCCL each step; needs CUDA).",
-                             choices=("transformers", "vllm"))
-    vllm_host: str = _f("127.0.0.1", "--rollout-engine vllm: host of the `trl vllm-serve` server.")
-    vllm_port: int = _f(8000, "--rollout-engine vllm: HTTP port of the server.")
-    vllm_group_port: int = _f(51216, "--rollout-engine vllm: NCCL weight-update group port.")
-    vllm_timeout: float = _f(240.0, "--rollout-engine vllm: seconds to wait for the server to come up.")
+    rollout_engine: str = _f("auto", "Group sampling engine: 'vllm' (a vLLM engine colocated with the trainer, "
+                             "weights reloaded in place after every step), 'transformers' (HFEngine on the live "
+                             "policy: exact entropies, no weight sync), 'trl-server' (a running `trl vllm-serve` "
+                             "on other GPUs, weights pushed over NCCL; needs CUDA), or 'auto' (vllm when it "
+                             "imports, else transformers).", choices=("auto", "vllm", "transformers", "trl-server"))
+    vllm_max_model_len: int = _f(2048, "--rollout-engine vllm: context length of the colocated engine.")
+    vllm_gpu_memory_utilization: float = _f(0.3, "--rollout-engine vllm on a GPU: share of GPU memory vLLM may "
+                                            "take (the trainer needs the rest).")
+    vllm_host: str = _f("127.0.0.1", "--rollout-engine trl-server: host of the `trl vllm-serve` server.")
+    vllm_port: int = _f(8000, "--rollout-engine trl-server: HTTP port of the server.")
+    vllm_group_port: int = _f(51216, "--rollout-engine trl-server: NCCL weight-update group port.")
+    vllm_timeout: float = _f(240.0, "--rollout-engine trl-server: seconds to wait for the server to come up.")
     # objective hyper-parameters (None: the objective's own default)
     epsilon: float | None = _f(None, "Clip range (low side). Default 0.2 token-level, 3e-4 GSPO/C2GSPG.")
     epsilon_high: float | None = _f(None, "Clip range high side (GRPO/GSPO/C2GSPG). Default epsilon / 4e-4.")

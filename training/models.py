@@ -50,10 +50,11 @@ def load_tokenizer(path: str | None):
     return tok
 
 
-def tiny_config(tokenizer, *, hidden_size: int = 64, layers: int = 2) -> LlamaConfig:
+def tiny_config(tokenizer, *, hidden_size: int = 128, layers: int = 2) -> LlamaConfig:
+    # head_dim 64 (as SmolLM2): vLLM's CPU attention kernels reject head_dim 16, and RL tests sample it with vLLM
     return LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        num_hidden_layers=layers, num_attention_heads=hidden_size // 64, num_key_value_heads=1,
         max_position_embeddings=2048, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -10,15 +10,21 @@ releases (vLLM modes, multi-turn tools, liger paths ...), so overrides would be 
 version and the loss would again be buried in a trainer. The loop here is ~150 lines that a reader
 can hold in their head: sample ``G`` completions per prompt -> score with the project's one grader
 (``cat_serve.search.answers.grade``) -> old/ref log-probs -> ``inner_epochs`` updates of
-``OBJECTIVES[name]``. Group sampling goes through the engine layer (``training.rollout``): by default
-``HFEngine`` around the live policy (current weights, exact entropies, no weight sync), or a
-``trl vllm-serve`` server with ``--rollout-engine vllm`` (weights pushed after every step). The loop is
-single-process; SFT and DPO, where TRL needs no surgery, use TRL directly (``sft.py``, ``caspo.py``).
+``OBJECTIVES[name]``. Group sampling goes through the engine layer (``training.rollout``): with vLLM present a vLLM engine
+colocated with the trainer whose weights are reloaded in place after every step, otherwise ``HFEngine``
+around the live policy, or ``trl vllm-serve`` on other GPUs (``--rollout-engine trl-server``).
+SFT and DPO, where TRL needs no surgery, use TRL directly (``sft.py``, ``caspo.py``).
 
-Logged per step: reward mean, accuracy, mean token entropy, AUROC of sequence confidence
-``exp(mean token logprob)`` against correctness, completion length, and the objective's metrics.
-``--resume`` continues from the checkpoint's weights and step counter; the reference model is then
-the resumed policy (the original reference is not stored) and the optimiser state restarts.
+Scale-out: the loop runs under ``accelerate`` (``Accelerator.prepare`` of policy and optimiser), so
+``accelerate launch`` / ``torchrun`` with N processes gives N ranks that each sample their own
+``prompts_per_step`` prompts and average gradients (DDP, tested on CPU; sharded set-ups: training/README.md).
+
+Logged per step (over all ranks): reward mean, accuracy, mean token entropy, AUROC of sequence
+confidence ``exp(mean token logprob)`` against correctness, completion length, the objective's metrics,
+``sampler_logp_gap`` (sampler vs trainer log-probs of the sampled tokens) and ``samples``.
+``--resume`` continues from the checkpoint's weights, optimiser state (``optimizer.pt``) and step
+counter, with rollout seeds derived from the step, so a resumed run repeats what the uninterrupted
+run would have done; the reference model is reloaded from ``--model`` (the starting weights).
 """
 
 from __future__ import annotations
@@ -116,27 +122,23 @@ def rollout_from_steps(prompts: Sequence[Sequence[int]], groups: Sequence[Sequen
                    cmask.to(device), ids.shape[1], [s.text for s in steps], lps.to(device), ents.to(device))
 
 
-def make_rollout_engine(args: RLArgs, policy, tokenizer):
-    """The engine ``sample_rollouts`` draws from (see ``training.rollout``)."""
-    from training.rollout import TRLVLLMServerEngine, policy_engine
-
-    if args.rollout_engine == "vllm":
-        return TRLVLLMServerEngine(tokenizer, host=args.vllm_host, port=args.vllm_port,
-                                   group_port=args.vllm_group_port, timeout=args.vllm_timeout)
-    return policy_engine(policy, tokenizer)
-
-
 @torch.no_grad()
 def sample_rollouts(engine, tokenizer, prompts: Sequence[Sequence[int]], args: RLArgs,
-                    device: torch.device | str = "cpu") -> Rollout:
+                    device: torch.device | str = "cpu", *, seed: int | None = None) -> Rollout:
     """``group_size`` sampled completions per prompt via ``engine.extend``, groups consecutive."""
     from cat_serve.search.types import GenParams
     from training.rollout import sample_groups
 
     params = GenParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                       top_logprobs=0, include_stop_str=True)
+                       top_logprobs=0, include_stop_str=True, seed=seed)
     groups = sample_groups(engine, prompts, args.group_size, params)
     return rollout_from_steps(prompts, groups, tokenizer.pad_token_id, device)
+
+
+def rollout_seed(seed: int, step: int, rank: int) -> int:
+    """Sampling seed of one rank's rollouts at ``step`` (sample j of a prompt uses ``+ j``): a resumed
+    run draws exactly what the uninterrupted run would have drawn."""
+    return ((seed * 1_000_003 + step) * 256 + rank) * 4096 % (2**31)
 
 
 def token_logps(model, rollout: Rollout, *, with_entropy: bool = False):
@@ -168,37 +170,46 @@ def needs_reference(args: RLArgs) -> bool:
     return args.objective == "capo" or (args.objective == "grpo" and args.beta > 0)
 
 
-def rollout_metrics(rewards: torch.Tensor, old_logps, entropy, mask) -> dict[str, float]:
+def sequence_stats(rewards: torch.Tensor, old_logps, entropy, mask) -> torch.Tensor:
+    """[B, 5] per completion: reward, confidence exp(mean token logprob), entropy sum, length, correct.
+
+    Per-sequence rows so that ranks with different completion lengths can be gathered."""
     maskf = mask.to(old_logps.dtype)
     confidence = O.sequence_confidence(old_logps, maskf)  # [B]
+    return torch.stack([rewards.to(maskf.dtype), confidence, (entropy * maskf).sum(-1), maskf.sum(-1),
+                        (rewards > 0.5).to(maskf.dtype)], dim=-1)
+
+
+def rollout_metrics(stats: torch.Tensor) -> dict[str, float]:
+    """Step metrics from the ``sequence_stats`` rows of every rank's groups."""
+    reward, confidence, ent_sum, length, correct = stats.double().unbind(-1)
     return {
-        "reward": float(rewards.mean()),
-        "accuracy": float((rewards > 0.5).float().mean()),
-        "entropy": float(O.masked_mean(entropy, maskf)),
-        "auroc": auroc(confidence.tolist(), (rewards > 0.5).tolist()),
+        "reward": float(reward.mean()),
+        "accuracy": float(correct.mean()),
+        "entropy": float(ent_sum.sum() / length.sum().clamp(min=1)),  # mean over all completion tokens
+        "auroc": auroc(confidence.tolist(), (correct > 0.5).tolist()),
         "confidence": float(confidence.mean()),
-        "completion_len": float(maskf.sum(-1).mean()),
+        "completion_len": float(length.mean()),
     }
 
 
 def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], args: RLArgs,
-            reward_fn: RewardFn, engine=None) -> dict[str, float]:
-    """One sample -> score -> ``inner_epochs`` updates cycle."""
+            reward_fn: RewardFn, engine, accelerator, *, seed: int | None = None) -> dict[str, float]:
+    """One sample -> score -> ``inner_epochs`` updates cycle on this rank's ``batch``; metrics of all ranks."""
+    device = accelerator.device
     policy.eval()
-    engine = engine or make_rollout_engine(args, policy, tokenizer)
-    device = next(policy.parameters()).device
     prompts = [chat_prompt_ids(tokenizer, ex.question) for ex in batch]
-    rollout = sample_rollouts(engine, tokenizer, prompts, args, device)
+    rollout = sample_rollouts(engine, tokenizer, prompts, args, device, seed=seed)
     golds = [ex.gold for ex in batch for _ in range(args.group_size)]
     rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]
     with torch.no_grad():
         old_logps, entropy = token_logps(policy, rollout, with_entropy=True)
         ref_logps = token_logps(ref, rollout) if ref is not None else None
     maskf = rollout.completion_mask.float()
-    if torch.isfinite(rollout.entropies).all():  # exact engine entropies (HFEngine)
+    if getattr(engine, "exact_entropy", False):  # HFEngine: exact entropies of the sampling pass
         entropy = rollout.entropies
-    # how far the sampler's log-probs are from the trainer's (0 up to numerics for HFEngine)
-    sampler_gap = float(O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf))
+    # how far the sampler's log-probs are from the trainer's: ~0 unless the sampler holds stale weights
+    sampler_gap = O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf).detach()
     policy.train()
     hyper = args.objective_kwargs()
     for _ in range(args.inner_epochs):
@@ -206,13 +217,15 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
         loss, obj_metrics = objective_loss(args.objective, logps, old_logps, ref_logps, rewards,
                                            rollout.completion_mask, group_size=args.group_size, hyper=hyper)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+        accelerator.backward(loss)  # DDP/FSDP/ZeRO average the gradients over ranks here
+        accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
         optimizer.step()
-    if hasattr(engine, "sync_weights"):  # a separate sampler (vLLM server) gets the new weights
-        engine.sync_weights(policy)
-    return {**rollout_metrics(rewards, old_logps, entropy, rollout.completion_mask), **obj_metrics,
-            "sampler_logp_gap": sampler_gap}
+    stats = accelerator.gather(sequence_stats(rewards, old_logps, entropy, rollout.completion_mask))
+    names = sorted(obj_metrics)
+    local = torch.tensor([float(obj_metrics[k]) for k in names] + [float(sampler_gap)], device=device)
+    means = accelerator.gather(local[None]).double().mean(0).tolist()  # objective metrics: mean over ranks
+    return {**rollout_metrics(stats.cpu()), **dict(zip(names, means)), "sampler_logp_gap": means[-1],
+            "samples": int(stats.shape[0])}
 
 
 def question_order(n: int, seed: int) -> list[int]:
@@ -221,35 +234,69 @@ def question_order(n: int, seed: int) -> list[int]:
     return order
 
 
+def step_questions(order: Sequence[int], step: int, rank: int, world: int, per_rank: int) -> list[int]:
+    """Question indices of one rank at ``step``: ranks take consecutive, disjoint slices of the order."""
+    base = (step * world + rank) * per_rank
+    return [order[(base + k) % len(order)] for k in range(per_rank)]
+
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
 def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[GSM8KExample] | None = None):
-    """Run ``args.max_steps`` RL steps and write the checkpoint to ``args.output_dir``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        raise RuntimeError(
-            f"cat-train rl is a single-process trainer but was launched with WORLD_SIZE={world}: every process "
-            "would train its own copy. Launch it with one process (accelerate launch --num_processes 1 ...) and "
-            "scale generation out with --rollout-engine vllm (trl vllm-serve on the other GPUs); see training/README.md.")
+    """Run ``args.max_steps`` RL steps and write the checkpoint to ``args.output_dir``.
+
+    Launched with ``accelerate launch --num_processes N`` each rank samples its own prompts
+    (``prompts_per_step`` per rank) and its own engine, and the gradients are averaged over ranks."""
+    from accelerate import Accelerator
+
+    from training.rollout import close_engine, make_rollout_engine
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     reward_fn = reward_fn or grade_rewards
     examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit)
     start, history, model_path = 0, [], args.model
-    if args.resume and is_checkpoint(args.output_dir):
+    resuming = args.resume and is_checkpoint(args.output_dir)
+    if resuming:
         start, history, model_path = read_state(args.output_dir)["step"], read_metrics(args.output_dir), args.output_dir
     policy, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
-    policy.to("cuda" if torch.cuda.is_available() else "cpu")
-    ref = copy.deepcopy(policy).eval().requires_grad_(False) if needs_reference(args) else None
+    ref = None
+    if needs_reference(args):  # always the starting model (args.model), also after --resume
+        ref = policy if not resuming else load_model_and_tokenizer(args.model, args.tokenizer, seed=args.seed)[0]
+        ref = copy.deepcopy(ref).to(accelerator.device).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.learning_rate)
-    engine = make_rollout_engine(args, policy, tokenizer) if args.rollout_engine != "transformers" else None
-    if engine is not None and hasattr(engine, "sync_weights"):
-        engine.sync_weights(policy)  # the server may hold other weights (e.g. after --resume)
-    torch.manual_seed(args.seed + start)
+    optimizer_file = os.path.join(args.output_dir, OPTIMIZER_FILE)
+    if resuming and os.path.exists(optimizer_file):
+        optimizer.load_state_dict(torch.load(optimizer_file, map_location="cpu", weights_only=True))
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    engine = make_rollout_engine(args.rollout_engine, accelerator.unwrap_model(policy), tokenizer,
+                                 seed=args.seed + accelerator.process_index, max_model_len=args.vllm_max_model_len,
+                                 gpu_memory_utilization=args.vllm_gpu_memory_utilization, host=args.vllm_host,
+                                 port=args.vllm_port, group_port=args.vllm_group_port, timeout=args.vllm_timeout)
     order = question_order(len(examples), args.seed)
-    for step in range(start, start + args.max_steps):
-        idx = [order[(step * args.prompts_per_step + k) % len(order)] for k in range(args.prompts_per_step)]
-        t0 = time.perf_counter()
-        metrics = rl_step(policy, ref, optimizer, tokenizer, [examples[i] for i in idx], args, reward_fn, engine)
-        metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-        history.append({"step": step + 1, **metrics, "step_time_s": time.perf_counter() - t0})
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
-              flush=True)
-    state = {"step": start + args.max_steps, "objective": args.objective}
-    return save_checkpoint(args.output_dir, policy, tokenizer, args=args, metrics=history, state=state)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    try:
+        for step in range(start, start + args.max_steps):
+            batch = [examples[i] for i in step_questions(order, step, rank, world, args.prompts_per_step)]
+            t0 = time.perf_counter()
+            metrics = rl_step(policy, ref, optimizer, tokenizer, batch, args, reward_fn, engine, accelerator,
+                              seed=rollout_seed(args.seed, step, rank))
+            if hasattr(engine, "sync_weights"):  # a separate sampler (vLLM) gets the new weights
+                engine.sync_weights(accelerator.unwrap_model(policy))
+            metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+            history.append({"step": step + 1, **metrics, "step_time_s": time.perf_counter() - t0})
+            if accelerator.is_main_process:
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
+                      flush=True)
+    finally:
+        close_engine(engine)
+    state = {"step": start + args.max_steps, "objective": args.objective, "world_size": world}
+    state_dict = accelerator.get_state_dict(policy)  # a collective under FSDP / ZeRO-3: every rank calls it
+    path = None
+    if accelerator.is_main_process:
+        opt_state = optimizer.state_dict()
+        path = save_checkpoint(args.output_dir, accelerator.unwrap_model(policy), tokenizer, args=args,
+                               metrics=history, state=state, state_dict=state_dict,
+                               extra=lambda tmp: torch.save(opt_state, tmp / OPTIMIZER_FILE))
+    accelerator.wait_for_everyone()
+    return path or os.path.abspath(args.output_dir)

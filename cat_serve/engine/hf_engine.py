@@ -4,6 +4,8 @@ Every (prefix, sample) pair becomes one row of a left-padded batch decoded with 
 Entropy is exact: -sum p log p over the full vocabulary of the raw (untempered) logits.
 Each decode step's forward pass runs in a worker thread; sampling, stop strings and callbacks run
 on the event loop, so cancelling the awaiting task stops generation at the next token.
+Batches go to the model's device (CPU or an accelerator; the KV cache stays there) and only the
+last position's logits come back to the CPU, where sampling uses seeded CPU generators.
 """
 
 from __future__ import annotations
@@ -83,16 +85,18 @@ class HFEngine:
         gens = [_generator(s) for s in seeds]
         seqs = [_Seq() for _ in range(B)]
 
+        device = next(self.model.parameters()).device
+
         def forward(input_ids, attention_mask, position_ids, past):
             with torch.inference_mode():
                 out = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    position_ids=position_ids.to(device),
                     past_key_values=past,
                     use_cache=True,
                 )
-            return out.logits[:, -1].float(), out.past_key_values
+            return out.logits[:, -1].float().cpu(), out.past_key_values
 
         logits, past = await asyncio.to_thread(forward, ids, mask, pos, None)
         for _ in range(max_tokens):

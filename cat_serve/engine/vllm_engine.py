@@ -58,7 +58,9 @@ class VLLMEngine:
         seed: int = 0,
         gpu_memory_utilization: float | None = None,
         kv_cache_gib: int = 2,
+        **engine_args,
     ) -> VLLMEngine:
+        """``engine_args`` go to ``AsyncEngineArgs`` unchanged (the trainer passes ``worker_extension_cls``)."""
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -77,6 +79,7 @@ class VLLMEngine:
             enable_prefix_caching=True,
             gpu_memory_utilization=gpu_memory_utilization or (0.85 if on_cuda else 0.5),
             max_logprobs=20,
+            **engine_args,
         )
         return cls(AsyncLLM.from_engine_args(args), model_name)
 

@@ -38,5 +38,5 @@ def test_main_rl_end_to_end(tmp_path, tokenizer_dir, capsys):
     out = tmp_path / "ckpt"
     assert main(["rl", "--objective", "gspo", "--tokenizer", tokenizer_dir, "--data-dir", str(tmp_path),
                  "--output-dir", str(out), "--max-steps", "1", "--group-size", "2", "--prompts-per-step", "1",
-                 "--max-new-tokens", "4"]) == 0
+                 "--max-new-tokens", "4", "--rollout-engine", "transformers"]) == 0
     assert (out / "config.json").exists() and "checkpoint written" in capsys.readouterr().out

@@ -55,27 +55,32 @@ def test_policy_engine_samples_live_weights(tokenizer_dir):
     assert flat.entropies[0] == pytest.approx(math.log(model.config.vocab_size), rel=1e-4)
 
 
-def test_rollout_engine_flag_and_vllm_guard():
-    _, args = parse_args(["rl", "--rollout-engine", "vllm", "--vllm-port", "8123"])
-    assert (args.rollout_engine, args.vllm_port) == ("vllm", 8123)
-    assert parse_args(["rl"])[1].rollout_engine == "transformers"
+def test_rollout_engine_flag_and_guards(monkeypatch):
+    import cat_serve.engine
+    from training.rollout import RolloutEngineUnavailable, TRLVLLMServerEngine, resolve_rollout_engine
+
+    _, args = parse_args(["rl", "--rollout-engine", "trl-server", "--vllm-port", "8123"])
+    assert (args.rollout_engine, args.vllm_port) == ("trl-server", 8123)
+    assert parse_args(["rl"])[1].rollout_engine == "auto"
     with pytest.raises(SystemExit):
         parse_args(["rl", "--rollout-engine", "sglang"])
+    monkeypatch.setattr(cat_serve.engine, "vllm_available", lambda: True)
+    assert resolve_rollout_engine("auto") == "vllm"
+    monkeypatch.setattr(cat_serve.engine, "vllm_available", lambda: False)
+    assert resolve_rollout_engine("auto") == "transformers"
+    assert resolve_rollout_engine("vllm") == "vllm"
     if torch.cuda.is_available():
         pytest.skip("the guard under test is the CPU-only one")
-    from training.rollout import RolloutEngineUnavailable, TRLVLLMServerEngine
-
     with pytest.raises(RolloutEngineUnavailable, match="needs CUDA"):
         TRLVLLMServerEngine(tokenizer=None)
 
 
-def test_rl_refuses_multi_process(monkeypatch):
-    from training.config import RLArgs
-    from training.rl import train_rl
+def test_step_questions_are_disjoint_across_ranks():
+    from training.rl import step_questions
 
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    with pytest.raises(RuntimeError, match="single-process"):
-        train_rl(RLArgs(), examples=[])
+    order = list(range(10))
+    assert step_questions(order, 0, 0, 2, 2) == [0, 1] and step_questions(order, 0, 1, 2, 2) == [2, 3]
+    assert step_questions(order, 1, 0, 2, 2) == [4, 5] and step_questions(order, 2, 1, 2, 2) == [0, 1]  # wraps
 
 
 def test_embedded_model_resolves_via_cat_serve(monkeypatch, tmp_path):
