@@ -153,7 +153,8 @@ def _load_pairs(directory: Path) -> dict[str, list[dict]]:
 
 def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
     """Run the remaining rounds; a checkpoint after each. Returns the checkpoint directory."""
-    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit)
+    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit,
+                                      max_solution_steps=args.max_solution_steps)
     start, history, model_path, pair_files = 0, [], args.model, {}
     if args.resume and is_checkpoint(args.output_dir):
         start, history = read_state(args.output_dir)["round"], read_metrics(args.output_dir)

@@ -26,7 +26,9 @@ class CommonArgs:
     output_dir: str = _f("checkpoints/run", "Checkpoint directory, written atomically (temp dir + rename).")
     data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer). Default <data_dir>/gsm8k_train.jsonl.")
     data_dir: str | None = _f(None, "Dataset folder; default $CAT_DATA_DIR or ../shared/data from the repo root.")
-    limit: int | None = _f(None, "Use only the first N questions.")
+    limit: int | None = _f(None, "Use only the first N questions (after --max-solution-steps).")
+    max_solution_steps: int | None = _f(None, "Keep only questions whose reference solution has at most this "
+                                              "many steps (lines before '####'): an easier GSM8K subset.")
     max_steps: int = _f(10, "Optimiser steps (per round for CASPO).")
     learning_rate: float = _f(1e-6, "AdamW learning rate.")
     seed: int = _f(0, "Seed for sampling, data order and the tiny model's init.")

@@ -83,11 +83,16 @@ def load_gsm8k(
     split: str = "train",
     data_dir: str | os.PathLike | None = None,
     limit: int | None = None,
+    max_solution_steps: int | None = None,
 ) -> list[GSM8KExample]:
-    """Load GSM8K rows (``question``, ``answer``) from ``path`` or ``<data_dir>/gsm8k_<split>.jsonl``."""
+    """Load GSM8K rows (``question``, ``answer``) from ``path`` or ``<data_dir>/gsm8k_<split>.jsonl``,
+    keeping only those whose reference solution has at most ``max_solution_steps`` steps (lines)."""
     rows = []
     for row in iter_jsonl(path or gsm8k_path(split, data_dir)):
-        rows.append(parse_example(row["question"], row["answer"]))
+        example = parse_example(row["question"], row["answer"])
+        if max_solution_steps is not None and len(example.steps) > max_solution_steps:
+            continue
+        rows.append(example)
         if limit is not None and len(rows) >= limit:
             break
     return rows

@@ -243,6 +243,20 @@ def step_questions(order: Sequence[int], step: int, rank: int, world: int, per_r
 OPTIMIZER_FILE = "optimizer.pt"
 
 
+def check_distributed_type(kind) -> None:
+    """``rl`` runs single-process or data-parallel (DDP); it refuses sharded set-ups before any work.
+
+    Under FSDP / ZeRO-3 a rank holds only a shard, so sampling would need a gathered full copy of the
+    weights per rank (a per-rank loop on the sharded model hangs or fails: ranks stop after different
+    numbers of tokens). That is not built; TRL's trainers (``sft``, ``caspo``'s DPO step) do shard."""
+    name = getattr(kind, "value", str(kind))
+    if name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise RuntimeError(
+            f"cat-train rl supports single-process and data-parallel (DDP) runs, not {name}: sampling needs "
+            "the full weights on every rank. Launch it with `accelerate launch --multi_gpu` (DDP), or shard "
+            "`sft` / `caspo` instead (training/README.md).")
+
+
 def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[GSM8KExample] | None = None):
     """Run ``args.max_steps`` RL steps and write the checkpoint to ``args.output_dir``.
 
@@ -253,8 +267,10 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
     from training.rollout import close_engine, make_rollout_engine
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    check_distributed_type(accelerator.distributed_type)
     reward_fn = reward_fn or grade_rewards
-    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit)
+    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit,
+                                      max_solution_steps=args.max_solution_steps)
     start, history, model_path = 0, [], args.model
     resuming = args.resume and is_checkpoint(args.output_dir)
     if resuming:
@@ -272,7 +288,8 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
     engine = make_rollout_engine(args.rollout_engine, accelerator.unwrap_model(policy), tokenizer,
                                  seed=args.seed + accelerator.process_index, max_model_len=args.vllm_max_model_len,
                                  gpu_memory_utilization=args.vllm_gpu_memory_utilization, host=args.vllm_host,
-                                 port=args.vllm_port, group_port=args.vllm_group_port, timeout=args.vllm_timeout)
+                                 port=args.vllm_port, group_port=args.vllm_group_port, timeout=args.vllm_timeout,
+                                 world_size=accelerator.num_processes)
     order = question_order(len(examples), args.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     try:

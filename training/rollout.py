@@ -42,15 +42,23 @@ class RolloutEngineUnavailable(RuntimeError):
     """The requested rollout engine cannot run on this machine."""
 
 
-def resolve_rollout_engine(kind: str) -> str:
-    """``auto`` -> ``vllm`` when vLLM imports, else ``transformers``; other names unchanged."""
+def resolve_rollout_engine(kind: str, *, world_size: int = 1, cuda: bool = False) -> str:
+    """``auto`` -> ``vllm`` when vLLM imports, else ``transformers``; other names unchanged.
+
+    Several trainer processes on GPUs would each start their colocated vLLM on the first visible GPU,
+    so there ``auto`` means ``transformers`` and ``vllm`` is refused (use ``trl-server``)."""
     if kind not in ROLLOUT_ENGINES:
         raise ValueError(f"unknown rollout engine {kind!r}; choose one of {', '.join(ROLLOUT_ENGINES)}")
+    crowded = world_size > 1 and cuda
+    if kind == "vllm" and crowded:
+        raise RolloutEngineUnavailable(
+            f"--rollout-engine vllm with {world_size} GPU processes would put every rank's vLLM on one GPU; "
+            "use --rollout-engine trl-server (generation on its own GPUs) or transformers")
     if kind != "auto":
         return kind
     from cat_serve.engine import vllm_available
 
-    return "vllm" if vllm_available() else "transformers"
+    return "vllm" if vllm_available() and not crowded else "transformers"
 
 
 def policy_engine(policy, tokenizer, *, max_model_len: int | None = None):
@@ -179,9 +187,9 @@ class TRLVLLMServerEngine:
 
 def make_rollout_engine(kind: str, policy, tokenizer, *, seed: int = 0, max_model_len: int = 2048,
                         gpu_memory_utilization: float = 0.3, host: str = "127.0.0.1", port: int = 8000,
-                        group_port: int = 51216, timeout: float = 240.0):
+                        group_port: int = 51216, timeout: float = 240.0, world_size: int = 1):
     """The sampler named by ``kind`` (see the module docstring), ready for ``sample_groups``."""
-    kind = resolve_rollout_engine(kind)
+    kind = resolve_rollout_engine(kind, world_size=world_size, cuda=torch.cuda.is_available())
     if kind == "vllm":
         return ColocatedVLLMEngine(policy, tokenizer, max_model_len=max_model_len, seed=seed,
                                    gpu_memory_utilization=gpu_memory_utilization)

@@ -36,7 +36,8 @@ def sft_dataset(examples: list[GSM8KExample]) -> Dataset:
 def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
     from trl import SFTConfig, SFTTrainer
 
-    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit)
+    examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit,
+                                      max_solution_steps=args.max_solution_steps)
     start, history, model_path = 0, [], args.model
     if args.resume and is_checkpoint(args.output_dir):
         start, history, model_path = read_state(args.output_dir)["step"], read_metrics(args.output_dir), args.output_dir

@@ -70,6 +70,8 @@ def test_load_gsm8k_from_explicit_path(tmp_path):
     assert len(rows) == 2 and rows[0].gold == "72"
     assert len(D.load_gsm8k(path, limit=1)) == 1
     assert D.load_gsm8k(split="mini", data_dir=tmp_path)[0].steps[0].startswith("Natalia")
+    assert D.load_gsm8k(path, max_solution_steps=1) == []  # NATALIA has 2 steps
+    assert len(D.load_gsm8k(path, max_solution_steps=2)) == 2
 
 
 def test_default_data_dir_env_override(monkeypatch, tmp_path):

@@ -69,6 +69,11 @@ def test_rollout_engine_flag_and_guards(monkeypatch):
     monkeypatch.setattr(cat_serve.engine, "vllm_available", lambda: False)
     assert resolve_rollout_engine("auto") == "transformers"
     assert resolve_rollout_engine("vllm") == "vllm"
+    monkeypatch.setattr(cat_serve.engine, "vllm_available", lambda: True)
+    assert resolve_rollout_engine("auto", world_size=2, cuda=False) == "vllm"  # CPU ranks: one vLLM each
+    assert resolve_rollout_engine("auto", world_size=2, cuda=True) == "transformers"
+    with pytest.raises(RolloutEngineUnavailable, match="trl-server"):
+        resolve_rollout_engine("vllm", world_size=8, cuda=True)
     if torch.cuda.is_available():
         pytest.skip("the guard under test is the CPU-only one")
     with pytest.raises(RolloutEngineUnavailable, match="needs CUDA"):
@@ -90,3 +95,15 @@ def test_embedded_model_resolves_via_cat_serve(monkeypatch, tmp_path):
     monkeypatch.setattr(cat_serve.models, "ensure_embedded_model", lambda: tmp_path)
     assert resolve_model_path("embedded") == str(tmp_path)
     assert resolve_model_path("/some/dir") == "/some/dir"
+
+
+def test_rl_refuses_sharded_set_ups():
+    from accelerate.utils import DistributedType
+
+    from training.rl import check_distributed_type
+
+    for ok in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        check_distributed_type(ok)
+    for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(RuntimeError, match="data-parallel"):
+            check_distributed_type(sharded)
