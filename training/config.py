@@ -52,6 +52,8 @@ class RLArgs(CommonArgs):
     temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    save_steps: int = _f(10, "RL: also write the checkpoint every N steps (0: only at the end), so --resume "
+                             "after a crash redoes at most N-1 steps.")
     rollout_engine: str = _f("auto", "Group sampling engine: 'vllm' (a vLLM engine colocated with the trainer, "
                              "weights reloaded in place after every step), 'transformers' (HFEngine on the live "
                              "policy: exact entropies, no weight sync), 'trl-server' (a running `trl vllm-serve` "

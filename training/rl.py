@@ -141,8 +141,17 @@ def rollout_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 256 + rank) * 4096 % (2**31)
 
 
-def token_logps(model, rollout: Rollout, *, with_entropy: bool = False):
-    """Per-token log-probs of the completion tokens [B, T] (and entropies [B, T] when asked)."""
+def token_logps(model, rollout: Rollout, *, with_entropy: bool = False, chunk: int | None = None):
+    """Per-token log-probs of the completion tokens [B, T] (and entropies [B, T] when asked).
+
+    ``chunk`` rows at a time when given (for the no-grad passes): the [rows, T, V] log-softmax is the
+    largest tensor of a step (16 x 330 x 49,152 fp32 = 1 GB for SmolLM2), so chunking bounds memory."""
+    if chunk is not None and chunk < rollout.input_ids.shape[0]:
+        parts = [token_logps(model, _rows(rollout, i, i + chunk), with_entropy=with_entropy)
+                 for i in range(0, rollout.input_ids.shape[0], chunk)]
+        if not with_entropy:
+            return torch.cat(parts)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
                    position_ids=position_ids).logits  # [B, P+T, V]
@@ -154,6 +163,11 @@ def token_logps(model, rollout: Rollout, *, with_entropy: bool = False):
         return logps
     entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T]
     return logps, entropy.detach()
+
+
+def _rows(rollout: Rollout, lo: int, hi: int) -> Rollout:
+    return Rollout(rollout.input_ids[lo:hi], rollout.attention_mask[lo:hi], rollout.completion_mask[lo:hi],
+                   rollout.prompt_len, rollout.texts[lo:hi])
 
 
 def objective_loss(name: str, logps, old_logps, ref_logps, rewards, mask, *, group_size: int, hyper: dict):
@@ -203,8 +217,8 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
     golds = [ex.gold for ex in batch for _ in range(args.group_size)]
     rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]
     with torch.no_grad():
-        old_logps, entropy = token_logps(policy, rollout, with_entropy=True)
-        ref_logps = token_logps(ref, rollout) if ref is not None else None
+        old_logps, entropy = token_logps(policy, rollout, with_entropy=True, chunk=args.group_size)
+        ref_logps = token_logps(ref, rollout, chunk=args.group_size) if ref is not None else None
     maskf = rollout.completion_mask.float()
     if getattr(engine, "exact_entropy", False):  # HFEngine: exact entropies of the sampling pass
         entropy = rollout.entropies
@@ -305,10 +319,18 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
             if accelerator.is_main_process:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
                       flush=True)
+            done = step + 1 - start
+            if done < args.max_steps and args.save_steps and done % args.save_steps == 0:
+                save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, step + 1)
     finally:
         close_engine(engine)
-    state = {"step": start + args.max_steps, "objective": args.objective, "world_size": world}
-    state_dict = accelerator.get_state_dict(policy)  # a collective under FSDP / ZeRO-3: every rank calls it
+    return save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, start + args.max_steps)
+
+
+def save_rl_checkpoint(args: RLArgs, accelerator, policy, optimizer, tokenizer, history, step: int):
+    """Weights, tokenizer, args, metrics, step and optimiser state, atomically; rank 0 writes."""
+    state = {"step": step, "objective": args.objective, "world_size": accelerator.num_processes}
+    state_dict = accelerator.get_state_dict(policy)  # a collective when sharded: every rank calls it
     path = None
     if accelerator.is_main_process:
         opt_state = optimizer.state_dict()

@@ -123,3 +123,26 @@ def test_rl_resume_continues_exactly(keep_optimizer, tmp_path, tokenizer_dir, ti
     b = AutoModelForCausalLM.from_pretrained(resumed).state_dict()
     same = all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert same == keep_optimizer
+
+
+def test_rl_crash_keeps_the_last_periodic_checkpoint(tmp_path, tokenizer_dir, tiny_examples):
+    """--save-steps 2: a crash in step 3 leaves the step-2 checkpoint, and --resume goes on from it."""
+    from training.rl import train_rl
+
+    calls = []
+
+    def crashing_reward(texts, golds):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed in step 3")
+        return parity_reward(texts, golds)
+
+    args = RLArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "ckpt"), objective="gspo",
+                  max_steps=4, save_steps=2, group_size=2, prompts_per_step=1, max_new_tokens=4,
+                  rollout_engine="transformers")
+    with pytest.raises(KeyboardInterrupt):
+        train_rl(args, reward_fn=crashing_reward, examples=tiny_examples)
+    assert read_state(tmp_path / "ckpt")["step"] == 2
+    args.resume, args.max_steps = True, 2
+    path = train_rl(args, reward_fn=parity_reward, examples=tiny_examples)
+    assert [r["step"] for r in assert_checkpoint(path, 4)] == [1, 2, 3, 4]
