@@ -11,7 +11,8 @@ Each round:
    * an entropy confidence ``c = exp(-mean token entropy)`` in (0, 1] (1 = the model was certain at
      every token), from the raw (temperature-1) distribution (exact entropies from ``HFEngine``, the
      engine layer's transformers adapter, which samples the live policy),
-   * a correctness judgement ``judge_step`` (heuristic, documented there).
+   * a correctness judgement: exact by default (the step's calculator note, or the gold answer for
+     the last step), or a critic model behind an OpenAI endpoint (``--judge critic``; ``training.judge``).
    ``training.pairs.caspo_pairs`` then applies Algorithm 1's rules; pairs are saved as
    ``pairs_round<r>.jsonl`` beside the checkpoint.
 2. **Optimise.** TRL's ``DPOTrainer`` (sigmoid DPO loss, ``beta`` = 0.1) on those pairs, with the
@@ -27,47 +28,22 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import tempfile
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 
 import torch
 
 from training.checkpoint import is_checkpoint, read_metrics, read_state, save_checkpoint
 from training.config import CASPOArgs
-from training.data import GSM8KExample, check_step_arithmetic, iter_jsonl, load_gsm8k, step_results, write_jsonl
+from training.data import GSM8KExample, iter_jsonl, load_gsm8k, write_jsonl
+from training.judge import CriticJudge, judge_step
 from training.models import load_model_and_tokenizer, trainer_precision_kwargs
 from training.pairs import INCORRECT, Competitor, PreferencePair, StepSample, caspo_pairs
 from training.rl import chat_prompt_ids
 
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
 def round_temperature(temperatures: Sequence[float], r: int) -> float:
     return temperatures[min(r, len(temperatures) - 1)]
-
-
-def judge_step(candidate: str, reference: str) -> bool:
-    """Heuristic step correctness for GSM8K (reference with its calculator notes).
-
-    Correct when the candidate's own arithmetic is not wrong (``check_step_arithmetic`` is not
-    False) and it states the reference step's final result (the last note value) as a number.
-    A reference step without any result (pure prose) is matched by normalised text.
-    """
-    if check_step_arithmetic(candidate) is False:
-        return False
-    results = step_results(reference)
-    if not results:
-        return " ".join(candidate.split()).lower() == " ".join(reference.split()).lower()
-    stated = set()
-    for m in NUMBER.finditer(candidate):
-        try:
-            stated.add(Fraction(m.group(0).replace(",", "")))
-        except ValueError:
-            pass
-    return results[-1] in stated
 
 
 @torch.no_grad()
@@ -91,20 +67,27 @@ def sample_steps(model, tokenizer, context_ids: list[int], *, n: int, temperatur
     return out
 
 
-def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int):
-    """One ``StepSample`` per reference step of ``ex``."""
+def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int,
+                 critic: CriticJudge | None = None):
+    """One ``StepSample`` per reference step of ``ex``, judged exactly or by ``critic``."""
     prompt = chat_prompt_ids(tokenizer, ex.question)
     out = []
+    last = len(ex.steps) - 1
     for j, (raw_ref, ref) in enumerate(zip(ex.steps, ex.clean_steps)):
         prefix = "".join(s + "\n" for s in ex.clean_steps[:j])
         context_ids = prompt + tokenizer(prefix, add_special_tokens=False)["input_ids"]
         cands = sample_steps(model, tokenizer, context_ids, n=n, temperature=temperature, max_tokens=max_tokens)
+
+        def judge(text: str) -> bool:
+            exact = judge_step(text, raw_ref, gold=ex.gold if j == last else None)
+            if critic is None:
+                return exact
+            return critic(question=ex.question, prefix=prefix, candidate=text, reference=ref, exact=exact)
+
         (text, _, conf), rivals = cands[0], cands[1:]
-        context_text = tokenizer.decode(context_ids)
         out.append(StepSample(
-            context=context_text, candidate=text, correct=judge_step(text, raw_ref), confidence=conf,
-            reference=ref,
-            competitors=tuple(Competitor(t, lp, judge_step(t, raw_ref)) for t, lp, _ in rivals),
+            context=tokenizer.decode(context_ids), candidate=text, correct=judge(text), confidence=conf,
+            reference=ref, competitors=tuple(Competitor(t, lp, judge(t)) for t, lp, _ in rivals),
         ))
     return out
 
@@ -112,8 +95,12 @@ def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: flo
 def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASPOArgs, temperature: float):
     """(pairs, collection metrics) for one round."""
     model.eval()
+    critic = None
+    if args.judge == "critic":
+        critic = CriticJudge(args.critic_base_url, args.critic_model, api_key=args.critic_api_key)
     samples = [s for ex in examples for s in step_samples(
-        model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature, max_tokens=args.max_step_tokens)]
+        model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature, max_tokens=args.max_step_tokens,
+        critic=critic)]
     pairs = caspo_pairs(samples, threshold=args.confidence_threshold)
     n = max(len(samples), 1)
     metrics = {
@@ -123,6 +110,7 @@ def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASP
         "pairs": len(pairs),
         "pairs_incorrect": sum(p.kind == INCORRECT for p in pairs),
         "pairs_unconfident": sum(p.kind != INCORRECT for p in pairs),
+        **({} if critic is None else {"critic_calls": critic.calls, "critic_fallbacks": critic.fallbacks}),
     }
     return pairs, metrics
 

@@ -105,6 +105,12 @@ class CASPOArgs(CommonArgs):
     beta: float = _f(0.1, "DPO beta.")
     batch_size: int = _f(4, "DPO per-device train batch size.")
     max_step_tokens: int = _f(64, "Max tokens of one sampled step (cut at the first newline).")
+    judge: str = _f("exact", "Step judge: 'exact' (GSM8K calculator notes; the gold answer for the last step) or "
+                             "'critic' (a chat model behind an OpenAI-compatible endpoint, --critic-base-url).",
+                    choices=("exact", "critic"))
+    critic_base_url: str = _f("http://127.0.0.1:8000/v1", "--judge critic: the endpoint's base URL.")
+    critic_model: str = _f("default", "--judge critic: model name sent to the endpoint.")
+    critic_api_key: str = _f("EMPTY", "--judge critic: API key sent to the endpoint.")
 
 
 def field_help(cls) -> dict[str, str]:

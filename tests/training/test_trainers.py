@@ -69,15 +69,9 @@ def test_sft_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
     assert [r["step"] for r in rows] == [1, 2, 3]
 
 
-def test_judge_step():
-    from training.caspo import judge_step, round_temperature
+def test_round_temperature_schedule():
+    from training.caspo import round_temperature
 
-    ref = "Natalia sold 48/2 = <<48/2=24>>24 clips in May."
-    assert judge_step("In May she sold 48/2 = 24 clips.", ref)
-    assert judge_step("Half of 48 is 24.", ref)
-    assert not judge_step("In May she sold 48/2 = 25 clips.", ref)  # wrong result
-    assert not judge_step("She sold 2 * 12 = 25, so 24 clips.", ref)  # states 24 but bad arithmetic
-    assert not judge_step("She sold 96 clips.", ref)
     assert [round_temperature((0.7, 1.0, 1.2), r) for r in range(4)] == [0.7, 1.0, 1.2, 1.2]
 
 
