@@ -65,7 +65,7 @@ def test_caspo_round_judged_by_the_critic(vllm_server, tmp_path, tokenizer_dir, 
     args = CASPOArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "ckpt"), rounds=1,
                      candidates_per_step=2, max_step_tokens=4, max_steps=1, batch_size=2, judge="critic",
                      critic_base_url=vllm_server.base_url, critic_model=vllm_server.model)
-    path = train_caspo(args, examples=tiny_examples[:1])
+    path = train_caspo(args, examples=tiny_examples[1:])  # Weng: 2 reference steps
     row = json.loads((path / METRICS_FILE).read_text().splitlines()[0])
     assert row["critic_calls"] == row["steps"] * 2 == 4  # 2 reference steps x 2 candidates
     assert 0 <= row["critic_fallbacks"] <= row["critic_calls"]
