@@ -29,10 +29,11 @@ class CommonArgs:
     limit: int | None = _f(None, "Use only the first N questions (after --max-solution-steps).")
     max_solution_steps: int | None = _f(None, "Keep only questions whose reference solution has at most this "
                                               "many steps (lines before '####'): an easier GSM8K subset.")
-    max_steps: int = _f(10, "Optimiser steps (per round for CASPO).")
+    max_steps: int = _f(10, "Optimiser steps in all, a resumed run's included (CASPO: per round).")
     learning_rate: float = _f(1e-6, "AdamW learning rate.")
     seed: int = _f(0, "Seed for sampling, data order and the tiny model's init.")
-    resume: bool = _f(False, "Continue from the weights and step counter in output_dir if it holds a checkpoint.")
+    resume: bool = _f(False, "Continue from the checkpoint in output_dir if it holds one: the same command "
+                             "finishes the run where it stopped, without redoing finished steps.")
     max_new_tokens: int = _f(256, "Max tokens per sampled completion / step.")
 
 
@@ -40,6 +41,8 @@ class CommonArgs:
 class SFTArgs(CommonArgs):
     batch_size: int = _f(4, "Per-device train batch size.")
     max_length: int = _f(512, "Truncate prompt+completion to this many tokens.")
+    save_steps: int = _f(50, "Also write the checkpoint (with optimiser, scheduler and data position) every N "
+                             "steps, so --resume after a crash redoes at most N-1 steps.")
 
 
 @dataclass
@@ -56,9 +59,10 @@ class RLArgs(CommonArgs):
                              "after a crash redoes at most N-1 steps.")
     rollout_engine: str = _f("auto", "Group sampling engine: 'vllm' (a vLLM engine colocated with the trainer, "
                              "weights reloaded in place after every step), 'transformers' (HFEngine on the live "
-                             "policy: exact entropies, no weight sync), 'trl-server' (a running `trl vllm-serve` "
-                             "on other GPUs, weights pushed over NCCL; needs CUDA), or 'auto' (vllm when it "
-                             "imports, else transformers).", choices=("auto", "vllm", "transformers", "trl-server"))
+                             "policy: exact entropies, no weight sync), 'trl-server' (TRL's server mode: a running "
+                             "`python -m training.vllm_server`, e.g. on other GPUs, weights pushed after every step), "
+                             "or 'auto' (vllm when it imports, else transformers).",
+                             choices=("auto", "vllm", "transformers", "trl-server"))
     vllm_max_model_len: int = _f(2048, "--rollout-engine vllm: context length of the colocated engine.")
     vllm_gpu_memory_utilization: float = _f(0.3, "--rollout-engine vllm on a GPU: share of GPU memory vLLM may "
                                             "take (the trainer needs the rest).")
@@ -66,6 +70,12 @@ class RLArgs(CommonArgs):
     vllm_port: int = _f(8000, "--rollout-engine trl-server: HTTP port of the server.")
     vllm_group_port: int = _f(51216, "--rollout-engine trl-server: NCCL weight-update group port.")
     vllm_timeout: float = _f(240.0, "--rollout-engine trl-server: seconds to wait for the server to come up.")
+    vllm_weight_sync: str = _f("auto", "--rollout-engine trl-server: how the weights reach the server: 'nccl' "
+                               "(TRL's broadcast; CUDA on both sides), 'reload' (safetensors in --vllm-sync-dir, "
+                               "reloaded by the server; any machine) or 'auto' (nccl with CUDA, else reload).",
+                               choices=("auto", "nccl", "reload"))
+    vllm_sync_dir: str | None = _f(None, "--vllm-weight-sync reload: a directory both trainer and server can read "
+                                         "(default: a private one in /dev/shm, for a server on the same machine).")
     # objective hyper-parameters (None: the objective's own default)
     epsilon: float | None = _f(None, "Clip range (low side). Default 0.2 token-level, 3e-4 GSPO/C2GSPG.")
     epsilon_high: float | None = _f(None, "Clip range high side (GRPO/GSPO/C2GSPG). Default epsilon / 4e-4.")

@@ -272,7 +272,9 @@ def check_distributed_type(kind) -> None:
 
 
 def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[GSM8KExample] | None = None):
-    """Run ``args.max_steps`` RL steps and write the checkpoint to ``args.output_dir``.
+    """Run RL up to step ``args.max_steps`` and write the checkpoint to ``args.output_dir``.
+
+    ``--resume`` starts from the checkpoint's step, so the same command finishes an interrupted run.
 
     Launched with ``accelerate launch --num_processes N`` each rank samples its own prompts
     (``prompts_per_step`` per rank) and its own engine, and the gradients are averaged over ranks."""
@@ -289,6 +291,10 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
     resuming = args.resume and is_checkpoint(args.output_dir)
     if resuming:
         start, history, model_path = read_state(args.output_dir)["step"], read_metrics(args.output_dir), args.output_dir
+        if start >= args.max_steps:
+            if accelerator.is_main_process:
+                print(f"{args.output_dir} is already at step {start} (--max-steps {args.max_steps}); nothing to do")
+            return os.path.abspath(args.output_dir)
     policy, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
     ref = None
     if needs_reference(args):  # always the starting model (args.model), also after --resume
@@ -303,28 +309,42 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
                                  seed=args.seed + accelerator.process_index, max_model_len=args.vllm_max_model_len,
                                  gpu_memory_utilization=args.vllm_gpu_memory_utilization, host=args.vllm_host,
                                  port=args.vllm_port, group_port=args.vllm_group_port, timeout=args.vllm_timeout,
-                                 world_size=accelerator.num_processes)
+                                 world_size=accelerator.num_processes, weight_sync=args.vllm_weight_sync,
+                                 sync_dir=args.vllm_sync_dir)
     order = question_order(len(examples), args.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     try:
-        for step in range(start, start + args.max_steps):
+        if getattr(engine, "shared", False):  # a server may hold other weights (another run, or before --resume)
+            sync_sampler(engine, policy, accelerator)
+        for step in range(start, args.max_steps):
             batch = [examples[i] for i in step_questions(order, step, rank, world, args.prompts_per_step)]
             t0 = time.perf_counter()
             metrics = rl_step(policy, ref, optimizer, tokenizer, batch, args, reward_fn, engine, accelerator,
                               seed=rollout_seed(args.seed, step, rank))
-            if hasattr(engine, "sync_weights"):  # a separate sampler (vLLM) gets the new weights
-                engine.sync_weights(accelerator.unwrap_model(policy))
+            sync_sampler(engine, policy, accelerator)
             metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
             history.append({"step": step + 1, **metrics, "step_time_s": time.perf_counter() - t0})
             if accelerator.is_main_process:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
                       flush=True)
-            done = step + 1 - start
-            if done < args.max_steps and args.save_steps and done % args.save_steps == 0:
+            if step + 1 < args.max_steps and args.save_steps and (step + 1) % args.save_steps == 0:
                 save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, step + 1)
     finally:
         close_engine(engine)
-    return save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, start + args.max_steps)
+    return save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, args.max_steps)
+
+
+def sync_sampler(engine, policy, accelerator) -> None:
+    """Give a separate sampler (vLLM) the policy's current weights. A sampler shared by all ranks (TRL's
+    server) is updated once, by rank 0, and every rank waits for it before sampling again."""
+    if not hasattr(engine, "sync_weights"):  # HFEngine samples the live policy
+        return
+    if not getattr(engine, "shared", False):
+        engine.sync_weights(accelerator.unwrap_model(policy))
+        return
+    if accelerator.is_main_process:
+        engine.sync_weights(accelerator.unwrap_model(policy))
+    accelerator.wait_for_everyone()
 
 
 def save_rl_checkpoint(args: RLArgs, accelerator, policy, optimizer, tokenizer, history, step: int):

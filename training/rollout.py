@@ -12,10 +12,9 @@
 * ``transformers``: ``cat_serve.engine.hf_engine.HFEngine`` wrapped around the *live* policy object. It
   samples from the current weights, so it needs no weight sync, and its per-token entropies are exact.
 * ``trl-server``: TRL's vLLM *server* mode, for generation on other GPUs: start
-  ``trl vllm-serve --model <same checkpoint>`` there; ``TRLVLLMServerEngine`` samples through
-  ``trl.generation.vllm_client.VLLMClient`` and pushes the weights over NCCL after every step. It needs
-  CUDA (NCCL); without it it raises ``RolloutEngineUnavailable`` at once. Not run in this repo's CPU
-  sessions.
+  ``python -m training.vllm_server --model <same checkpoint>`` there (``trl vllm-serve`` plus a
+  weight-reload extension); ``TRLVLLMServerEngine`` samples through TRL's ``VLLMClient`` and pushes the
+  weights after every step, over NCCL with CUDA, or as files the server reloads (any machine, CPU too).
 
 Every engine here is used synchronously by the trainer through ``sample_groups``. The vLLM engines
 keep one event loop for their whole life (``asyncio.Runner``): vLLM's output handler is bound to the
@@ -131,39 +130,77 @@ class ColocatedVLLMEngine:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+WEIGHT_SYNCS = ("auto", "nccl", "reload")
+
+
 class TRLVLLMServerEngine:
-    """``extend`` against a ``trl vllm-serve`` server, plus NCCL weight sync from the trainer."""
+    """``extend`` against a vLLM server in TRL's server mode, and the trainer's weights pushed into it.
+
+    Start the server with ``python -m training.vllm_server --model <the policy's starting checkpoint>``
+    (``trl vllm-serve`` plus a weight-reload worker extension). Sampling goes through TRL's
+    ``VLLMClient.generate`` (``/v1/completions`` with token-id prompts, ``n`` samples seeded
+    ``seed + j``). ``sync_weights`` after every optimiser step, by ``weight_sync``:
+
+    * ``nccl``: TRL's ``init_communicator`` / ``update_model_params``, a broadcast from the trainer's GPU
+      to the server's GPUs (needs CUDA on both sides);
+    * ``reload``: the trainer writes the weights as safetensors to ``sync_dir`` (default: a private
+      directory in /dev/shm, so the server must run on the same machine; give a shared path
+      otherwise) and asks the server to reload them in place through its ``/collective_rpc`` endpoint
+      (``training.vllm_sync.WeightSync``). Works on a CPU;
+    * ``auto``: ``nccl`` when this process sees CUDA, else ``reload``.
+    """
 
     kind = "trl-server"
     exact_entropy = False
+    shared = True  # one server for every trainer rank: rank 0 alone pushes the weights
 
     def __init__(self, tokenizer, *, host: str = "127.0.0.1", port: int = 8000, group_port: int = 51216,
-                 timeout: float = 240.0):
-        if not torch.cuda.is_available():
+                 timeout: float = 240.0, weight_sync: str = "auto", sync_dir: str | None = None):
+        if weight_sync not in WEIGHT_SYNCS:
+            raise ValueError(f"unknown weight sync {weight_sync!r}; choose one of {', '.join(WEIGHT_SYNCS)}")
+        if weight_sync == "auto":
+            weight_sync = "nccl" if torch.cuda.is_available() else "reload"
+        if weight_sync == "nccl" and not torch.cuda.is_available():
             raise RolloutEngineUnavailable(
-                "--rollout-engine trl-server needs CUDA (the trainer pushes weights to the vLLM server over NCCL); "
-                "this machine has no GPU. Use --rollout-engine vllm (colocated) or transformers here, or on a GPU "
-                "machine start `trl vllm-serve --model <checkpoint>` on separate GPUs first (training/README.md).")
+                "--vllm-weight-sync nccl needs CUDA in the trainer (the weights are broadcast over NCCL); this "
+                "machine has none. Use --vllm-weight-sync reload (the server reloads the weights from files).")
         try:
             from trl.generation.vllm_client import VLLMClient
-
-            self.client = VLLMClient(host=host, server_port=port, group_port=group_port,
-                                     connection_timeout=timeout)
         except ImportError as exc:
             raise RolloutEngineUnavailable(
                 f"--rollout-engine trl-server needs TRL's vLLM client: {exc} "
-                "(install vllm and requests, then start `trl vllm-serve --model <checkpoint>`).") from exc
+                "(install vllm and requests, then start `python -m training.vllm_server --model <checkpoint>`).") from exc
+        try:
+            self.client = VLLMClient(host=host, server_port=port, group_port=group_port,
+                                     connection_timeout=timeout)
+        except OSError as exc:  # requests' ConnectionError: nothing answered within `timeout`
+            raise RolloutEngineUnavailable(
+                f"no vLLM server at {host}:{port}: start one with `python -m training.vllm_server --model "
+                f"<checkpoint> --port {port}` first ({exc})") from exc
         self.tokenizer = tokenizer
         self.eos_ids = {int(e) for e in {tokenizer.eos_token_id} if e is not None}
+        self.weight_sync = weight_sync
+        self._own_dir = sync_dir is None and weight_sync == "reload"
+        self.sync_dir = _scratch_dir("cat-trl-sync-") if self._own_dir else sync_dir
         self._communicator = False
+        self.syncs = 0
 
     def sync_weights(self, model) -> None:
         """Push the current policy weights into the server (call after each optimiser step)."""
-        if not self._communicator:
-            self.client.init_communicator(device=next(model.parameters()).device)
-            self._communicator = True
-        self.client.update_model_params(model)
+        if self.weight_sync == "nccl":
+            if not self._communicator:
+                self.client.init_communicator(device=next(model.parameters()).device)
+                self._communicator = True
+            self.client.update_model_params(model)
+        else:
+            model.save_pretrained(self.sync_dir, safe_serialization=True)
+            reply = self.client.session.post(f"{self.client.base_url}/collective_rpc",
+                                             json={"method": "cat_reload_weights", "args": [self.sync_dir]})
+            if reply.status_code != 200:
+                raise RuntimeError(f"the vLLM server did not reload the weights ({reply.status_code}: "
+                                   f"{reply.text[:500]}); was it started with `python -m training.vllm_server`?")
         self.client.reset_prefix_cache()
+        self.syncs += 1
 
     async def extend(self, prefixes: Sequence[Sequence[int]], n: int, params: GenParams, *, early_stop=None):
         if early_stop is not None:
@@ -183,20 +220,22 @@ class TRLVLLMServerEngine:
     def close(self) -> None:
         if self._communicator:
             self.client.close_communicator()
+        if self._own_dir:
+            shutil.rmtree(self.sync_dir, ignore_errors=True)
 
 
 def make_rollout_engine(kind: str, policy, tokenizer, *, seed: int = 0, max_model_len: int = 2048,
                         gpu_memory_utilization: float = 0.3, host: str = "127.0.0.1", port: int = 8000,
-                        group_port: int = 51216, timeout: float = 240.0, world_size: int = 1):
+                        group_port: int = 51216, timeout: float = 240.0, world_size: int = 1,
+                        weight_sync: str = "auto", sync_dir: str | None = None):
     """The sampler named by ``kind`` (see the module docstring), ready for ``sample_groups``."""
     kind = resolve_rollout_engine(kind, world_size=world_size, cuda=torch.cuda.is_available())
     if kind == "vllm":
         return ColocatedVLLMEngine(policy, tokenizer, max_model_len=max_model_len, seed=seed,
                                    gpu_memory_utilization=gpu_memory_utilization)
     if kind == "trl-server":
-        engine = TRLVLLMServerEngine(tokenizer, host=host, port=port, group_port=group_port, timeout=timeout)
-        engine.sync_weights(policy)  # the server may hold other weights (e.g. after --resume)
-        return engine
+        return TRLVLLMServerEngine(tokenizer, host=host, port=port, group_port=group_port, timeout=timeout,
+                                   weight_sync=weight_sync, sync_dir=sync_dir)
     return policy_engine(policy, tokenizer)
 
 

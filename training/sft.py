@@ -3,22 +3,33 @@
 Rows become conversational prompt/completion pairs (the chat template is applied by TRL and the
 loss covers the completion only). The answer is the reference solution with its calculator notes
 removed and the ``#### x`` line kept, so the model learns the format ``grade`` reads.
-TRL's own checkpointing is off; the result goes through ``training.checkpoint`` (atomic, with
-``metrics.jsonl`` from the trainer's log history). ``--resume`` starts from the saved weights and
-step counter (optimiser state restarts).
+
+Checkpoints and ``--resume`` use the Trainer's own machinery. The Trainer saves every ``save_steps``
+steps and at the end into a scratch directory; ``PublishCheckpoint`` then writes our checkpoint
+(``training.checkpoint``: atomic, with ``metrics.jsonl``) and copies the Trainer's resume files beside
+the weights (optimiser, scheduler, RNG and ``trainer_state.json``). The checkpoint directory is
+then also a Trainer checkpoint, so ``trainer.train(resume_from_checkpoint=output_dir)`` restores the
+optimiser and scheduler and skips the batches already trained on. ``--max-steps`` counts all steps,
+so re-running the same command with ``--resume`` finishes the run.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+from pathlib import Path
 
 from datasets import Dataset
+from transformers import TrainerCallback
 
-from training.checkpoint import is_checkpoint, read_metrics, read_state, save_checkpoint
+from training.checkpoint import is_checkpoint, read_state, save_checkpoint
 from training.config import SFTArgs
 from training.data import GSM8KExample, load_gsm8k
 from training.models import load_model_and_tokenizer, trainer_precision_kwargs
 from training.rl import PROMPT_SUFFIX
+
+# what Trainer.train(resume_from_checkpoint=...) reads besides the weights
+TRAINER_RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
 
 
 def sft_row(ex: GSM8KExample) -> dict:
@@ -33,27 +44,56 @@ def sft_dataset(examples: list[GSM8KExample]) -> Dataset:
     return Dataset.from_list([sft_row(ex) for ex in examples])
 
 
+def loss_rows(log_history: list[dict]) -> list[dict]:
+    """The Trainer's per-step training logs (it also logs a run summary without ``loss``)."""
+    return [row for row in log_history if "loss" in row]
+
+
+class PublishCheckpoint(TrainerCallback):
+    """After each Trainer save: our atomic checkpoint, with the Trainer's resume files copied in."""
+
+    def __init__(self, sft_args: SFTArgs, tokenizer):
+        self.sft_args, self.tokenizer = sft_args, tokenizer
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        saved = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+        def copy_resume_files(tmp: Path) -> None:
+            for name in TRAINER_RESUME_FILES:
+                if (saved / name).exists():
+                    shutil.copy2(saved / name, tmp / name)
+
+        save_checkpoint(self.sft_args.output_dir, model, self.tokenizer, args=self.sft_args,
+                        metrics=loss_rows(state.log_history), state={"step": state.global_step},
+                        extra=copy_resume_files)
+
+
 def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
     from trl import SFTConfig, SFTTrainer
 
     examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit,
                                       max_solution_steps=args.max_solution_steps)
-    start, history, model_path = 0, [], args.model
-    if args.resume and is_checkpoint(args.output_dir):
-        start, history, model_path = read_state(args.output_dir)["step"], read_metrics(args.output_dir), args.output_dir
-    model, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
+    resume = args.resume and is_checkpoint(args.output_dir)
+    if resume and not (Path(args.output_dir) / TRAINER_RESUME_FILES[0]).exists():
+        raise ValueError(f"{args.output_dir} holds no SFT trainer state ({TRAINER_RESUME_FILES[0]}), so --resume "
+                         "cannot continue it; start a new run from its weights with --model "
+                         f"{args.output_dir} --output-dir <another dir>")
+    if resume and read_state(args.output_dir)["step"] >= args.max_steps:
+        print(f"{args.output_dir} is already at step {read_state(args.output_dir)['step']} (--max-steps "
+              f"{args.max_steps}); nothing to do")
+        return Path(args.output_dir).resolve()
+    model, tokenizer = load_model_and_tokenizer(args.output_dir if resume else args.model, args.tokenizer,
+                                                seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="cat-sft-") as work:
         config = SFTConfig(
             output_dir=work, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed,
-            logging_steps=1, save_strategy="no", report_to="none", dataloader_num_workers=0,
-            **trainer_precision_kwargs(),
+            logging_steps=1, save_strategy="steps", save_steps=args.save_steps, save_total_limit=1,
+            report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
         )
         trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(examples),
-                             processing_class=tokenizer)
-        trainer.train()
-    for row in trainer.state.log_history:
-        if "loss" in row:
-            history.append({**row, "step": start + int(row["step"])})
-    state = {"step": start + args.max_steps}
-    return save_checkpoint(args.output_dir, trainer.model, tokenizer, args=args, metrics=history, state=state)
+                             processing_class=tokenizer, callbacks=[PublishCheckpoint(args, tokenizer)])
+        trainer.train(resume_from_checkpoint=str(Path(args.output_dir).resolve()) if resume else None)
+    return Path(args.output_dir).resolve()

@@ -57,6 +57,7 @@ def test_policy_engine_samples_live_weights(tokenizer_dir):
 
 def test_rollout_engine_flag_and_guards(monkeypatch):
     import cat_serve.engine
+    from tests.conftest import _free_port
     from training.rollout import RolloutEngineUnavailable, TRLVLLMServerEngine, resolve_rollout_engine
 
     _, args = parse_args(["rl", "--rollout-engine", "trl-server", "--vllm-port", "8123"])
@@ -74,10 +75,15 @@ def test_rollout_engine_flag_and_guards(monkeypatch):
     assert resolve_rollout_engine("auto", world_size=2, cuda=True) == "transformers"
     with pytest.raises(RolloutEngineUnavailable, match="trl-server"):
         resolve_rollout_engine("vllm", world_size=8, cuda=True)
+    with pytest.raises(ValueError, match="weight sync"):
+        TRLVLLMServerEngine(tokenizer=None, weight_sync="gloo")
+    port = _free_port()  # nothing listens there
+    with pytest.raises(RolloutEngineUnavailable, match=f"no vLLM server at 127.0.0.1:{port}"):
+        TRLVLLMServerEngine(tokenizer=None, port=port, timeout=0.5, weight_sync="reload")
     if torch.cuda.is_available():
         pytest.skip("the guard under test is the CPU-only one")
     with pytest.raises(RolloutEngineUnavailable, match="needs CUDA"):
-        TRLVLLMServerEngine(tokenizer=None)
+        TRLVLLMServerEngine(tokenizer=None, weight_sync="nccl")
 
 
 def test_step_questions_are_disjoint_across_ranks():

@@ -1,5 +1,6 @@
-"""The two ways ``cat-train rl`` scales past one process on a CPU: a colocated vLLM sampler with
-in-place weight reloads, and ``accelerate launch`` data parallelism (DDP over gloo)."""
+"""How ``cat-train rl`` scales past one process, as far as a CPU shows it: a colocated vLLM sampler with
+in-place weight reloads, TRL's vLLM server mode (a separate server process), and ``accelerate launch``
+data parallelism (DDP over gloo)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -78,3 +81,51 @@ def test_rl_under_accelerate_launch_two_processes(tmp_path, tokenizer_dir):
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
     assert torch.isfinite(torch.tensor([r["loss"] for r in rows])).all()
 
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed")
+def test_rl_through_trl_server_mode(tmp_path, tokenizer_dir, tiny_examples):
+    """TRL's server mode in a separate process: ``python -m training.vllm_server`` (TRL's ``vllm serve``
+    command) serves the starting checkpoint; the trainer samples through TRL's ``VLLMClient`` and, with no
+    CUDA here, hands the server each step's weights as files it reloads in place. The server's log-probs of
+    the sampled tokens equal the trainer's at every step although the weights move every step, so it
+    samples the current policy. (The NCCL push that replaces the file reload on GPUs is not run here.)"""
+    from tests.conftest import _free_port
+    from training.models import build_tiny_model, load_tokenizer
+    from training.rl import train_rl
+
+    tok = load_tokenizer(tokenizer_dir)
+    start = tmp_path / "start"
+    build_tiny_model(tok, seed=0).save_pretrained(start)
+    tok.save_pretrained(start)
+    port = _free_port()
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "training.vllm_server", "--model", str(start), "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--max_model_len", "512", "--enforce_eager", "true"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        args = RLArgs(model=str(start), output_dir=str(tmp_path / "ckpt"), objective="grpo", max_steps=3,
+                      group_size=4, prompts_per_step=1, max_new_tokens=8, learning_rate=1e-2,
+                      rollout_engine="trl-server", vllm_port=port, vllm_timeout=10)
+        path = train_rl(args, reward_fn=alternating_reward, examples=tiny_examples)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    rows = [json.loads(line) for line in (path / METRICS_FILE).read_text().splitlines()]
+    assert [r["samples"] for r in rows] == [4, 4, 4]
+    assert max(r["sampler_logp_gap"] for r in rows) < 1e-4, rows
+    assert "cat_reload_weights" in log.read_text() or "POST /collective_rpc" in log.read_text()
+    init = AutoModelForCausalLM.from_pretrained(start).state_dict()
+    final = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    assert max(float((init[k] - final[k]).abs().max()) for k in init) > 1e-2  # the weights really moved

@@ -45,7 +45,7 @@ def test_rl_smoke_and_resume(objective, tmp_path, tokenizer_dir, tiny_examples):
     assert rows[0]["sampler_logp_gap"] < 1e-4  # HFEngine samples the live policy: same log-probs as the trainer
     if objective == "grpo":
         before = AutoModelForCausalLM.from_pretrained(path).state_dict()
-        args.resume, args.max_steps = True, 1
+        args.resume, args.max_steps = True, 3
         path = train_rl(args, reward_fn=parity_reward, examples=tiny_examples)
         rows = assert_checkpoint(path, 3)
         assert [r["step"] for r in rows] == [1, 2, 3]
@@ -55,7 +55,7 @@ def test_rl_smoke_and_resume(objective, tmp_path, tokenizer_dir, tiny_examples):
 
 def test_sft_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
     from training.config import SFTArgs
-    from training.sft import sft_row, train_sft
+    from training.sft import TRAINER_RESUME_FILES, sft_row, train_sft
 
     row = sft_row(tiny_examples[1])
     assert row["completion"][0]["content"] == "She earns 12*3 = 36 dollars.\nSo she earns 36 dollars.\n#### 36"
@@ -64,9 +64,58 @@ def test_sft_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
     path = train_sft(args, examples=tiny_examples)
     rows = assert_checkpoint(path, 2)
     assert all("loss" in r for r in rows)
-    args.resume, args.max_steps = True, 1
+    assert all((path / name).exists() for name in TRAINER_RESUME_FILES)
+    args.resume, args.max_steps = True, 3
     rows = assert_checkpoint(train_sft(args, examples=tiny_examples), 3)
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("keep_optimizer", [True, False])
+def test_sft_resume_continues_exactly(keep_optimizer, monkeypatch, tmp_path, tokenizer_dir, tiny_examples):
+    """A 3-step run killed after its step-1 checkpoint, then the same command with --resume, ends with the
+    weights of the uninterrupted run: the same batches (the resumed run skips the one it trained on), Adam
+    moments and learning-rate schedule. Without the saved optimiser the resumed run starts Adam afresh and
+    diverges, so the check can fail."""
+    from training.config import SFTArgs
+    from training.sft import PublishCheckpoint, train_sft
+
+    examples = tiny_examples * 2  # batch size 1: 4 batches per epoch
+    args = dict(model="tiny", tokenizer=tokenizer_dir, max_steps=3, batch_size=1, learning_rate=1e-2, save_steps=1)
+    straight = train_sft(SFTArgs(output_dir=str(tmp_path / "a"), **args), examples=examples)
+
+    publish = PublishCheckpoint.on_save
+
+    def killed_after_step_1(self, targs, state, control, **kw):
+        publish(self, targs, state, control, **kw)
+        if state.global_step == 1:
+            raise KeyboardInterrupt("killed after step 1")
+
+    monkeypatch.setattr(PublishCheckpoint, "on_save", killed_after_step_1)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(SFTArgs(output_dir=str(tmp_path / "b"), **args), examples=examples)
+    monkeypatch.undo()
+    assert read_state(tmp_path / "b")["step"] == 1
+    if not keep_optimizer:
+        (tmp_path / "b" / "optimizer.pt").unlink()
+    resumed = train_sft(SFTArgs(output_dir=str(tmp_path / "b"), resume=True, **args), examples=examples)
+    assert [r["step"] for r in assert_checkpoint(resumed, 3)] == [1, 2, 3]
+    a = AutoModelForCausalLM.from_pretrained(straight).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(resumed).state_dict()
+    same = all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert same == keep_optimizer
+
+
+def test_sft_resume_refuses_a_checkpoint_without_trainer_state(tmp_path, tokenizer_dir, tiny_examples):
+    from training.config import SFTArgs
+    from training.sft import train_sft
+
+    args = SFTArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "sft"), max_steps=1,
+                   batch_size=2)
+    path = train_sft(args, examples=tiny_examples)
+    (path / "trainer_state.json").unlink()
+    args.resume, args.max_steps = True, 2
+    with pytest.raises(ValueError, match="--model"):
+        train_sft(args, examples=tiny_examples)
 
 
 def test_round_temperature_schedule():
@@ -112,7 +161,7 @@ def test_rl_resume_continues_exactly(keep_optimizer, tmp_path, tokenizer_dir, ti
     assert (first / OPTIMIZER_FILE).exists()
     if not keep_optimizer:
         (first / OPTIMIZER_FILE).unlink()
-    resumed = train_rl(args(tmp_path / "b", 1, resume=True), reward_fn=parity_reward, examples=tiny_examples)
+    resumed = train_rl(args(tmp_path / "b", 2, resume=True), reward_fn=parity_reward, examples=tiny_examples)
     a = AutoModelForCausalLM.from_pretrained(straight).state_dict()
     b = AutoModelForCausalLM.from_pretrained(resumed).state_dict()
     same = all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -120,7 +169,8 @@ def test_rl_resume_continues_exactly(keep_optimizer, tmp_path, tokenizer_dir, ti
 
 
 def test_rl_crash_keeps_the_last_periodic_checkpoint(tmp_path, tokenizer_dir, tiny_examples):
-    """--save-steps 2: a crash in step 3 leaves the step-2 checkpoint, and --resume goes on from it."""
+    """--save-steps 2: a crash in step 3 leaves the step-2 checkpoint, and the same command with --resume
+    does steps 3 and 4 only."""
     from training.rl import train_rl
 
     calls = []
@@ -137,6 +187,13 @@ def test_rl_crash_keeps_the_last_periodic_checkpoint(tmp_path, tokenizer_dir, ti
     with pytest.raises(KeyboardInterrupt):
         train_rl(args, reward_fn=crashing_reward, examples=tiny_examples)
     assert read_state(tmp_path / "ckpt")["step"] == 2
-    args.resume, args.max_steps = True, 2
-    path = train_rl(args, reward_fn=parity_reward, examples=tiny_examples)
+    resumed_steps = []
+
+    def counting_reward(texts, golds):
+        resumed_steps.append(1)
+        return parity_reward(texts, golds)
+
+    args.resume = True
+    path = train_rl(args, reward_fn=counting_reward, examples=tiny_examples)
     assert [r["step"] for r in assert_checkpoint(path, 4)] == [1, 2, 3, 4]
+    assert len(resumed_steps) == 2  # steps 3 and 4 only
