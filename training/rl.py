@@ -161,8 +161,9 @@ def token_logps(model, rollout: Rollout, *, with_entropy: bool = False, chunk: i
     logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, T]
     if not with_entropy:
         return logps
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T]
-    return logps, entropy.detach()
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, T]
+    return logps, entropy
 
 
 def _rows(rollout: Rollout, lo: int, hi: int) -> Rollout:
@@ -217,23 +218,31 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
     golds = [ex.gold for ex in batch for _ in range(args.group_size)]
     rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]
     with torch.no_grad():
-        old_logps, entropy = token_logps(policy, rollout, with_entropy=True, chunk=args.group_size)
         ref_logps = token_logps(ref, rollout, chunk=args.group_size) if ref is not None else None
+        old_logps = entropy = None
+        if args.inner_epochs > 1:  # pi_old must stay fixed while the updates move pi_theta
+            old_logps, entropy = token_logps(policy, rollout, with_entropy=True, chunk=args.group_size)
     maskf = rollout.completion_mask.float()
-    if getattr(engine, "exact_entropy", False):  # HFEngine: exact entropies of the sampling pass
-        entropy = rollout.entropies
-    # how far the sampler's log-probs are from the trainer's: ~0 unless the sampler holds stale weights
-    sampler_gap = O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf).detach()
     policy.train()
     hyper = args.objective_kwargs()
     for _ in range(args.inner_epochs):
-        logps = token_logps(policy, rollout)
+        if old_logps is None:
+            # one update per batch: pi_old is the policy of this very pass (TRL does the same), so its
+            # log-probs come from the gradient pass and a separate no-grad forward is saved
+            logps, entropy = token_logps(policy, rollout, with_entropy=True)
+            old_logps = logps.detach()
+        else:
+            logps = token_logps(policy, rollout)
         loss, obj_metrics = objective_loss(args.objective, logps, old_logps, ref_logps, rewards,
                                            rollout.completion_mask, group_size=args.group_size, hyper=hyper)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)  # DDP/FSDP/ZeRO average the gradients over ranks here
         accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
         optimizer.step()
+    if getattr(engine, "exact_entropy", False):  # HFEngine: exact entropies of the sampling pass
+        entropy = rollout.entropies
+    # how far the sampler's log-probs are from the trainer's: ~0 unless the sampler holds stale weights
+    sampler_gap = O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf).detach()
     stats = accelerator.gather(sequence_stats(rewards, old_logps, entropy, rollout.completion_mask))
     names = sorted(obj_metrics)
     local = torch.tensor([float(obj_metrics[k]) for k in names] + [float(sampler_gap)], device=device)
