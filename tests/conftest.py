@@ -46,6 +46,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(proc: subprocess.Popen, root: str, log: Path, what: str, timeout: float = 600) -> None:
+    """Poll ``root``/health until it answers 200; fail with the log's tail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    pytest.fail(f"{what} not ready after {timeout}s:\n{log.read_text()[-4000:]}")
+
+
 def start_server(engine: str, log_dir: Path, *extra: str, timeout: float = 600) -> Server:
     port = _free_port()
     log = log_dir / f"server-{engine}.log"
@@ -54,18 +70,8 @@ def start_server(engine: str, log_dir: Path, *extra: str, timeout: float = 600) 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{engine} server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
-                return Server(root, f"{root}/v1", MODEL_NAME, engine, log, proc)
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    pytest.fail(f"{engine} server not ready after {timeout}s:\n{log.read_text()[-4000:]}")
+    wait_until_healthy(proc, root, log, f"{engine} server", timeout)
+    return Server(root, f"{root}/v1", MODEL_NAME, engine, log, proc)
 
 
 def stop_server(server: Server) -> None:

@@ -224,21 +224,10 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
             old_logps, entropy = token_logps(policy, rollout, with_entropy=True, chunk=args.group_size)
     maskf = rollout.completion_mask.float()
     policy.train()
-    hyper = args.objective_kwargs()
     for _ in range(args.inner_epochs):
-        if old_logps is None:
-            # one update per batch: pi_old is the policy of this very pass (TRL does the same), so its
-            # log-probs come from the gradient pass and a separate no-grad forward is saved
-            logps, entropy = token_logps(policy, rollout, with_entropy=True)
-            old_logps = logps.detach()
-        else:
-            logps = token_logps(policy, rollout)
-        loss, obj_metrics = objective_loss(args.objective, logps, old_logps, ref_logps, rewards,
-                                           rollout.completion_mask, group_size=args.group_size, hyper=hyper)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)  # DDP/FSDP/ZeRO average the gradients over ranks here
-        accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
-        optimizer.step()
+        old_logps, pass_entropy, obj_metrics = policy_update(policy, optimizer, rollout, rewards, old_logps,
+                                                             ref_logps, args, accelerator)
+        entropy = pass_entropy if entropy is None else entropy
     if getattr(engine, "exact_entropy", False):  # HFEngine: exact entropies of the sampling pass
         entropy = rollout.entropies
     # how far the sampler's log-probs are from the trainer's: ~0 unless the sampler holds stale weights
@@ -249,6 +238,49 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
     means = accelerator.gather(local[None]).double().mean(0).tolist()  # objective metrics: mean over ranks
     return {**rollout_metrics(stats.cpu()), **dict(zip(names, means)), "sampler_logp_gap": means[-1],
             "samples": int(stats.shape[0])}
+
+
+def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_logps, args: RLArgs, accelerator):
+    """One optimiser step on the batch, accumulating the gradient one group at a time.
+
+    A group is the unit every objective normalises over (advantages, CAPO pairs), so each group's loss
+    is exact on its own; weighting it by its share of the batch (rows, or completion tokens for the
+    ``token`` aggregation) makes the summed gradient that of the whole-batch loss, while only one
+    group's activations are held for backward (the whole batch at once ran a 2 x 8 x 330-token SmolLM2
+    step out of 24 GB). With ``old_logps=None`` (one update per batch) pi_old is the policy of this very
+    pass, as in TRL, so its log-probs and the entropies come from the gradient pass and a separate
+    no-grad forward is saved. Returns (old_logps [B, T], entropy [B, T] or None, objective metrics
+    combined with the same weights)."""
+    import contextlib
+
+    rows, size = rollout.input_ids.shape[0], args.group_size
+    token_level = args.aggregation == "token" and args.objective in ("grpo", "capo")
+    total_tokens = rollout.completion_mask.sum().clamp(min=1)
+    fresh = old_logps is None
+    olds, entropies, parts = [], [], []
+    hyper = args.objective_kwargs()
+    optimizer.zero_grad(set_to_none=True)
+    for lo in range(0, rows, size):
+        part, hi = _rows(rollout, lo, lo + size), lo + size
+        weight = part.completion_mask.sum() / total_tokens if token_level else torch.tensor(size / rows)
+        # DDP averages gradients over ranks at the last backward of the step only
+        sync = contextlib.nullcontext() if hi >= rows else accelerator.no_sync(policy)
+        with sync:
+            if fresh:
+                logps, ent = token_logps(policy, part, with_entropy=True)
+                old = logps.detach()
+                entropies.append(ent)
+            else:
+                logps, old = token_logps(policy, part), old_logps[lo:hi]
+            olds.append(old)
+            loss, metrics = objective_loss(args.objective, logps, old, None if ref_logps is None else ref_logps[lo:hi],
+                                           rewards[lo:hi], part.completion_mask, group_size=size, hyper=hyper)
+            accelerator.backward(loss * weight.to(loss.device))
+        parts.append((float(weight), metrics))
+    accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+    optimizer.step()
+    combined = {k: sum(w * m[k] for w, m in parts) for k in parts[0][1]}
+    return torch.cat(olds), (torch.cat(entropies) if fresh else None), combined
 
 
 def question_order(n: int, seed: int) -> list[int]:

@@ -197,3 +197,51 @@ def test_rl_crash_keeps_the_last_periodic_checkpoint(tmp_path, tokenizer_dir, ti
     path = train_rl(args, reward_fn=counting_reward, examples=tiny_examples)
     assert [r["step"] for r in assert_checkpoint(path, 4)] == [1, 2, 3, 4]
     assert len(resumed_steps) == 2  # steps 3 and 4 only
+
+
+@pytest.mark.parametrize("objective,aggregation", [("grpo", "sequence"), ("grpo", "token"), ("capo", "sequence"),
+                                                   ("capo", "token"), ("gspo", "sequence"), ("c2gspg", "sequence")])
+def test_policy_update_by_groups_has_the_whole_batch_gradient(objective, aggregation, tokenizer_dir):
+    """``policy_update`` back-propagates one group at a time; with its weights the summed gradient equals
+    the gradient of the objective on the whole batch (ragged completions, two groups of two)."""
+    from accelerate import Accelerator
+
+    from training.models import build_tiny_model, load_tokenizer
+    from training.rl import Rollout, objective_loss, policy_update, token_logps
+
+    tok = load_tokenizer(tokenizer_dir)
+    torch.manual_seed(0)
+    rows, size, prompt, length = 4, 2, 5, 6
+    completion_mask = torch.ones(rows, length, dtype=torch.long)
+    completion_mask[1, 4:] = 0
+    completion_mask[2, 2:] = 0
+    rollout = Rollout(torch.randint(0, 1000, (rows, prompt + length)),
+                      torch.cat([torch.ones(rows, prompt, dtype=torch.long), completion_mask], 1),
+                      completion_mask, prompt, [""] * rows)
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    args = RLArgs(objective=objective, aggregation=aggregation, group_size=size, max_grad_norm=1e9,
+                  beta=0.1 if objective == "grpo" else 0.0, ref_high=1e9)
+    model = build_tiny_model(tok, seed=0)
+    with torch.no_grad():
+        ref_logps = token_logps(build_tiny_model(tok, seed=1), rollout)
+
+    logps = token_logps(model, rollout)
+    loss, _ = objective_loss(objective, logps, logps.detach(), ref_logps, rewards, completion_mask,
+                             group_size=size, hyper=args.objective_kwargs())
+    loss.backward()
+    whole = {name: p.grad.clone() for name, p in model.named_parameters()}
+    assert max(float(g.abs().max()) for g in whole.values()) > 1e-4  # a real gradient, not all zeros
+
+    class KeepGradients:  # zero_grad as an optimiser would, but no step, so the gradients can be read
+        def zero_grad(self, set_to_none=True):
+            model.zero_grad(set_to_none=set_to_none)
+
+        def step(self):
+            pass
+
+    old, entropy, metrics = policy_update(model, KeepGradients(), rollout, rewards, None, ref_logps, args,
+                                          Accelerator(cpu=True))
+    assert torch.allclose(old, logps.detach(), atol=1e-6) and entropy.shape == (rows, length)
+    assert metrics["loss"] == pytest.approx(float(loss), rel=1e-5, abs=1e-7)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, whole[name], rtol=1e-4, atol=1e-7), name
