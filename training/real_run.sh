@@ -15,14 +15,14 @@ PY=${PYTHON:-python}
 
 if [[ $WHAT == all || $WHAT == rl ]]; then
   # 20 steps x (2 prompts x 8 samples), <= 192 new tokens, T = 1.0
-  /usr/bin/time -f "rl wall %e s" "$PY" -m training.cli rl --objective capo --model embedded --rollout-engine vllm \
+  /usr/bin/time -f "rl wall %e s, max RSS %M KB" "$PY" -m training.cli rl --objective capo --model embedded --rollout-engine vllm \
     --output-dir "$RUN_DIR/rl_capo" --max-solution-steps 2 --max-steps 20 --prompts-per-step 2 --group-size 8 \
     --max-new-tokens 192 --learning-rate 5e-6 --temperature 1.0 --seed 0 2>&1 | tee "$RUN_DIR/rl_capo.log"
 fi
 
 if [[ $WHAT == all || $WHAT == caspo ]]; then
   # 1 round: 3 questions x every reference step x 4 candidates of <= 24 tokens, then 4 DPO steps
-  OMP_NUM_THREADS=1 /usr/bin/time -f "caspo wall %e s" "$PY" -m training.cli caspo --model embedded \
+  OMP_NUM_THREADS=1 /usr/bin/time -f "caspo wall %e s, max RSS %M KB" "$PY" -m training.cli caspo --model embedded \
     --output-dir "$RUN_DIR/caspo" --limit 3 --rounds 1 --temperatures 0.7 --candidates-per-step 4 \
     --max-step-tokens 24 --max-steps 4 --batch-size 2 --learning-rate 1e-6 --seed 0 2>&1 | tee "$RUN_DIR/caspo.log"
 fi

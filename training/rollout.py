@@ -95,7 +95,6 @@ class ColocatedVLLMEngine:
         self._runner = asyncio.Runner()
         self.engine = self._runner.run(self._create(VLLMEngine, dtype, max_model_len, gpu_memory_utilization,
                                                     kv_cache_gib, seed))
-        self.syncs = 0
 
     async def _create(self, cls, dtype, max_model_len, gpu_memory_utilization, kv_cache_gib, seed):
         return cls.create(self._dir, "policy", dtype=dtype, max_model_len=max_model_len, seed=seed,
@@ -116,7 +115,6 @@ class ColocatedVLLMEngine:
             await self.engine.llm.reset_prefix_cache()
 
         self._runner.run(reload())
-        self.syncs += 1
 
     def run(self, coro):
         return self._runner.run(coro)
@@ -183,7 +181,6 @@ class TRLVLLMServerEngine:
         self._own_dir = sync_dir is None and weight_sync == "reload"
         self.sync_dir = _scratch_dir("cat-trl-sync-") if self._own_dir else sync_dir
         self._communicator = False
-        self.syncs = 0
 
     def sync_weights(self, model) -> None:
         """Push the current policy weights into the server (call after each optimiser step)."""
@@ -200,7 +197,6 @@ class TRLVLLMServerEngine:
                 raise RuntimeError(f"the vLLM server did not reload the weights ({reply.status_code}: "
                                    f"{reply.text[:500]}); was it started with `python -m training.vllm_server`?")
         self.client.reset_prefix_cache()
-        self.syncs += 1
 
     async def extend(self, prefixes: Sequence[Sequence[int]], n: int, params: GenParams, *, early_stop=None):
         if early_stop is not None:
