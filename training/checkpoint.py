@@ -46,14 +46,18 @@ def save_checkpoint(
     """Write model, tokenizer (with chat template), args, metrics and state atomically.
 
     ``state_dict`` (e.g. gathered from FSDP / ZeRO-3 shards) replaces the model's own when given.
-    ``extra(tmp_dir)`` may write more files before the rename. Returns the final directory.
+    ``extra(tmp_dir)`` may write more files before the rename; with ``model`` and ``tokenizer`` None it
+    must write them itself (the SFT trainer copies the Trainer's own saved checkpoint). Returns the
+    final directory.
     """
     final = Path(output_dir).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        model.save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
+        if model is not None:
+            model.save_pretrained(tmp, state_dict=state_dict)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         (tmp / ARGS_FILE).write_text(json.dumps(_jsonable(args), indent=2, default=str))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         with open(tmp / METRICS_FILE, "w") as f:

@@ -6,10 +6,11 @@ removed and the ``#### x`` line kept, so the model learns the format ``grade`` r
 
 Checkpoints and ``--resume`` use the Trainer's own machinery. The Trainer saves every ``save_steps``
 steps and at the end into a scratch directory; ``PublishCheckpoint`` then writes our checkpoint
-(``training.checkpoint``: atomic, with ``metrics.jsonl``) and copies the Trainer's resume files beside
-the weights (optimiser, scheduler, RNG and ``trainer_state.json``). The checkpoint directory is
-then also a Trainer checkpoint, so ``trainer.train(resume_from_checkpoint=output_dir)`` restores the
-optimiser and scheduler and skips the batches already trained on. ``--max-steps`` counts all steps,
+(``training.checkpoint``: atomic, with ``metrics.jsonl``) from the Trainer's checkpoint: its weights
+(gathered by the Trainer when sharded), tokenizer and resume files (optimiser, scheduler, RNG and
+``trainer_state.json``). The checkpoint directory is then also a Trainer checkpoint, so
+``trainer.train(resume_from_checkpoint=output_dir)`` restores the optimiser and scheduler and skips the
+batches already trained on. ``--max-steps`` counts all steps,
 so re-running the same command with ``--resume`` finishes the run.
 """
 
@@ -50,24 +51,23 @@ def loss_rows(log_history: list[dict]) -> list[dict]:
 
 
 class PublishCheckpoint(TrainerCallback):
-    """After each Trainer save: our atomic checkpoint, with the Trainer's resume files copied in."""
+    """After each Trainer save: our atomic checkpoint, made of the Trainer's saved checkpoint (weights as
+    the Trainer gathered them, tokenizer, resume files) plus our args, metrics and state."""
 
-    def __init__(self, sft_args: SFTArgs, tokenizer):
-        self.sft_args, self.tokenizer = sft_args, tokenizer
+    def __init__(self, sft_args: SFTArgs):
+        self.sft_args = sft_args
 
-    def on_save(self, args, state, control, model=None, **kwargs):
+    def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         saved = Path(args.output_dir) / f"checkpoint-{state.global_step}"
 
-        def copy_resume_files(tmp: Path) -> None:
-            for name in TRAINER_RESUME_FILES:
-                if (saved / name).exists():
-                    shutil.copy2(saved / name, tmp / name)
+        def copy_trainer_checkpoint(tmp: Path) -> None:
+            shutil.copytree(saved, tmp, dirs_exist_ok=True)
 
-        save_checkpoint(self.sft_args.output_dir, model, self.tokenizer, args=self.sft_args,
+        save_checkpoint(self.sft_args.output_dir, None, None, args=self.sft_args,
                         metrics=loss_rows(state.log_history), state={"step": state.global_step},
-                        extra=copy_resume_files)
+                        extra=copy_trainer_checkpoint)
 
 
 def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
@@ -80,9 +80,9 @@ def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
         raise ValueError(f"{args.output_dir} holds no SFT trainer state ({TRAINER_RESUME_FILES[0]}), so --resume "
                          "cannot continue it; start a new run from its weights with --model "
                          f"{args.output_dir} --output-dir <another dir>")
-    if resume and read_state(args.output_dir)["step"] >= args.max_steps:
-        print(f"{args.output_dir} is already at step {read_state(args.output_dir)['step']} (--max-steps "
-              f"{args.max_steps}); nothing to do")
+    done = read_state(args.output_dir)["step"] if resume else 0
+    if done >= args.max_steps:
+        print(f"{args.output_dir} is already at step {done} (--max-steps {args.max_steps}); nothing to do")
         return Path(args.output_dir).resolve()
     model, tokenizer = load_model_and_tokenizer(args.output_dir if resume else args.model, args.tokenizer,
                                                 seed=args.seed)
@@ -94,6 +94,6 @@ def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
             report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
         )
         trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(examples),
-                             processing_class=tokenizer, callbacks=[PublishCheckpoint(args, tokenizer)])
+                             processing_class=tokenizer, callbacks=[PublishCheckpoint(args)])
         trainer.train(resume_from_checkpoint=str(Path(args.output_dir).resolve()) if resume else None)
     return Path(args.output_dir).resolve()
