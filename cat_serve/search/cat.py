@@ -1,4 +1,5 @@
-"""CaT: confidence-aware tree search (seed paper 003, Algorithm 2), plus a cheaper adaptive mode.
+"""CaT: confidence-aware tree search ("CASPO/CaT", arXiv 2605.07353, Algorithm 2 in Appendix B.6),
+plus two cheaper modes.
 
 Faithful mode (``mode="faithful"``), Algorithm 2 exactly:
 
@@ -7,30 +8,28 @@ Faithful mode (``mode="faithful"``), Algorithm 2 exactly:
         every active branch proposes K next steps            (ONE engine call: all prefixes, n=K,
                                                                stop=step_delimiters)
         step confidence c (confidence.py), cumulative C = C(parent) * c
-        C < tau                              -> pruned (C == tau survives), answer or not
-        step has a marker answer, or EOS     -> answer set (EOS without marker: last-number
-                                                fallback over the whole path; no answer -> dropped)
+        step has a marker answer, or EOS     -> answer set, whatever its C (lines 10-13: the answer
+                                                test comes before, and independently of, tau; EOS
+                                                without marker: last-number fallback over the whole
+                                                path; no answer -> dropped)
+        C < tau                              -> pruned (C == tau survives); only non-answer branches
         path budget (max_tokens) used up     -> dropped (a truncated solution is not an answer)
         otherwise                            -> active; keep the top K by C
     return the answer-set path with the highest C, else an explicit failure (answer None).
+    Abstention is decided by ``min_confidence`` on the returned confidence, never by tau.
 
 Ties: the earlier path wins (lower depth, then engine order: parent rank, then sample index);
 the active set is stable-sorted by C. Branches whose parent was pruned are never expanded.
 Prefixes are token ids (prompt + the steps' own ids), never re-tokenised text.
 
-Adaptive mode (default; see ARCHITECTURE.md "Search cost") keeps the same scoring and selection
-and adds four savings:
+Adaptive mode (default) keeps the same scoring and selection and adds these savings (README,
+"Deviations from the papers"):
 
 (a) branch only where uncertain: one call asks ONE step per active branch; a branch whose step
     confidence is >= ``confident_threshold`` keeps just that step, the others get K-1 more samples
     in a second batched call (seed offset 1, so sample j matches faithful sample j);
-(b) abort a step mid-generation once it provably cannot reach tau: with the call's token limit L
-    and the best parent confidence C* among the call's prefixes (the callback cannot tell which
-    prefix a partial step belongs to), abort when ``C* * bound < tau`` where, after m tokens,
-    ``mult``:    bound = prod_{i<=m} p_i  (the product only falls);
-    ``entropy``: bound = exp(-S_m / L)    (S_m = entropy sum so far; the final c = exp(-S_L / L')
-                 with S_L >= S_m and L' <= L is largest if every later token has zero entropy and
-                 the step runs to L tokens). An aborted step would have been pruned by tau anyway.
+(b) removed: aborting a step mid-generation once it cannot reach tau would also cut steps that were
+    about to state an answer, which Algorithm 2 keeps whatever their C.
 (c) consensus stop: stop searching once ``consensus`` completed answers are equivalent; the
     answer is still the highest-C path of the answer set (consensus only ends the search);
 (d) identical candidate paths are expanded once;
@@ -46,8 +45,8 @@ that holds a final answer, or that reaches ``max_steps``. An uncertain step gets
 samples (one batched call, stop = delimiters) and the best candidate by C is followed, as in
 adaptive mode. A solution whose steps are all confident therefore costs one request.
 
-Reported confidence: the chosen path's cumulative C (in [0, 1]); the same quantity tau
-thresholds, so ``min_confidence`` and ``tau`` share one scale.
+Reported confidence: the chosen path's cumulative C (in [0, 1]), the raw score that a calibration
+profile maps to P(correct).
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cat_serve.search.answers import cluster_answers, extract_answer, has_final_answer
-from cat_serve.search.confidence import step_confidence, step_confidence_upper_bound
+from cat_serve.search.confidence import step_confidence
 from cat_serve.search.generator import EarlyStop, StepGenerator
 from cat_serve.search.params import CaTParams
 from cat_serve.search.types import ABORTED, STOP, Candidate, SearchResult, SearchStats, Step
@@ -115,22 +114,10 @@ async def expand_faithful(search: _Search, active: list[_Path], budget: int) -> 
     return [(parent, step) for parent, row in zip(active, rows) for step in row]
 
 
-def cannot_reach_tau(parents: Sequence[_Path], params: CaTParams, budget: int) -> EarlyStop | None:
-    """Adaptive (b): abort a partial step whose best reachable cumulative confidence is below tau."""
-    if params.tau <= 0.0:
-        return None
-    best_parent = max(p.confidence for p in parents)
-
-    def early_stop(partial: Step) -> bool:
-        return best_parent * step_confidence_upper_bound(partial, params.aggregation, budget) < params.tau
-
-    return early_stop
-
-
 async def expand_adaptive(search: _Search, active: list[_Path], budget: int) -> list[tuple[_Path, Step]]:
-    """Adaptive (a)+(b): one step per branch; K-1 more only for branches whose step was uncertain."""
+    """Adaptive (a): one step per branch; K-1 more only for branches whose step was uncertain."""
     params = search.params
-    rows = await search.extend(active, 1, budget, 0, cannot_reach_tau(active, params, budget))
+    rows = await search.extend(active, 1, budget, 0, None)
     firsts = [row[0] for row in rows]
     uncertain = [
         i for i, step in enumerate(firsts)
@@ -139,20 +126,21 @@ async def expand_adaptive(search: _Search, active: list[_Path], budget: int) -> 
     extra: dict[int, list[Step]] = {}
     if uncertain and params.branches > 1:
         parents = [active[i] for i in uncertain]
-        rows = await search.extend(parents, params.branches - 1, budget, 1, cannot_reach_tau(parents, params, budget))
+        rows = await search.extend(parents, params.branches - 1, budget, 1, None)
         extra = dict(zip(uncertain, rows))
     return [(parent, step) for i, parent in enumerate(active) for step in [firsts[i], *extra.get(i, [])]]
 
 
 def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], depth: int,
                      width: int) -> list[_Path]:
-    """Prune by tau, move completed paths to the answer set, keep the top-``width`` active paths by C."""
+    """Algorithm 2, lines 10-16: a step holding a final answer joins the answer set whatever its C;
+    only the other branches are pruned below tau. The top-``width`` active paths by C survive."""
     params, decode = search.params, search.generator.decode
     survivors: list[_Path] = []
     for parent, step in candidates:
         path = _Path(parent.token_ids + step.token_ids,
                      parent.confidence * step_confidence(step, params.aggregation), depth)
-        if step.finish_reason == ABORTED or path.confidence < params.tau:
+        if step.finish_reason == ABORTED:  # the client went away or the engine cut it: no step
             search.pruned += 1
             continue
         text = step.text or decode(step.token_ids)
@@ -164,7 +152,7 @@ def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], dept
                 search.pruned += 1
             else:
                 search.answers.append(_Done(path, answer, True))
-        elif len(path.token_ids) >= params.max_tokens:
+        elif path.confidence < params.tau or len(path.token_ids) >= params.max_tokens:
             search.pruned += 1
         else:
             survivors.append(path)
@@ -271,7 +259,7 @@ def best_answer(answers: Sequence[_Done]) -> _Done | None:
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTParams,
               *, on_event: OnEvent | None = None) -> SearchResult:
-    """CaT search (Algorithm 2 of seed paper 003; ``params.mode``: faithful, adaptive or stream)."""
+    """CaT search (arXiv 2605.07353, Algorithm 2; ``params.mode``: faithful, adaptive or stream)."""
     t0 = time.perf_counter()
     search = _Search(generator, tuple(prompt_ids), params, answers=[])
     mode = params.mode

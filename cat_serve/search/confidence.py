@@ -49,20 +49,6 @@ def step_confidence(step: Step, aggregation: str = ENTROPY) -> float:
     raise ValueError(f"unknown aggregation {aggregation!r}; expected one of {AGGREGATIONS}")
 
 
-def step_confidence_upper_bound(partial: Step, aggregation: str, max_len: int) -> float:
-    """The largest confidence a step that starts with ``partial`` can still reach.
-
-    ``mult``: logprobs are <= 0, so the product only falls: the bound is ``c(partial)``.
-    ``entropy``: the final step has length ``L <= max_len`` and entropy sum ``S_L >= S_m`` (the sum so
-    far, entropies are >= 0), so ``c = exp(-S_L / L) <= exp(-S_m / max_len)``: the best case is that
-    every remaining token has zero entropy and the step runs to the longest length allowed.
-    """
-    if aggregation == MULT:
-        return step_confidence(partial, MULT)
-    entropies = _finite(partial.entropies)
-    return math.exp(-float(np.maximum(entropies, 0.0).sum()) / max(max_len, 1))
-
-
 def token_confidences(step: Step) -> np.ndarray:
     """DeepConf token confidences ``-mean(top-k logprobs)`` per token; [L].
 

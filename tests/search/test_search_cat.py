@@ -1,4 +1,4 @@
-"""CaT (seed 003 Algorithm 2) against hand-computed trees; numbers worked out in the comments.
+"""CaT (arXiv 2605.07353, Algorithm 2) against hand-computed trees; numbers worked out in the comments.
 
 Step confidence is c = exp(-mean token entropy) unless a test says "mult" (c = exp(sum logprob)).
 """
@@ -103,14 +103,38 @@ async def test_pruning_exactly_at_tau(mode):
     assert result.stats.pruned == 1
 
 
-async def test_answer_below_tau_is_an_explicit_failure():
-    # the only path: c = e^-3 = 0.0498 < tau = 0.05 -> pruned; no answer, never a guess
+@pytest.mark.parametrize("mode", ["faithful", "adaptive", "stream"])
+async def test_answer_below_tau_joins_the_answer_set(mode):
+    """Algorithm 2, lines 10-13: the answer test comes before, and independently of, tau.
+
+    tau = 0.5. Depth 1: one step "s" with entropy 0.5 -> c = e^-0.5 = 0.606531 >= tau: active
+    (stream: confident_threshold 0.9 > c, so the request is cut there and it is scored like the others).
+    Depth 2: the only step "\\boxed{9}" has entropy 3.0 -> c = e^-3 = 0.049787, so
+    C = e^-3.5 = 0.030197 < tau. It is the only answer and must be returned with that C (the old rule
+    pruned it and returned no answer). A NON-answer step with the same C is pruned: see the tree below.
+    """
     gen = FakeGenerator()
     prompt = gen.encode("Q")
-    gen.script(prompt, cont("\\boxed{9}", entropy=3.0))
-    result = await cat.run(gen, prompt, params(mode="faithful", branches=1, tau=0.05))
-    assert (result.answer, result.text, result.token_ids, result.confidence) == (None, "", (), 0.0)
-    assert result.stats.pruned == 1
+    [s] = gen.script(prompt, cont("s", NL, entropy=0.5, finish=STOP))
+    gen.script(s, cont("\\boxed{9}", entropy=3.0))
+    p = params(mode=mode, branches=1, tau=0.5, confident_threshold=0.9)
+    result = await cat.run(gen, prompt, p)
+    assert result.answer == "9"
+    assert result.confidence == pytest.approx(math.exp(-3.5))
+    assert result.stats.pruned == 0
+
+
+async def test_only_non_answer_branches_are_pruned_below_tau():
+    """tau = 0.5, K = 2, faithful. Depth 1: "a" (entropy 3.0 -> c = e^-3 = 0.0498 < tau, no answer:
+    pruned, never expanded) and "\\boxed{4}" (entropy 2.0 -> C = e^-2 = 0.1353 < tau, an answer:
+    kept). Result: 4 with confidence e^-2; one prune; "a"'s prefix is never requested."""
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    a, _ = gen.script(prompt, cont("a", NL, entropy=3.0, finish=STOP), cont("\\boxed{4}", entropy=2.0))
+    result = await cat.run(gen, prompt, params(mode="faithful", branches=2, tau=0.5))
+    assert (result.answer, result.stats.pruned) == ("4", 1)
+    assert result.confidence == pytest.approx(math.exp(-2.0))
+    assert a not in gen.requested()
 
 
 async def test_eos_without_marker_uses_last_number_and_no_number_is_dropped():
@@ -196,12 +220,13 @@ async def test_consensus_stops_the_search():
     assert w_more in gen.requested()
 
 
-async def test_adaptive_aborts_a_step_that_cannot_reach_tau():
+async def test_a_step_below_tau_is_generated_in_full_then_pruned():
     # mult, tau = e^-1.5 (0.2231), confident_threshold 1.0 (always branch), K = 2.
-    # call 1: "g\n\n" (logprob -0.1 each, c = e^-0.2). call 2: "y z w\n\n" with logprob -1 per token:
-    # after "y" the bound is e^-1 = 0.368 >= tau; after "z" e^-2 = 0.135 < tau -> aborted with 2 tokens
-    # (faithful generates all 4). Then g's path answers 1: C = e^-0.2 * e^-0.1 = e^-0.3.
-    for mode, expected_tokens in (("adaptive", 2 + 2 + 1 + 1), ("faithful", 2 + 4 + 1 + 1)):
+    # call 1: "g\n\n" (logprob -0.1 each, c = e^-0.2) and "y z w\n\n" (logprob -1 per token, c = e^-4 <
+    # tau). No step is cut mid-generation (it could still have stated an answer, which Algorithm 2
+    # keeps whatever its C), so both modes generate all 4 tokens of y; y holds no answer: pruned, never
+    # expanded. Then g's path answers 1: C = e^-0.2 * e^-0.1 = e^-0.3. Tokens: 2 + 4 + 1 + 1.
+    for mode in ("adaptive", "faithful"):
         gen = FakeGenerator()
         prompt = gen.encode("Q")
         g, y = gen.script(
@@ -213,7 +238,7 @@ async def test_adaptive_aborts_a_step_that_cannot_reach_tau():
         p = params(mode=mode, branches=2, aggregation="mult", tau=math.exp(-1.5), confident_threshold=1.0)
         result = await cat.run(gen, prompt, p)
         assert result.answer == "1" and result.confidence == pytest.approx(math.exp(-0.3))
-        assert result.stats.tokens_generated == expected_tokens, mode
+        assert result.stats.tokens_generated == 2 + 4 + 1 + 1, mode
         assert y not in gen.requested()
 
 
