@@ -125,7 +125,7 @@ async def _consistency(name: str, generator: StepGenerator, prompt_ids: Sequence
     t0 = time.perf_counter()
     steps = await sample_paths(generator, prompt_ids, params.n, params)
     answers = [extract_answer(step_text(generator, s)) for s in steps]
-    probs = [path_probability(s.logprobs) for s in steps]
+    probs = [path_probability(s.logprobs) or 0.0 for s in steps]  # an empty path weighs 0
     keep = reasoning_pruning(probs) if prune else [True] * len(steps)
     voters = [i for i in range(len(steps)) if keep[i]]
     if on_event is not None:
