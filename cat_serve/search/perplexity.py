@@ -19,10 +19,9 @@ import numpy as np
 
 from cat_serve.search.answers import extract_answer
 from cat_serve.search.confidence import path_probability
-from cat_serve.search.generator import StepGenerator
+from cat_serve.search.generator import OnEvent, StepGenerator
 from cat_serve.search.params import PerplexityParams, RPCParams
-from cat_serve.search.self_consistency import (
-    OnEvent,
+from cat_serve.search.voting import (
     sample_paths,
     sample_stats,
     step_text,
