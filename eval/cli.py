@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from cat_serve.files import DATA_ENV
 from eval import bench, datasets, runner
 
 
@@ -23,7 +24,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="built-in name (" + ", ".join(datasets.builtin_specs())
                    + "), a JSONL path, or hf:NAME[:CONFIG][@SPLIT]")
     d.add_argument("--data-dir", default=None,
-                   help=f"folder of the built-in JSONL files (default ${datasets.DATA_ENV} "
+                   help=f"folder of the built-in JSONL files (default ${DATA_ENV} "
                         "or <repo>/../shared/data)")
     d.add_argument("--question-field", default=None)
     d.add_argument("--answer-field", default=None)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DATA_ENV = "CAT_SERVE_DATA"
+from cat_serve.files import default_data_dir, read_jsonl
+
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,6 @@ def builtin_specs() -> dict[str, DatasetSpec]:
         "aime24": DatasetSpec("aime24_test.jsonl", "problem", "answer", id_field="id"),
         "amc23": DatasetSpec("amc23_test.jsonl", "problem", "answer", id_field="id"),
     }
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """All non-blank lines of a JSONL file (a missing final newline is fine)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def rows_to_items(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from cat_serve.search.confidence import mean_logprob, path_probability
 
 
 def grade(text: str, gold: str) -> bool:
@@ -50,9 +51,8 @@ def token_logprobs(response: dict) -> list[float]:
 
 def perplexity(logprobs: Sequence[float]) -> float | None:
     """exp(-mean token logprob); None without logprobs."""
-    if not logprobs:
-        return None
-    return math.exp(-sum(logprobs) / len(logprobs))
+    mean = mean_logprob(logprobs)
+    return None if mean is None else math.exp(-mean)
 
 
 def response_confidence(response: dict) -> float | None:
@@ -60,8 +60,7 @@ def response_confidence(response: dict) -> float | None:
     value = first_choice(response).get("confidence")
     if value is not None:
         return float(value)
-    ppl = perplexity(token_logprobs(response))
-    return None if ppl is None else 1.0 / ppl
+    return path_probability(token_logprobs(response))
 
 
 def grade_candidate(candidate: dict, gold: str) -> dict:

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cat_serve.files import read_jsonl
+from cat_serve.prompts import EVAL_SUFFIX
 from eval import metrics
 from eval.datasets import Item
 from eval.grading import grade_row
@@ -30,7 +32,6 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 RELIABILITY = "reliability.png"
 
-PROMPT_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 SAMPLING_TEMPERATURE = 0.7  # default for every strategy but greedy `none`
 
 
@@ -64,7 +65,7 @@ def wants_logprobs(cfg: RunConfig) -> bool:
 
 def request_kwargs(cfg: RunConfig, model: str, question: str) -> dict:
     """Keyword arguments of ``client.chat.completions.create`` / ``client.completions.create``."""
-    prompt = question + PROMPT_SUFFIX
+    prompt = question + EVAL_SUFFIX
     extra = {"search": cfg.search}
     if cfg.search_params:
         extra["search_params"] = cfg.search_params
@@ -104,15 +105,7 @@ async def query_item(client, cfg: RunConfig, model: str, item: Item) -> dict:
 
 def read_rows(path: Path) -> list[dict]:
     """Rows of a results file; a truncated last line (interrupted write) is ignored."""
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    return read_jsonl(path, skip_invalid=True) if path.exists() else []
     return rows
 
 

@@ -170,3 +170,59 @@ class FakeGenerator:
     def requested(self) -> list[tuple[int, ...]]:
         """Every prefix any call asked to extend, in order."""
         return [p for call in self.calls for p in call.prefixes]
+
+
+# ---- an Engine around the fake generator, for in-process API tests ---------------------------------
+class FakeTokenizer:
+    """Chat template and encode/decode over the fake vocabulary: a rendered prompt is ONE token."""
+
+    def __init__(self, gen: FakeGenerator):
+        self.gen = gen
+
+    def apply_chat_template(self, messages, *, add_generation_prompt: bool = True, tokenize: bool = False) -> str:
+        if any(m["role"] == "assistant" for m in messages) and messages[-1]["role"] == "assistant":
+            raise ValueError("the conversation must end with a user message")
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [self.gen.token_id(text)] if text else []
+
+    def decode(self, token_ids, skip_special_tokens: bool = True) -> str:
+        """Top-k alternatives (ids from ``_TOP_ID_BASE``) read as ``<id>``."""
+        return "".join(self.gen.decode([t]) if t < _TOP_ID_BASE else f"<{t}>" for t in token_ids)
+
+
+class FakeEngine:
+    """:class:`cat_serve.engine.base.Engine` over a :class:`FakeGenerator` (``create_app(config, engine=...)``)."""
+
+    kind = "fake"
+
+    def __init__(self, gen: FakeGenerator | None = None, *, model_name: str = "fake-model", max_model_len: int = 64,
+                 vocab_size: int = 1000):
+        self.gen = gen or FakeGenerator()
+        self.tokenizer = FakeTokenizer(self.gen)
+        self.model_name, self.max_model_len, self.vocab_size = model_name, max_model_len, vocab_size
+        self.error: BaseException | None = None  # raised by the next extend, to test error paths
+
+    def chat_prompt(self, *messages: tuple[str, str]) -> tuple[int, ...]:
+        """The prompt ids the server builds for these (role, content) messages."""
+        text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages])
+        return tuple(self.tokenizer.encode(text))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.gen.decode(token_ids)
+
+    def num_inflight(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+    async def extend(self, prefixes, n, params, *, early_stop=None):
+        from cat_serve.engine.base import check_room
+
+        if self.error is not None:
+            raise self.error
+        for p in prefixes:
+            check_room(p, params.max_tokens, self.max_model_len)
+        return await self.gen.extend(prefixes, n, params, early_stop=early_stop)

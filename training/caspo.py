@@ -34,13 +34,14 @@ from pathlib import Path
 
 import torch
 
+from cat_serve.files import read_jsonl, write_jsonl
 from training.checkpoint import is_checkpoint, read_metrics, read_state, save_checkpoint
 from training.config import CASPOArgs
-from training.data import GSM8KExample, iter_jsonl, load_gsm8k, write_jsonl
+from training.data import GSM8KExample, load_gsm8k
 from training.judge import CriticJudge, judge_step
 from training.models import load_model_and_tokenizer, trainer_precision_kwargs
 from training.pairs import INCORRECT, Competitor, PreferencePair, StepSample, caspo_pairs
-from training.rl import chat_prompt_ids
+from training.rl import question_prompt_ids
 
 def round_temperature(temperatures: Sequence[float], r: int) -> float:
     return temperatures[min(r, len(temperatures) - 1)]
@@ -70,7 +71,7 @@ def sample_steps(model, tokenizer, context_ids: list[int], *, n: int, temperatur
 def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int,
                  critic: CriticJudge | None = None):
     """One ``StepSample`` per reference step of ``ex``, judged exactly or by ``critic``."""
-    prompt = chat_prompt_ids(tokenizer, ex.question)
+    prompt = question_prompt_ids(tokenizer, ex.question)
     out = []
     last = len(ex.steps) - 1
     for j, (raw_ref, ref) in enumerate(zip(ex.steps, ex.clean_steps)):
@@ -136,7 +137,7 @@ def dpo_round(model, tokenizer, pairs: list[PreferencePair], args: CASPOArgs) ->
 
 
 def _load_pairs(directory: Path) -> dict[str, list[dict]]:
-    return {p.name: list(iter_jsonl(p)) for p in sorted(directory.glob("pairs_round*.jsonl"))}
+    return {p.name: read_jsonl(p) for p in sorted(directory.glob("pairs_round*.jsonl"))}
 
 
 def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):

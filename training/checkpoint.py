@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cat_serve.files import read_jsonl
+
 ARGS_FILE = "training_args.json"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.json"
@@ -95,4 +97,4 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     file = Path(path) / METRICS_FILE
     if not file.exists():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    return read_jsonl(file)

@@ -26,38 +26,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR_ENV = "CAT_SERVE_DATA"  # the same variable as cat-eval's
+from cat_serve.files import default_data_dir, read_jsonl
 
 CALC_NOTE = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 FINAL_MARK = "####"
 # an inline "expression = number" in free text, e.g. "0.2 x 50 = $10" (for model-written steps)
 INLINE_EQUATION = re.compile(r"([0-9.,$()\s+\-*/×÷x]+)=\s*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)")
-
-
-# ----------------------------------------------------------------------------------------------
-# files
-# ----------------------------------------------------------------------------------------------
-
-
-def default_data_dir() -> Path:
-    """``$CAT_SERVE_DATA`` if set, else ``<repo>/../shared/data``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
-
-
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield one dict per non-empty line of a JSONL file."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def write_jsonl(path: str | os.PathLike, rows) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 @dataclass(frozen=True)
@@ -88,7 +62,7 @@ def load_gsm8k(
     """Load GSM8K rows (``question``, ``answer``) from ``path`` or ``<data_dir>/gsm8k_<split>.jsonl``,
     keeping only those whose reference solution has at most ``max_solution_steps`` steps (lines)."""
     rows = []
-    for row in iter_jsonl(path or gsm8k_path(split, data_dir)):
+    for row in read_jsonl(path or gsm8k_path(split, data_dir)):
         example = parse_example(row["question"], row["answer"])
         if max_solution_steps is not None and len(example.steps) > max_solution_steps:
             continue

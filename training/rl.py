@@ -40,14 +40,15 @@ from dataclasses import dataclass
 
 import torch
 
+from cat_serve.engine.base import chat_prompt_ids
+from cat_serve.prompts import TRAIN_SUFFIX
+from eval.metrics import auroc
 from training import objectives as O
 from training.checkpoint import is_checkpoint, read_metrics, read_state, save_checkpoint
 from training.config import RLArgs
 from training.data import GSM8KExample, load_gsm8k
-from training.metrics import auroc
 from training.models import load_model_and_tokenizer
 
-PROMPT_SUFFIX = "\nSolve step by step, one step per line, and end with '#### <answer>'."
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 
@@ -58,12 +59,9 @@ def grade_rewards(texts: Sequence[str], golds: Sequence[str]) -> list[float]:
     return [1.0 if grade(t, g) else 0.0 for t, g in zip(texts, golds)]
 
 
-def chat_prompt_ids(tokenizer, question: str) -> list[int]:
-    """Token ids of the chat-formatted question, ready for the assistant's answer."""
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question + PROMPT_SUFFIX}], tokenize=False, add_generation_prompt=True
-    )
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def question_prompt_ids(tokenizer, question: str) -> list[int]:
+    """Token ids of the chat-formatted training question (``TRAIN_SUFFIX``), ready for the answer."""
+    return chat_prompt_ids(tokenizer, [{"role": "user", "content": question + TRAIN_SUFFIX}])
 
 
 @dataclass
@@ -195,14 +193,14 @@ def sequence_stats(rewards: torch.Tensor, old_logps, entropy, mask) -> torch.Ten
                         (rewards > 0.5).to(maskf.dtype)], dim=-1)
 
 
-def rollout_metrics(stats: torch.Tensor) -> dict[str, float]:
+def rollout_metrics(stats: torch.Tensor) -> dict[str, float | None]:
     """Step metrics from the ``sequence_stats`` rows of every rank's groups."""
     reward, confidence, ent_sum, length, correct = stats.double().unbind(-1)
     return {
         "reward": float(reward.mean()),
         "accuracy": float(correct.mean()),
         "entropy": float(ent_sum.sum() / length.sum().clamp(min=1)),  # mean over all completion tokens
-        "auroc": auroc(confidence.tolist(), (correct > 0.5).tolist()),
+        "auroc": auroc(confidence.tolist(), (correct > 0.5).tolist()),  # None with one class only
         "confidence": float(confidence.mean()),
         "completion_len": float(length.mean()),
     }
@@ -213,7 +211,7 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
     """One sample -> score -> ``inner_epochs`` updates cycle on this rank's ``batch``; metrics of all ranks."""
     device = accelerator.device
     policy.eval()
-    prompts = [chat_prompt_ids(tokenizer, ex.question) for ex in batch]
+    prompts = [question_prompt_ids(tokenizer, ex.question) for ex in batch]
     rollout = sample_rollouts(engine, tokenizer, prompts, args, device, seed=seed)
     golds = [ex.gold for ex in batch for _ in range(args.group_size)]
     rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]

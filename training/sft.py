@@ -23,11 +23,11 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from cat_serve.prompts import TRAIN_SUFFIX
 from training.checkpoint import is_checkpoint, read_state, save_checkpoint
 from training.config import SFTArgs
 from training.data import GSM8KExample, load_gsm8k
 from training.models import load_model_and_tokenizer, trainer_precision_kwargs
-from training.rl import PROMPT_SUFFIX
 
 # what Trainer.train(resume_from_checkpoint=...) reads besides the weights
 TRAINER_RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
@@ -36,7 +36,7 @@ TRAINER_RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "r
 def sft_row(ex: GSM8KExample) -> dict:
     answer = "\n".join(ex.clean_steps) + f"\n#### {ex.gold}"
     return {
-        "prompt": [{"role": "user", "content": ex.question + PROMPT_SUFFIX}],
+        "prompt": [{"role": "user", "content": ex.question + TRAIN_SUFFIX}],
         "completion": [{"role": "assistant", "content": answer}],
     }
 

@@ -1,7 +1,7 @@
 """Request -> engine or search strategy -> OpenAI response (JSON or SSE chunks).
 
 One ``Serving`` object per app (kept in ``app.state``). Chat and text completions share every
-code path; a ``_Format`` supplies the few places where their JSON differs.
+code path; ``ChatFormat`` / ``TextFormat`` build the JSON where the two formats differ.
 
 Search responses (``search != "none"``) add, beyond the OpenAI schema:
 - ``choices[i].confidence`` in [0, 1] (plain requests carry exp(mean token logprob) there);
@@ -10,13 +10,15 @@ Search responses (``search != "none"``) add, beyond the OpenAI schema:
 Streaming a search sends progress chunks first: ordinary chunks with an empty delta and an extra
 top-level ``search_event`` object (``{"type": ..., ...}``), then the chosen text as one content delta,
 then a chunk with ``finish_reason``, ``confidence`` and ``search``, then usage (if asked), then [DONE].
+
+Errors: every exception on the way to a response goes through :func:`to_api_error`, so one cause
+has one body wherever it happens (before the engine, inside it, during a stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -31,24 +33,34 @@ from cat_serve.api.protocol import (
     new_id,
     now,
 )
-from cat_serve.engine.base import Engine, PromptTooLongError, chat_prompt_ids
-from cat_serve.search.types import ABORTED, LENGTH, Step
+from cat_serve.engine.base import Engine, PromptTooLongError, chat_prompt_ids, check_room
+from cat_serve.search.confidence import path_probability
+from cat_serve.search.types import LENGTH, SearchResult, Step
 
 ABSTAIN_TEXT = "I am not confident enough to answer this."  # returned when search abstains
 
 
-def path_confidence(step: Step) -> float | None:
-    """exp(mean token logprob): the per-token geometric-mean probability of the completion."""
-    lps = [lp for lp in step.logprobs if math.isfinite(lp)]
-    return math.exp(sum(lps) / len(lps)) if lps else None
-
-
 def openai_finish(reason: str | None) -> str:
+    """An engine or search finish reason as OpenAI's: ``length`` when cut at max_tokens, else ``stop``."""
     return "length" if reason == LENGTH else "stop"
+
+
+def to_api_error(e: BaseException) -> APIError:
+    """THE mapping of an exception to the error the client sees."""
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, PromptTooLongError):
+        return APIError(400, str(e), param="messages", code="context_length_exceeded")
+    return APIError(500, f"engine error: {e}", type="server_error")
 
 
 def sse(obj: dict | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 class Serving:
@@ -65,7 +77,9 @@ class Serving:
             prompt = chat_prompt_ids(self.engine.tokenizer, messages)
         except Exception as e:  # a template that rejects this conversation (e.g. role order)
             raise APIError(400, f"chat template failed: {e}", param="messages") from e
-        return await self._serve(req, [prompt], _ChatFormat(self, req.return_tokens_as_token_ids), request)
+        fmt = ChatFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
+                         want_logprobs=bool(req.logprobs))
+        return await self._serve(req, [prompt], fmt, request)
 
     async def completion(self, req: CompletionRequest, request: Request):
         self._check_model(req.model)
@@ -73,7 +87,9 @@ class Serving:
         for p in prompts:
             if any(t < 0 or t >= self.engine.vocab_size for t in p):
                 raise APIError(400, "prompt token ids out of vocabulary range", param="prompt")
-        return await self._serve(req, prompts, _TextFormat(self, req.return_tokens_as_token_ids), request)
+        fmt = TextFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
+                         want_logprobs=req.logprobs is not None)
+        return await self._serve(req, prompts, fmt, request)
 
     def models(self) -> dict:
         return {
@@ -90,38 +106,34 @@ class Serving:
         return out
 
     # ------------------------------------------------------------------ dispatch
-    async def _serve(self, req, prompts: list[list[int]], fmt: _Format, request: Request):
+    async def _serve(self, req, prompts: list[list[int]], fmt: Format, request: Request):
         for p in prompts:
             self._check_length(p)
         if req.search != NO_SEARCH:
             search = self._parse_search(req)
             if req.stream:
                 return self._stream_search(req, prompts[0], fmt, search)
-            return await _until_disconnect(request, self._search(req, prompts[0], fmt, search))
+            return await until_disconnect(request, self._search(req, prompts[0], fmt, search))
         if req.stream:
             return self._stream_plain(req, prompts, fmt)
-        return await _until_disconnect(request, self._plain(req, prompts, fmt))
+        return await until_disconnect(request, self._plain(req, prompts, fmt))
 
     # ------------------------------------------------------------------ plain generation
-    async def _plain(self, req, prompts, fmt: _Format) -> dict:
+    async def _plain(self, req, prompts, fmt: Format) -> dict:
         params = req.gen_params(self.default_max_tokens)
-        want = fmt.wants_logprobs(req)
-        try:
-            results = await asyncio.gather(*(self.engine.extend([p], req.n, params) for p in prompts))
-        except PromptTooLongError as e:
-            raise _as_api_error(e) from e
+        results = await asyncio.gather(*(self.engine.extend([p], req.n, params) for p in prompts))
         choices, completion_tokens = [], 0
         for i, steps in enumerate(results):
             for j, step in enumerate(steps[0]):
                 completion_tokens += step.num_tokens
-                choices.append(fmt.choice(i * req.n + j, step, params.top_logprobs, want))
-        return fmt.response(choices, _usage(sum(map(len, prompts)), completion_tokens))
+                choices.append(fmt.choice(i * req.n + j, step.text, openai_finish(step.finish_reason),
+                                          path_probability(step.logprobs), fmt.logprobs(step)))
+        return fmt.response(choices, usage(sum(map(len, prompts)), completion_tokens))
 
-    async def _stream_plain(self, req, prompts, fmt: _Format) -> AsyncIterator[str]:
+    async def _stream_plain(self, req, prompts, fmt: Format) -> AsyncIterator[str]:
         params = req.gen_params(self.default_max_tokens)
-        want = fmt.wants_logprobs(req)
         rid, created = new_id(fmt.id_prefix), now()
-        queue: asyncio.Queue = asyncio.Queue()
+        events = _Events()
         holdback = max((len(s) for s in params.stop), default=1) - 1
 
         async def one(index: int, prompt: list[int]) -> None:
@@ -129,37 +141,39 @@ class Serving:
             sent = {"chars": 0, "tokens": 0}
 
             def on_token(partial: Step) -> bool:
-                queue.put_nowait(("delta", index, partial, sent))
+                events.put("delta", (index, partial, sent))
                 return False
 
             step = (await self.engine.extend([prompt], 1, seeded, early_stop=on_token))[0][0]
-            queue.put_nowait(("final", index, step, sent))
+            events.put("final", (index, step, sent))
 
-        tasks = [asyncio.create_task(one(i * req.n + j, p)) for i, p in enumerate(prompts) for j in range(req.n)]
+        n_streams = len(prompts) * req.n
+        tasks = [events.produce(one(i * req.n + j, p)) for i, p in enumerate(prompts) for j in range(req.n)]
         done, completion_tokens = 0, 0
         try:
-            for t in range(len(tasks)):
-                yield sse(fmt.chunk(rid, created, t, fmt.first_delta(), None))
-            while done < len(tasks):
-                kind, index, step, sent = await _next_event(queue, tasks)
+            for index in range(n_streams):
+                yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, first=True)))
+            while done < n_streams:
+                kind, (index, step, sent) = await events.next()
                 text = step.text if kind == "final" else _safe_prefix(step.text, holdback)
                 delta_text = text[sent["chars"]:] if len(text) > sent["chars"] else ""
                 new_tokens = step.num_tokens - sent["tokens"]
-                lp = fmt.logprobs(step, params.top_logprobs, start=sent["tokens"]) if want and new_tokens else None
-                if delta_text or (lp and new_tokens):
-                    yield sse(fmt.chunk(rid, created, index, fmt.delta(delta_text), None, logprobs=lp))
+                lp = fmt.logprobs(step, start=sent["tokens"]) if new_tokens else None
+                if delta_text or lp:
+                    yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, delta_text, logprobs=lp)))
                 sent["chars"] = max(sent["chars"], len(text))
                 sent["tokens"] = step.num_tokens
                 if kind == "final":
                     done += 1
                     completion_tokens += step.num_tokens
-                    yield sse(fmt.chunk(rid, created, index, {}, openai_finish(step.finish_reason),
-                                        confidence=path_confidence(step)))
+                    final = fmt.delta_choice(index, finish=openai_finish(step.finish_reason))
+                    final["confidence"] = path_probability(step.logprobs)  # cat-serve extension
+                    yield sse(fmt.chunk(rid, created, final))
             if req.include_usage():
-                yield sse(fmt.usage_chunk(rid, created, _usage(sum(map(len, prompts)), completion_tokens)))
+                yield sse(fmt.usage_chunk(rid, created, usage(sum(map(len, prompts)), completion_tokens)))
             yield sse("[DONE]")
-        except APIError as e:
-            yield sse(e.body())
+        except Exception as e:  # noqa: BLE001  (the stream has started: the error is its last event)
+            yield sse(to_api_error(e).body())
             yield sse("[DONE]")
         finally:
             for t in tasks:
@@ -175,48 +189,46 @@ class Serving:
         except SearchParamsError as e:
             raise APIError(400, str(e), param="search_params" if req.search in registry.available() else "search") from e
 
-    async def _run_search(self, req, prompt, params, on_event=None):
+    async def _run_search(self, req, prompt, params, on_event=None) -> tuple[SearchResult, bool]:
         from cat_serve.search import registry
 
-        try:
-            return await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event)
-        except PromptTooLongError as e:
-            raise APIError(400, str(e), param="messages") from e
+        return await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event)
 
-    async def _search(self, req, prompt, fmt: _Format, params) -> dict:
+    async def _search(self, req, prompt, fmt: Format, params) -> dict:
         result, abstained = await self._run_search(req, prompt, params)
         text = ABSTAIN_TEXT if abstained else result.text
-        choice = fmt.search_choice(text, result)
-        return fmt.response([choice], _usage(len(prompt), result.stats.tokens_generated),
-                            search=_search_object(result, abstained, params))
+        choice = fmt.choice(0, text, openai_finish(result.finish_reason), result.confidence, None)
+        return fmt.response([choice], usage(len(prompt), result.stats.tokens_generated),
+                            search=search_object(result, abstained, params))
 
-    async def _stream_search(self, req, prompt, fmt: _Format, params) -> AsyncIterator[str]:
+    async def _stream_search(self, req, prompt, fmt: Format, params) -> AsyncIterator[str]:
         rid, created = new_id(fmt.id_prefix), now()
-        queue: asyncio.Queue = asyncio.Queue()
+        events = _Events()
 
         async def run() -> None:
-            out = await self._run_search(req, prompt, params, on_event=lambda ev: queue.put_nowait(("event", ev)))
-            queue.put_nowait(("final", out))
+            out = await self._run_search(req, prompt, params, on_event=lambda ev: events.put("event", ev))
+            events.put("final", out)
 
-        task = asyncio.create_task(run())
+        task = events.produce(run())
         try:
-            yield sse(fmt.chunk(rid, created, 0, fmt.first_delta(), None))
+            yield sse(fmt.chunk(rid, created, fmt.delta_choice(0, first=True)))
             while True:
-                kind, payload = await _next_event(queue, [task])
+                kind, payload = await events.next()
                 if kind == "event":
-                    yield sse(fmt.chunk(rid, created, 0, fmt.delta(""), None, search_event=payload))
+                    yield sse(fmt.chunk(rid, created, fmt.delta_choice(0, ""), search_event=payload))
                     continue
                 result, abstained = payload
                 text = ABSTAIN_TEXT if abstained else result.text
-                yield sse(fmt.chunk(rid, created, 0, fmt.delta(text), None))
-                yield sse(fmt.chunk(rid, created, 0, {}, "stop", confidence=result.confidence,
-                                    search=_search_object(result, abstained, params)))
+                yield sse(fmt.chunk(rid, created, fmt.delta_choice(0, text)))
+                final = fmt.delta_choice(0, finish=openai_finish(result.finish_reason))
+                final["confidence"] = result.confidence  # cat-serve extension
+                yield sse(fmt.chunk(rid, created, final, search=search_object(result, abstained, params)))
                 if req.include_usage():
-                    yield sse(fmt.usage_chunk(rid, created, _usage(len(prompt), result.stats.tokens_generated)))
+                    yield sse(fmt.usage_chunk(rid, created, usage(len(prompt), result.stats.tokens_generated)))
                 yield sse("[DONE]")
                 return
-        except APIError as e:
-            yield sse(e.body())
+        except Exception as e:  # noqa: BLE001  (the stream has started: the error is its last event)
+            yield sse(to_api_error(e).body())
             yield sse("[DONE]")
         finally:
             task.cancel()  # client gone or done: abort every engine request of this search
@@ -230,13 +242,19 @@ class Serving:
     def _check_length(self, prompt: list[int]) -> None:
         if not prompt:
             raise APIError(400, "prompt is empty", param="prompt")
-        if len(prompt) >= self.engine.max_model_len:
-            raise APIError(400, f"This model's maximum context length is {self.engine.max_model_len} tokens, "
-                                f"but the prompt has {len(prompt)} tokens.", param="messages",
-                           code="context_length_exceeded")
+        try:
+            check_room(prompt, 1, self.engine.max_model_len)
+        except PromptTooLongError as e:
+            raise to_api_error(e) from e
 
     def _encode(self, text: str) -> list[int]:
         return list(self.engine.tokenizer.encode(text, add_special_tokens=False))
+
+    def _tok(self, req) -> Callable[[int], str]:
+        """How logprobs name a token: its text, or ``token_id:<id>`` (vLLM's return_tokens_as_token_ids)."""
+        if req.return_tokens_as_token_ids:
+            return lambda token_id: f"token_id:{token_id}"
+        return self.token_text
 
     def token_text(self, token_id: int) -> str:
         if token_id not in self._token_text:
@@ -244,120 +262,98 @@ class Serving:
         return self._token_text[token_id]
 
 
-# ---------------------------------------------------------------------- response formats
-class _Format:
+# ---------------------------------------------------------------------- response builders
+class Format:
+    """The envelope shared by both formats; subclasses build the choices."""
+
     id_prefix = ""
     obj = ""
     chunk_obj = ""
 
-    def __init__(self, serving: Serving, ids_as_tokens: bool = False):
-        self.s = serving
-        self.ids_as_tokens = ids_as_tokens
+    def __init__(self, model: str, tok: Callable[[int], str], *, top_n: int, want_logprobs: bool):
+        self.model, self.tok, self.top_n, self.want_logprobs = model, tok, top_n, want_logprobs
 
-    def tok(self, token_id: int) -> str:
-        return f"token_id:{token_id}" if self.ids_as_tokens else self.s.token_text(token_id)
-
-    def response(self, choices: list[dict], usage: dict, search: dict | None = None) -> dict:
-        out = {"id": new_id(self.id_prefix), "object": self.obj, "created": now(),
-               "model": self.s.engine.model_name, "choices": choices, "usage": usage}
+    def response(self, choices: list[dict], usage: dict, *, search: dict | None = None) -> dict:
+        out = {"id": new_id(self.id_prefix), "object": self.obj, "created": now(), "model": self.model,
+               "choices": choices, "usage": usage}
         if search is not None:
             out["search"] = search  # cat-serve extension
         return out
 
-    def chunk(self, rid, created, index, delta, finish, *, logprobs=None, **extra) -> dict:
-        choice = {"index": index, **self.delta_field(delta), "logprobs": logprobs, "finish_reason": finish}
-        if "confidence" in extra:
-            choice["confidence"] = extra.pop("confidence")  # cat-serve extension
-        out = {"id": rid, "object": self.chunk_obj, "created": created, "model": self.s.engine.model_name,
-               "choices": [choice]}
-        out.update({k: v for k, v in extra.items() if v is not None})  # search / search_event extension
+    def chunk(self, rid: str, created: int, choice: dict, *, search: dict | None = None,
+              search_event: dict | None = None) -> dict:
+        out = {"id": rid, "object": self.chunk_obj, "created": created, "model": self.model, "choices": [choice]}
+        if search is not None:
+            out["search"] = search  # cat-serve extension
+        if search_event is not None:
+            out["search_event"] = search_event  # cat-serve extension
         return out
 
-    def usage_chunk(self, rid, created, usage) -> dict:
-        return {"id": rid, "object": self.chunk_obj, "created": created, "model": self.s.engine.model_name,
-                "choices": [], "usage": usage}
+    def usage_chunk(self, rid: str, created: int, usage: dict) -> dict:
+        return {"id": rid, "object": self.chunk_obj, "created": created, "model": self.model, "choices": [],
+                "usage": usage}
 
-    def wants_logprobs(self, req) -> bool:
-        return False
+    def logprobs(self, step: Step, start: int = 0) -> dict | None:
+        """The format's logprobs of tokens ``start..`` of ``step``; None when the request did not ask."""
+        return self._logprobs(step, start) if self.want_logprobs else None
+
+    # per format
+    def choice(self, index: int, text: str, finish: str, confidence: float | None, logprobs: dict | None) -> dict:
+        raise NotImplementedError
+
+    def delta_choice(self, index: int, text: str | None = None, *, first: bool = False, finish: str | None = None,
+                     logprobs: dict | None = None) -> dict:
+        raise NotImplementedError
+
+    def _logprobs(self, step: Step, start: int) -> dict:
+        raise NotImplementedError
 
 
-class _ChatFormat(_Format):
+class ChatFormat(Format):
     id_prefix, obj, chunk_obj = "chatcmpl", "chat.completion", "chat.completion.chunk"
 
-    def choice(self, index: int, step: Step, top_n: int, want_logprobs: bool) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": step.text},
-                "logprobs": self.logprobs(step, top_n) if want_logprobs else None,
-                "finish_reason": openai_finish(step.finish_reason), "confidence": path_confidence(step)}
+    def choice(self, index, text, finish, confidence, logprobs) -> dict:
+        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                "finish_reason": finish, "confidence": confidence}
 
-    def search_choice(self, text: str, result) -> dict:
-        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                "finish_reason": "stop", "confidence": result.confidence}
+    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
+        delta = {"role": "assistant", "content": ""} if first else {} if text is None else {"content": text}
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
-    def first_delta(self) -> dict:
-        return {"role": "assistant", "content": ""}
-
-    def delta(self, text: str) -> dict:
-        return {"content": text}
-
-    def delta_field(self, delta: dict) -> dict:
-        return {"delta": delta}
-
-    def wants_logprobs(self, req) -> bool:
-        return bool(req.logprobs)
-
-    def logprobs(self, step: Step, top_n: int, start: int = 0) -> dict:
+    def _logprobs(self, step: Step, start: int) -> dict:
         entries = []
         for pos in range(start, step.num_tokens):
             t = self.tok(step.token_ids[pos])
-            tops = step.top_logprobs[pos][:top_n] if pos < len(step.top_logprobs) else ()
+            tops = step.top_logprobs[pos][:self.top_n] if pos < len(step.top_logprobs) else ()
             entries.append({"token": t, "logprob": step.logprobs[pos], "bytes": list(t.encode()),
                             "top_logprobs": [{"token": self.tok(i), "logprob": lp,
                                               "bytes": list(self.tok(i).encode())} for i, lp in tops]})
         return {"content": entries}
 
 
-class _TextFormat(_Format):
+class TextFormat(Format):
     id_prefix, obj, chunk_obj = "cmpl", "text_completion", "text_completion"
 
-    def choice(self, index: int, step: Step, top_n: int, want_logprobs: bool) -> dict:
-        return {"index": index, "text": step.text,
-                "logprobs": self.logprobs(step, top_n) if want_logprobs else None,
-                "finish_reason": openai_finish(step.finish_reason), "confidence": path_confidence(step)}
+    def choice(self, index, text, finish, confidence, logprobs) -> dict:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
+                "confidence": confidence}
 
-    def search_choice(self, text: str, result) -> dict:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop",
-                "confidence": result.confidence}
+    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
+        return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
 
-    def first_delta(self) -> dict:
-        return {"text": ""}
-
-    def delta(self, text: str) -> dict:
-        return {"text": text}
-
-    def delta_field(self, delta: dict) -> dict:
-        return {"text": delta.get("text", "")}
-
-    def wants_logprobs(self, req) -> bool:
-        return req.logprobs is not None
-
-    def logprobs(self, step: Step, top_n: int, start: int = 0) -> dict:
+    def _logprobs(self, step: Step, start: int) -> dict:
         tokens = [self.tok(t) for t in step.token_ids[start:]]
         offsets, off = [], 0
         for t in tokens:
             offsets.append(off)
             off += len(t)
-        tops = [{self.tok(i): lp for i, lp in step.top_logprobs[p][:top_n]}
+        tops = [{self.tok(i): lp for i, lp in step.top_logprobs[p][:self.top_n]}
                 for p in range(start, min(step.num_tokens, len(step.top_logprobs)))]
         return {"tokens": tokens, "token_logprobs": list(step.logprobs[start:]),
                 "top_logprobs": tops, "text_offset": offsets}
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def _search_object(result, abstained: bool, params) -> dict:
+def search_object(result: SearchResult, abstained: bool, params) -> dict:
     st = result.stats
     out: dict[str, Any] = {
         "strategy": st.strategy, "params": st.params, "steps": st.steps, "expanded": st.expanded,
@@ -377,36 +373,56 @@ def _safe_prefix(text: str, holdback: int) -> str:
     return text.rstrip("\ufffd")
 
 
-async def _next_event(queue: asyncio.Queue, tasks: list[asyncio.Task]):
-    """The next queued event; re-raise a producer's failure instead of waiting forever."""
-    while True:
-        try:
-            return await asyncio.wait_for(queue.get(), timeout=0.5)
-        except asyncio.TimeoutError:
-            for t in tasks:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    raise _as_api_error(t.exception())
+class _Events:
+    """The queue between a stream's producer tasks and its SSE loop.
+
+    A producer that fails puts its exception in the queue, so the loop re-raises it at once
+    instead of polling the tasks."""
+
+    def __init__(self):
+        self._queue: asyncio.Queue = asyncio.Queue()
+
+    def put(self, kind: str, payload) -> None:
+        self._queue.put_nowait((kind, payload))
+
+    def produce(self, work: Awaitable) -> asyncio.Task:
+        async def guarded():
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001  (handed to the consumer, which raises it)
+                self.put("error", e)
+
+        return asyncio.create_task(guarded())
+
+    async def next(self) -> tuple[str, Any]:
+        kind, payload = await self._queue.get()
+        if kind == "error":
+            raise payload
+        return kind, payload
 
 
-def _as_api_error(e: BaseException) -> APIError:
-    if isinstance(e, APIError):
-        return e
-    if isinstance(e, PromptTooLongError):
-        return APIError(400, str(e), param="messages", code="context_length_exceeded")
-    return APIError(500, f"engine error: {e}", type="server_error")
-
-
-async def _until_disconnect(request: Request, work: Awaitable):
-    """Run ``work``; cancel it (aborting its engine requests) if the client goes away."""
+async def until_disconnect(request: Request, work: Awaitable):
+    """Run ``work`` while watching ``request.receive()``; cancel it (aborting its engine requests)
+    as soon as the client disconnects. The same race as vLLM's ``with_cancellation``."""
     task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.1)
-            if done:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            try:
                 return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                raise APIError(499, "client disconnected", type="client_closed_request")
+            except Exception as e:
+                raise to_api_error(e) from e
+        task.cancel()
+        raise APIError(499, "client disconnected", type="client_closed_request")
     finally:
-        if not task.done():
-            task.cancel()
+        for t in (task, watcher):
+            if not t.done():
+                t.cancel()

@@ -57,11 +57,9 @@ from dataclasses import dataclass
 
 from cat_serve.search.answers import cluster_answers, extract_answer, has_final_answer
 from cat_serve.search.confidence import step_confidence
-from cat_serve.search.generator import EarlyStop, StepGenerator
+from cat_serve.search.generator import EarlyStop, OnEvent, StepGenerator
 from cat_serve.search.params import CaTParams
 from cat_serve.search.types import ABORTED, STOP, Candidate, SearchResult, SearchStats, Step
-
-OnEvent = Callable[[dict], None]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ Normalisations (all documented here once; strategies only call these functions):
 * group confidence: the mean token confidence over a sliding window of ``window`` tokens
   (a trace shorter than the window is one group); a trace's score is its lowest group confidence.
 * path probability (perplexity consistency, arXiv 2502.00511): ``p = exp(mean_i logprob_i)``, the
-  inverse perplexity, in (0, 1]; an empty path has ``p = 0``.
+  inverse perplexity, in (0, 1]; ``None`` for a path without logprobs. The API's plain
+  ``confidence``, the eval's fallback confidence and the perplexity-consistency weight all use it.
 
 Non-finite logprobs (an engine that could not report the sampled token's logprob) are ignored.
 """
@@ -92,7 +93,14 @@ def tail_group_confidence(step: Step, window: int) -> float | None:
     return float(token_confidences(tail).mean())
 
 
-def path_probability(logprobs: Sequence[float]) -> float:
-    """``exp(mean token logprob)`` in [0, 1]; 0 for an empty path."""
+def mean_logprob(logprobs: Sequence[float]) -> float | None:
+    """Mean of the finite token logprobs; None when there is none."""
     values = _finite(logprobs)
-    return 0.0 if values.size == 0 else math.exp(min(0.0, float(values.mean())))
+    return None if values.size == 0 else float(values.mean())
+
+
+def path_probability(logprobs: Sequence[float]) -> float | None:
+    """``exp(mean token logprob)`` in [0, 1]: the per-token geometric-mean probability (inverse
+    perplexity). None without a finite logprob; callers that need a number say what None means."""
+    mean = mean_logprob(logprobs)
+    return None if mean is None else math.exp(min(0.0, mean))

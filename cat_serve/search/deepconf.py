@@ -23,10 +23,9 @@ import numpy as np
 
 from cat_serve.search.answers import extract_answer
 from cat_serve.search.confidence import lowest_group_confidence, tail_group_confidence, token_confidences
-from cat_serve.search.generator import EarlyStop, StepGenerator
+from cat_serve.search.generator import EarlyStop, OnEvent, StepGenerator
 from cat_serve.search.params import DeepConfParams
-from cat_serve.search.self_consistency import (
-    OnEvent,
+from cat_serve.search.voting import (
     sample_paths,
     sample_stats,
     step_text,

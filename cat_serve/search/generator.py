@@ -11,6 +11,10 @@ from cat_serve.search.types import GenParams, Step
 # returning True stops that sequence now: its Step comes back with finish_reason "aborted".
 EarlyStop = Callable[[Step], bool]
 
+# A strategy's progress report to its caller (the API streams each one as a ``search_event``):
+# a JSON-able dict with a ``type`` key, e.g. ``{"type": "depth", "depth": 2, ...}``.
+OnEvent = Callable[[dict], None]
+
 
 @runtime_checkable
 class StepGenerator(Protocol):

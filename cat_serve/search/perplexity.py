@@ -19,10 +19,9 @@ import numpy as np
 
 from cat_serve.search.answers import extract_answer
 from cat_serve.search.confidence import path_probability
-from cat_serve.search.generator import StepGenerator
+from cat_serve.search.generator import OnEvent, StepGenerator
 from cat_serve.search.params import PerplexityParams, RPCParams
-from cat_serve.search.self_consistency import (
-    OnEvent,
+from cat_serve.search.voting import (
     sample_paths,
     sample_stats,
     step_text,
@@ -125,7 +124,7 @@ async def _consistency(name: str, generator: StepGenerator, prompt_ids: Sequence
     t0 = time.perf_counter()
     steps = await sample_paths(generator, prompt_ids, params.n, params)
     answers = [extract_answer(step_text(generator, s)) for s in steps]
-    probs = [path_probability(s.logprobs) for s in steps]
+    probs = [path_probability(s.logprobs) or 0.0 for s in steps]  # an empty path weighs 0
     keep = reasoning_pruning(probs) if prune else [True] * len(steps)
     voters = [i for i in range(len(steps)) if keep[i]]
     if on_event is not None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from cat_serve.search import cat, deepconf, perplexity, self_consistency
-from cat_serve.search.generator import StepGenerator
+from cat_serve.search.generator import OnEvent, StepGenerator
 from cat_serve.search.params import (
     CaTParams,
     DeepConfParams,
@@ -26,7 +26,6 @@ from cat_serve.search.params import (
 )
 from cat_serve.search.types import SearchResult
 
-OnEvent = Callable[[dict], None]
 RunFn = Callable[..., Awaitable[SearchResult]]
 
 

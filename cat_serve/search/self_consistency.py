@@ -1,110 +1,16 @@
-"""Self-consistency (Wang et al. 2022, arXiv 2203.11171): sample N paths, majority-vote their answers.
-
-Also home of :func:`weighted_vote`, which perplexity consistency, RPC and DeepConf reuse with
-their own weights.
-"""
+"""Self-consistency (Wang et al. 2022, "Self-Consistency Improves Chain of Thought Reasoning in Language
+Models", arXiv 2203.11171): sample N paths, majority-vote their answers (``voting.py``, equal weights)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from cat_serve.search.answers import cluster_answers, extract_answer
-from cat_serve.search.generator import StepGenerator
-from cat_serve.search.params import SearchParams, SelfConsistencyParams
-from cat_serve.search.types import LENGTH, Candidate, SearchResult, SearchStats, Step
-
-OnEvent = Callable[[dict], None]
-
-
-@dataclass(frozen=True)
-class Vote:
-    winner: list[int]  # indices of the paths in the winning cluster, ascending
-    share: float  # the winner's weight / total weight of all answered paths, in [0, 1]
-
-
-def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
-                  voters: Sequence[int] | None = None) -> Vote | None:
-    """Cluster equivalent answers of the ``voters`` (default: all paths) and pick the cluster with
-    the largest total weight; ``Vote.winner`` holds indices into ``answers``.
-
-    Tie rule: the cluster whose first member comes earliest wins. Paths without an answer do not
-    vote. When every answered voter has weight 0, each counts 1 (plain majority). None when no
-    voter has an answer.
-    """
-    voters = list(range(len(answers))) if voters is None else list(voters)
-    clusters = [[voters[j] for j in c] for c in cluster_answers([answers[i] for i in voters])]
-    if not clusters:
-        return None
-    totals = [sum(max(weights[i], 0.0) for i in c) for c in clusters]
-    if sum(totals) <= 0.0:
-        totals = [float(len(c)) for c in clusters]
-    best = max(range(len(clusters)), key=lambda j: (totals[j], -clusters[j][0]))
-    return Vote(clusters[best], min(1.0, totals[best] / sum(totals)))
-
-
-def step_text(generator: StepGenerator, step: Step) -> str:
-    return step.text or generator.decode(step.token_ids)
-
-
-def sample_stats(name: str, params: SearchParams, steps: Sequence[Step], calls: int, t0: float,
-                 pruned: int = 0) -> SearchStats:
-    """Stats of a sampling strategy (every returned token counts, aborted ones included)."""
-    return SearchStats(
-        strategy=name,
-        params=params.to_dict(),
-        steps=1,
-        expanded=len(steps),
-        pruned=pruned,
-        tokens_generated=sum(s.num_tokens for s in steps),
-        engine_calls=calls,
-        wall_time_s=time.perf_counter() - t0,
-    )
-
-
-def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequence[str | None],
-                scores: Sequence[float], vote: Vote | None, stats: SearchStats,
-                params: SearchParams, voters: Sequence[int] | None = None) -> SearchResult:
-    """The result of a vote: the winning cluster's highest-scoring path (ties: the earliest), or an
-    explicit failure (``answer=None``, ``text=""``) when no voter had an answer.
-
-    ``voters`` (default: all) are the paths that took part; candidates record ``voted`` per path.
-    """
-    voting = set(range(len(steps)) if voters is None else voters)
-    candidates = tuple(
-        Candidate(
-            text=step_text(generator, s),
-            token_ids=s.token_ids,
-            answer=answers[i],
-            score=float(scores[i]),
-            steps=1,
-            finished=s.finished,
-            meta={"voted": i in voting, "finish_reason": s.finish_reason},
-        )
-        for i, s in enumerate(steps)
-    ) if params.return_candidates else ()
-    if vote is None:
-        return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats, candidates=candidates)
-    best = max(vote.winner, key=lambda i: (scores[i], -i))
-    chosen = steps[best]
-    return SearchResult(
-        text=step_text(generator, chosen),
-        token_ids=chosen.token_ids,
-        answer=answers[best],
-        confidence=max(0.0, min(1.0, vote.share)),
-        stats=stats,
-        candidates=candidates,
-        finish_reason="length" if chosen.finish_reason == LENGTH else "stop",
-    )
-
-
-async def sample_paths(generator: StepGenerator, prompt_ids: Sequence[int], n: int, params: SearchParams,
-                       *, top_logprobs: int = 0, seed_offset: int = 0, early_stop=None) -> list[Step]:
-    """N complete paths of the prompt in ONE engine call (no stop strings)."""
-    gen = params.gen_params(params.max_tokens, seed_offset=seed_offset, top_logprobs=top_logprobs)
-    [row] = await generator.extend([list(prompt_ids)], n, gen, early_stop=early_stop)
-    return list(row)
+from cat_serve.search.answers import extract_answer
+from cat_serve.search.generator import OnEvent, StepGenerator
+from cat_serve.search.params import SelfConsistencyParams
+from cat_serve.search.types import SearchResult
+from cat_serve.search.voting import sample_paths, sample_stats, step_text, vote_result, weighted_vote
 
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: SelfConsistencyParams,

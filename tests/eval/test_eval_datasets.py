@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from cat_serve import files as F
 from eval import datasets as D
 
 # Rows as parsed. The shared README lists `wc -l` counts: multiarith 599 and singleop 561, but
@@ -42,7 +43,7 @@ def test_builtin_golds(data_dir):
 
 def test_env_var_sets_data_dir(tmp_path, monkeypatch):
     (tmp_path / "singleop_test.jsonl").write_text('{"input": "1+1?", "target": 2.0}\n')
-    monkeypatch.setenv(D.DATA_ENV, str(tmp_path))
+    monkeypatch.setenv(F.DATA_ENV, str(tmp_path))
     assert D.default_data_dir() == tmp_path
     assert D.load_dataset("singleop") == [D.Item("singleop-0", "1+1?", "2")]
 

@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import pytest
 
+from cat_serve import files as F
 from training import data as D
 
 NATALIA = {
@@ -75,10 +76,10 @@ def test_load_gsm8k_from_explicit_path(tmp_path):
 
 
 def test_default_data_dir_env_override(monkeypatch, tmp_path):
-    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(F.DATA_ENV, str(tmp_path))
     assert D.default_data_dir() == tmp_path
-    monkeypatch.delenv(D.DATA_DIR_ENV)
-    assert D.default_data_dir() == D.REPO_ROOT.parent / "shared" / "data"
+    monkeypatch.delenv(F.DATA_ENV)
+    assert D.default_data_dir() == F.REPO_ROOT.parent / "shared" / "data"
 
 
 def test_shared_gsm8k_notes_check_out():
