@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from cat_serve.engine.base import chat_prompt_ids
+from cat_serve.engine.output import left_pad
 from cat_serve.prompts import TRAIN_SUFFIX
 from eval.metrics import auroc
 from training import objectives as O
@@ -73,16 +74,6 @@ class Rollout:
     texts: list[str]
     sampler_logps: torch.Tensor | None = None  # [B, T] log p(token) reported by the rollout engine
     entropies: torch.Tensor | None = None  # [B, T] engine's per-token entropies (NaN if it has none)
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 def completion_mask_from(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:

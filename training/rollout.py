@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
+from cat_serve.engine.output import StepBuilder, decode, group_rows
 from cat_serve.search.types import EOS, LENGTH, GenParams, Step
 
 ROLLOUT_ENGINES = ("auto", "vllm", "transformers", "trl-server")
@@ -207,11 +208,12 @@ class TRLVLLMServerEngine:
             top_p=params.top_p, max_tokens=params.max_tokens, logprobs=0, generation_kwargs=extra)
         steps = []
         for ids, lps in zip(out["completion_ids"], out["logprobs"]):
-            finish = EOS if ids and ids[-1] in self.eos_ids else LENGTH
-            steps.append(Step(token_ids=tuple(ids), logprobs=tuple(float(row[0]) for row in lps),
-                              entropies=(math.nan,) * len(ids), text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                              finish_reason=finish))
-        return [steps[i * n:(i + 1) * n] for i in range(len(prefixes))]
+            step = StepBuilder()
+            for tid, row in zip(ids, lps):
+                step.add(tid, float(row[0]), math.nan)  # the server reports no entropies
+            steps.append(step.finish(EOS if ids and ids[-1] in self.eos_ids else LENGTH,
+                                     text=decode(self.tokenizer, ids)))
+        return group_rows(steps, n)
 
     def close(self) -> None:
         if self._communicator:
