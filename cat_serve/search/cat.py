@@ -1,4 +1,5 @@
-"""CaT: confidence-aware tree search (seed paper 003, Algorithm 2), plus a cheaper adaptive mode.
+"""CaT: confidence-aware tree search (the CaT/CASPO paper, arXiv 2605.07353, Algorithm 2), plus a cheaper
+adaptive mode.
 
 Faithful mode (``mode="faithful"``), Algorithm 2 exactly:
 
@@ -18,8 +19,10 @@ Ties: the earlier path wins (lower depth, then engine order: parent rank, then s
 the active set is stable-sorted by C. Branches whose parent was pruned are never expanded.
 Prefixes are token ids (prompt + the steps' own ids), never re-tokenised text.
 
-Adaptive mode (default; see ARCHITECTURE.md "Search cost") keeps the same scoring and selection
-and adds four savings:
+Why an adaptive mode: Algorithm 2 asks each of up to K active branches for K candidate steps per
+depth, so even with one surviving branch every step is generated K times, about SC@K's tokens; on a
+batching engine SC@K runs its paths in parallel too. Savings over SC on the same engine must come
+from beyond the paper. Adaptive mode (default) keeps the same scoring and selection and adds:
 
 (a) branch only where uncertain: one call asks ONE step per active branch; a branch whose step
     confidence is >= ``confident_threshold`` keeps just that step, the others get K-1 more samples
@@ -289,7 +292,7 @@ def best_answer(answers: Sequence[_Done]) -> _Done | None:
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTParams,
               *, on_event: OnEvent | None = None) -> SearchResult:
-    """CaT search (Algorithm 2 of seed paper 003; ``params.mode``: faithful, adaptive or stream)."""
+    """CaT search (arXiv 2605.07353, Algorithm 2; ``params.mode``: faithful, adaptive or stream)."""
     t0 = time.perf_counter()
     search = _Search(generator, tuple(prompt_ids), params, answers=[])
     mode = params.mode

@@ -1,4 +1,4 @@
-"""CaT (seed 003 Algorithm 2) against hand-computed trees; numbers worked out in the comments.
+"""CaT (arXiv 2605.07353, Algorithm 2) against hand-computed trees; numbers worked out in the comments.
 
 Step confidence is c = exp(-mean token entropy) unless a test says "mult" (c = exp(sum logprob)).
 """
