@@ -1,4 +1,4 @@
-"""CASPO (seed 003, §3.2 / Algorithm 1): step-level confidence-aware preference optimisation.
+"""CASPO (the CaT/CASPO paper, arXiv 2605.07353, §3.2 / Algorithm 1): step-level confidence-aware preference optimisation.
 
 Each round:
 
@@ -55,10 +55,10 @@ def sample_steps(model, tokenizer, context_ids: list[int], *, n: int, temperatur
     string, so each step ends at its first newline. Log-probs and exact entropies come from the
     engine and refer to the raw (temperature-1) distribution."""
     from cat_serve.search.types import GenParams
-    from training.rollout import policy_engine, sample_groups
+    from training.rollout import PolicyEngine
 
     params = GenParams(max_tokens=max_tokens, temperature=temperature, stop=("\n",), top_logprobs=0)
-    steps = sample_groups(policy_engine(model, tokenizer), [context_ids], n, params)[0]
+    steps = PolicyEngine(model, tokenizer).sample_groups([context_ids], n, params)[0]
     out = []
     for st in steps:
         k = max(len(st.token_ids), 1)

@@ -92,18 +92,13 @@ class RLArgs(CommonArgs):
 
     def objective_kwargs(self) -> dict:
         """Keyword hyper-parameters for ``OBJECTIVES[self.objective]``."""
-        eps = {} if self.epsilon is None else {"epsilon": self.epsilon}
-        eps_hi = {} if self.epsilon_high is None else {"epsilon_high": self.epsilon_high}
-        if self.objective == "grpo":
-            return {**eps, **eps_hi, "beta": self.beta, "aggregation": self.aggregation}
-        if self.objective == "gspo":
-            return {**eps, **eps_hi}
-        if self.objective == "capo":
-            return {**eps, "tau": self.tau, "ref_low": self.ref_low, "ref_high": self.ref_high,
-                    "normalise": self.normalise, "aggregation": self.aggregation}
-        if self.objective == "c2gspg":
-            return {**eps, **eps_hi, "lam": self.lam, "kappa": self.kappa}
-        raise ValueError(f"unknown objective {self.objective!r}")
+        from training.objectives import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}")
+        # the objective's own hyper-parameters that this config sets (None: the objective's default)
+        return {name: getattr(self, name) for name in OBJECTIVES[self.objective].hyper_parameters
+                if getattr(self, name, None) is not None}
 
 
 @dataclass

@@ -31,7 +31,11 @@ comparable with TRL runs. A group whose rewards are all equal has std 0 and nume
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -239,7 +243,7 @@ def capo_advantages(
     tau: float = 0.6,
     normalise: str = "pairs",
 ) -> torch.Tensor:
-    """CAPO's pairwise calibration advantage (seed 001).
+    """CAPO's pairwise calibration advantage (CAPO, arXiv 2604.12632).
 
     For every (correct i, incorrect j) pair of a group, ``t = lpm_i - lpm_j`` and the logistic
     surrogate ``phi_tau(t) = log(1 + exp(-t/tau))`` is minimised. Its negative gradient gives
@@ -281,7 +285,7 @@ def capo_mask(
     ref_low: float = 1.05,
     ref_high: float = 2.5,
 ) -> torch.Tensor:
-    """CAPO's sample mask m(o) from the reference model's perplexity (seed 001).
+    """CAPO's sample mask m(o) from the reference model's perplexity (CAPO, arXiv 2604.12632).
 
     ``ref_ppl = exp(-mean_t log pi_ref(o_t))``. Drop (m = 0) a *correct* sample the reference finds
     implausible (ref_ppl > ref_high: likely a lucky or degenerate answer, not worth reinforcing) and an
@@ -309,7 +313,7 @@ def capo_loss(
     normalise: str = "pairs",
     aggregation: str = "sequence",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """CAPO (seed 001): PPO-clipped objective with advantage ``m(o_i) * A~_i``
+    """CAPO (arXiv 2604.12632): PPO-clipped objective with advantage ``m(o_i) * A~_i``
 
         J = 1/G sum_i 1/|o_i| sum_t min(r_it m_i A~_i, clip(r_it, 1-eps, 1+eps) m_i A~_i)
 
@@ -390,7 +394,8 @@ def c2gspg_loss(
     kappa: float = 2.0,
     std_eps: float = 1e-4,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """C2GSPG (seed 000): GSPO's group-sequence policy gradient + a confidence-calibration BCE.
+    """C2GSPG ("Confidence-calibrated Group Sequence Policy Gradient towards Self-aware Reasoning",
+    arXiv 2509.23129): GSPO's group-sequence policy gradient + a confidence-calibration BCE.
 
         L = L_GSPO + lam * 1/G sum_i k_i * BCE(c_i, y_i),   c_i = exp(mean_t log pi(o_it))
 
@@ -400,7 +405,7 @@ def c2gspg_loss(
       gradient on lpm_i has the opposite sign of its policy-gradient advantage A_i (sign(y_i - c_i)
       != sign(A_i), A_i != 0), so the regulariser can only calibrate, never undo, what the reward
       asks. With binary rewards this never triggers in a mixed group (a correct answer has A > 0 and
-      y = 1 >= c; a wrong one A < 0 and y = 0 <= c), matching the seed's claim that binary rewards
+      y = 1 >= c; a wrong one A < 0 and y = 0 <= c), matching the paper's claim that binary rewards
       align the two terms; in an all-equal group (A = 0) the regulariser acts alone.
 
     ``c`` keeps its gradient (the regulariser trains the policy); everything else is detached.
@@ -427,4 +432,48 @@ def c2gspg_loss(
     return loss, metrics
 
 
-OBJECTIVES = {"grpo": grpo_loss, "gspo": gspo_loss, "capo": capo_loss, "c2gspg": c2gspg_loss}
+# ----------------------------------------------------------------------------------------------
+# the registry: what a trainer needs to know about each objective
+# ----------------------------------------------------------------------------------------------
+
+REFERENCE_USES = ("never", "always", "with_kl")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """An objective as the trainer sees it: its loss and the properties that decide what to compute.
+
+    The trainer reads these properties and never an objective's name."""
+
+    loss: Callable[..., tuple[torch.Tensor, dict[str, float]]]
+    takes_correctness: bool = False  # gets ``correct`` (reward > 0.5, bool [B]) instead of ``rewards``
+    reference: str = "never"  # ref_logps: "never", "always" (CAPO's mask) or "with_kl" (when beta > 0)
+    token_level: bool = False  # one loss term per token, so ``aggregation`` applies
+
+    def __post_init__(self):
+        if self.reference not in REFERENCE_USES:
+            raise ValueError(f"reference must be one of {REFERENCE_USES}, got {self.reference!r}")
+
+    @property
+    def hyper_parameters(self) -> tuple[str, ...]:
+        """The loss's keyword hyper-parameters (keyword-only, except ``group_size`` and ``ref_logps``)."""
+        return tuple(p.name for p in inspect.signature(self.loss).parameters.values()
+                     if p.kind is p.KEYWORD_ONLY and p.name not in ("group_size", "ref_logps"))
+
+    def needs_reference(self, hyper: Mapping[str, Any]) -> bool:
+        return self.reference == "always" or (self.reference == "with_kl" and hyper.get("beta", 0.0) > 0.0)
+
+    def __call__(self, logps, old_logps, ref_logps, rewards, mask, *, group_size: int, **hyper):
+        """``loss`` with the tensors it takes: ``correct`` or ``rewards``, ``ref_logps`` when it uses one."""
+        outcome = {"correct": rewards > 0.5} if self.takes_correctness else {"rewards": rewards}
+        ref = {} if self.reference == "never" else {"ref_logps": ref_logps}
+        return self.loss(logps, old_logps, mask=mask.to(logps.dtype), group_size=group_size, **outcome, **ref,
+                         **hyper)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "grpo": Objective(grpo_loss, reference="with_kl", token_level=True),
+    "gspo": Objective(gspo_loss),
+    "capo": Objective(capo_loss, takes_correctness=True, reference="always", token_level=True),
+    "c2gspg": Objective(c2gspg_loss),
+}

@@ -1,4 +1,4 @@
-"""CASPO step-level preference pairs (seed 003, §3.2 and Algorithm 1) -- pure, no torch.
+"""CASPO step-level preference pairs (the CaT/CASPO paper, arXiv 2605.07353, §3.2 and Algorithm 1) -- pure, no torch.
 
 For every reasoning-step context ``q_j`` (question + reference steps so far) the policy samples a
 candidate step ``s_j``, and we know whether it is correct and how confident the model was (``c_j``,

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from cat_serve.engine.base import chat_prompt_ids
+from cat_serve.engine.output import left_pad
 from cat_serve.prompts import TRAIN_SUFFIX
 from eval.metrics import auroc
 from training import objectives as O
@@ -73,16 +74,6 @@ class Rollout:
     texts: list[str]
     sampler_logps: torch.Tensor | None = None  # [B, T] log p(token) reported by the rollout engine
     entropies: torch.Tensor | None = None  # [B, T] engine's per-token entropies (NaN if it has none)
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 def completion_mask_from(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -123,13 +114,12 @@ def rollout_from_steps(prompts: Sequence[Sequence[int]], groups: Sequence[Sequen
 @torch.no_grad()
 def sample_rollouts(engine, tokenizer, prompts: Sequence[Sequence[int]], args: RLArgs,
                     device: torch.device | str = "cpu", *, seed: int | None = None) -> Rollout:
-    """``group_size`` sampled completions per prompt via ``engine.extend``, groups consecutive."""
+    """``group_size`` sampled completions per prompt from the rollout engine, groups consecutive."""
     from cat_serve.search.types import GenParams
-    from training.rollout import sample_groups
 
     params = GenParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                        top_logprobs=0, include_stop_str=True, seed=seed)
-    groups = sample_groups(engine, prompts, args.group_size, params)
+    groups = engine.sample_groups(prompts, args.group_size, params)
     return rollout_from_steps(prompts, groups, tokenizer.pad_token_id, device)
 
 
@@ -167,20 +157,6 @@ def token_logps(model, rollout: Rollout, *, with_entropy: bool = False, chunk: i
 def _rows(rollout: Rollout, lo: int, hi: int) -> Rollout:
     return Rollout(rollout.input_ids[lo:hi], rollout.attention_mask[lo:hi], rollout.completion_mask[lo:hi],
                    rollout.prompt_len, rollout.texts[lo:hi])
-
-
-def objective_loss(name: str, logps, old_logps, ref_logps, rewards, mask, *, group_size: int, hyper: dict):
-    """Call ``OBJECTIVES[name]`` with the tensors it takes."""
-    mask = mask.to(logps.dtype)
-    if name == "capo":
-        return O.capo_loss(logps, old_logps, ref_logps, rewards > 0.5, mask, group_size=group_size, **hyper)
-    if name == "grpo":
-        return O.grpo_loss(logps, old_logps, rewards, mask, group_size=group_size, ref_logps=ref_logps, **hyper)
-    return O.OBJECTIVES[name](logps, old_logps, rewards, mask, group_size=group_size, **hyper)
-
-
-def needs_reference(args: RLArgs) -> bool:
-    return args.objective == "capo" or (args.objective == "grpo" and args.beta > 0)
 
 
 def sequence_stats(rewards: torch.Tensor, old_logps, entropy, mask) -> torch.Tensor:
@@ -226,7 +202,7 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
         old_logps, pass_entropy, obj_metrics = policy_update(policy, optimizer, rollout, rewards, old_logps,
                                                              ref_logps, args, accelerator)
         entropy = pass_entropy if entropy is None else entropy
-    if getattr(engine, "exact_entropy", False):  # HFEngine: exact entropies of the sampling pass
+    if engine.exact_entropy:  # exact entropies of the sampling pass (HFEngine on the live policy)
         entropy = rollout.entropies
     # how far the sampler's log-probs are from the trainer's: ~0 unless the sampler holds stale weights
     sampler_gap = O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf).detach()
@@ -244,15 +220,15 @@ def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_l
     A group is the unit every objective normalises over (advantages, CAPO pairs), so each group's loss
     is exact on its own; weighting it by its share of the batch (rows, or completion tokens for the
     ``token`` aggregation) makes the summed gradient that of the whole-batch loss, while only one
-    group's activations are held for backward (the whole batch at once ran a 2 x 8 x 330-token SmolLM2
-    step out of 24 GB). With ``old_logps=None`` (one update per batch) pi_old is the policy of this very
+    group's activations are held for backward: peak memory grows with the group, not with the batch. With ``old_logps=None`` (one update per batch) pi_old is the policy of this very
     pass, as in TRL, so its log-probs and the entropies come from the gradient pass and a separate
     no-grad forward is saved. Returns (old_logps [B, T], entropy [B, T] or None, objective metrics
     combined with the same weights)."""
     import contextlib
 
     rows, size = rollout.input_ids.shape[0], args.group_size
-    token_level = args.aggregation == "token" and args.objective in ("grpo", "capo")
+    objective = O.OBJECTIVES[args.objective]
+    token_level = args.aggregation == "token" and objective.token_level
     total_tokens = rollout.completion_mask.sum().clamp(min=1)
     fresh = old_logps is None
     olds, entropies, parts = [], [], []
@@ -271,8 +247,8 @@ def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_l
             else:
                 logps, old = token_logps(policy, part), old_logps[lo:hi]
             olds.append(old)
-            loss, metrics = objective_loss(args.objective, logps, old, None if ref_logps is None else ref_logps[lo:hi],
-                                           rewards[lo:hi], part.completion_mask, group_size=size, hyper=hyper)
+            loss, metrics = objective(logps, old, None if ref_logps is None else ref_logps[lo:hi], rewards[lo:hi],
+                                      part.completion_mask, group_size=size, **hyper)
             accelerator.backward(loss * weight.to(loss.device))
         parts.append((float(weight), metrics))
     accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
@@ -319,7 +295,7 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
     (``prompts_per_step`` per rank) and its own engine, and the gradients are averaged over ranks."""
     from accelerate import Accelerator
 
-    from training.rollout import close_engine, make_rollout_engine
+    from training.rollout import make_rollout_engine
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     check_distributed_type(accelerator.distributed_type)
@@ -336,7 +312,7 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
             return os.path.abspath(args.output_dir)
     policy, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
     ref = None
-    if needs_reference(args):  # always the starting model (args.model), also after --resume
+    if O.OBJECTIVES[args.objective].needs_reference(args.objective_kwargs()):  # the starting model (args.model), also after --resume
         ref = policy if not resuming else load_model_and_tokenizer(args.model, args.tokenizer, seed=args.seed)[0]
         ref = copy.deepcopy(ref).to(accelerator.device).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.learning_rate)
@@ -353,7 +329,7 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
     order = question_order(len(examples), args.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     try:
-        if getattr(engine, "shared", False):  # a server may hold other weights (another run, or before --resume)
+        if engine.shared:  # a server may hold other weights (another run, or before --resume)
             sync_sampler(engine, policy, accelerator)
         for step in range(start, args.max_steps):
             batch = [examples[i] for i in step_questions(order, step, rank, world, args.prompts_per_step)]
@@ -369,16 +345,14 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
             if step + 1 < args.max_steps and args.save_steps and (step + 1) % args.save_steps == 0:
                 save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, step + 1)
     finally:
-        close_engine(engine)
+        engine.close()
     return save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, args.max_steps)
 
 
 def sync_sampler(engine, policy, accelerator) -> None:
     """Give a separate sampler (vLLM) the policy's current weights. A sampler shared by all ranks (TRL's
     server) is updated once, by rank 0, and every rank waits for it before sampling again."""
-    if not hasattr(engine, "sync_weights"):  # HFEngine samples the live policy
-        return
-    if not getattr(engine, "shared", False):
+    if not engine.shared:
         engine.sync_weights(accelerator.unwrap_model(policy))
         return
     if accelerator.is_main_process:

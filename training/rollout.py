@@ -1,4 +1,5 @@
-"""Group sampling through the engine layer (issue D): ``engine.extend([prompt_ids], n=G, params)``.
+"""Group sampling through the engine layer: every sampler is a :class:`RolloutEngine` whose
+``sample_groups`` runs ``engine.extend(prompts, n=G, params)`` of a server engine adapter.
 
 ``--rollout-engine`` picks the sampler; ``auto`` (the default) means ``vllm`` when vLLM imports, else
 ``transformers`` -- the same rule as the server's ``--engine auto``.
@@ -16,9 +17,9 @@
   weight-reload extension); ``TRLVLLMServerEngine`` samples through TRL's ``VLLMClient`` and pushes the
   weights after every step, over NCCL with CUDA, or as files the server reloads (any machine, CPU too).
 
-Every engine here is used synchronously by the trainer through ``sample_groups``. The vLLM engines
-keep one event loop for their whole life (``asyncio.Runner``): vLLM's output handler is bound to the
-loop that first used it.
+Every engine here is used synchronously by the trainer through the ``RolloutEngine`` protocol. The
+colocated vLLM engine keeps one event loop for its whole life (``asyncio.Runner``): vLLM's output
+handler is bound to the loop that first used it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,33 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 
+from cat_serve.engine.output import StepBuilder, decode, group_rows
 from cat_serve.search.types import EOS, LENGTH, GenParams, Step
 
 ROLLOUT_ENGINES = ("auto", "vllm", "transformers", "trl-server")
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """What the trainer needs from a sampler (all synchronous)."""
+
+    kind: str
+    exact_entropy: bool  # Step.entropies are the sampling policy's exact full-vocabulary entropies
+    shared: bool  # one sampler serves every trainer rank (a server): rank 0 alone pushes the weights
+
+    def sample_groups(self, prompts: Sequence[Sequence[int]], n: int, params: GenParams) -> list[list[Step]]:
+        """``n`` samples for every prompt, ``result[i][j]`` (sample j seeded ``params.seed + j``)."""
+        ...
+
+    def sync_weights(self, policy) -> None:
+        """Give the sampler the policy's current weights (after each optimiser step)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class RolloutEngineUnavailable(RuntimeError):
@@ -60,13 +82,27 @@ def resolve_rollout_engine(kind: str, *, world_size: int = 1, cuda: bool = False
     return "vllm" if vllm_available() and not crowded else "transformers"
 
 
-def policy_engine(policy, tokenizer, *, max_model_len: int | None = None):
-    """An ``HFEngine`` sampling from the live ``policy`` (its current weights, no copy)."""
-    from cat_serve.engine.hf_engine import HFEngine
+class PolicyEngine:
+    """``HFEngine`` around the live ``policy`` object: it samples the current weights (nothing to sync)
+    and its entropies are exact."""
 
-    engine = HFEngine(policy, tokenizer, model_name="policy", max_model_len=max_model_len)
-    engine.exact_entropy = True
-    return engine
+    kind = "transformers"
+    exact_entropy = True
+    shared = False
+
+    def __init__(self, policy, tokenizer, *, max_model_len: int | None = None):
+        from cat_serve.engine.hf_engine import HFEngine
+
+        self.engine = HFEngine(policy, tokenizer, model_name="policy", max_model_len=max_model_len)
+
+    def sample_groups(self, prompts, n: int, params: GenParams) -> list[list[Step]]:
+        return asyncio.run(self.engine.extend([list(p) for p in prompts], n, params))
+
+    def sync_weights(self, policy) -> None:
+        return None  # it holds the live policy
+
+    def close(self) -> None:
+        return None
 
 
 def _scratch_dir(prefix: str) -> str:
@@ -79,7 +115,8 @@ class ColocatedVLLMEngine:
     """``VLLMEngine`` started from the policy's current weights, re-synced after each optimiser step."""
 
     kind = "vllm"
-    exact_entropy = False
+    exact_entropy = False  # top-k estimates: the trainer computes its own
+    shared = False
 
     def __init__(self, policy, tokenizer, *, max_model_len: int = 2048, gpu_memory_utilization: float = 0.3,
                  kv_cache_gib: int = 2, seed: int = 0):
@@ -116,11 +153,8 @@ class ColocatedVLLMEngine:
 
         self._runner.run(reload())
 
-    def run(self, coro):
-        return self._runner.run(coro)
-
-    async def extend(self, prefixes, n: int, params: GenParams, *, early_stop=None):
-        return await self.engine.extend(prefixes, n, params, early_stop=early_stop)
+    def sample_groups(self, prompts, n: int, params: GenParams) -> list[list[Step]]:
+        return self._runner.run(self.engine.extend([list(p) for p in prompts], n, params))
 
     def close(self) -> None:
         self._runner.run(self.engine.close())
@@ -132,7 +166,7 @@ WEIGHT_SYNCS = ("auto", "nccl", "reload")
 
 
 class TRLVLLMServerEngine:
-    """``extend`` against a vLLM server in TRL's server mode, and the trainer's weights pushed into it.
+    """Samples from a vLLM server in TRL's server mode, and pushes the trainer's weights into it.
 
     Start the server with ``python -m training.vllm_server --model <the policy's starting checkpoint>``
     (``trl vllm-serve`` plus a weight-reload worker extension). Sampling goes through TRL's
@@ -198,20 +232,19 @@ class TRLVLLMServerEngine:
                                    f"{reply.text[:500]}); was it started with `python -m training.vllm_server`?")
         self.client.reset_prefix_cache()
 
-    async def extend(self, prefixes: Sequence[Sequence[int]], n: int, params: GenParams, *, early_stop=None):
-        if early_stop is not None:
-            raise NotImplementedError("early_stop is not supported by the TRL vLLM server engine")
-        extra = {} if params.seed is None else {"seed": params.seed}
-        out = await asyncio.to_thread(
-            self.client.generate, [list(p) for p in prefixes], n=n, temperature=params.temperature,
-            top_p=params.top_p, max_tokens=params.max_tokens, logprobs=0, generation_kwargs=extra)
+    def sample_groups(self, prompts: Sequence[Sequence[int]], n: int, params: GenParams) -> list[list[Step]]:
+        extra = {} if params.seed is None else {"seed": params.seed}  # the server seeds sample j with seed + j
+        out = self.client.generate([list(p) for p in prompts], n=n, temperature=params.temperature,
+                                   top_p=params.top_p, max_tokens=params.max_tokens, logprobs=0,
+                                   generation_kwargs=extra)
         steps = []
         for ids, lps in zip(out["completion_ids"], out["logprobs"]):
-            finish = EOS if ids and ids[-1] in self.eos_ids else LENGTH
-            steps.append(Step(token_ids=tuple(ids), logprobs=tuple(float(row[0]) for row in lps),
-                              entropies=(math.nan,) * len(ids), text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                              finish_reason=finish))
-        return [steps[i * n:(i + 1) * n] for i in range(len(prefixes))]
+            step = StepBuilder()
+            for tid, row in zip(ids, lps):
+                step.add(tid, float(row[0]), math.nan)  # the server reports no entropies
+            steps.append(step.finish(EOS if ids and ids[-1] in self.eos_ids else LENGTH,
+                                     text=decode(self.tokenizer, ids)))
+        return group_rows(steps, n)
 
     def close(self) -> None:
         if self._communicator:
@@ -223,8 +256,8 @@ class TRLVLLMServerEngine:
 def make_rollout_engine(kind: str, policy, tokenizer, *, seed: int = 0, max_model_len: int = 2048,
                         gpu_memory_utilization: float = 0.3, host: str = "127.0.0.1", port: int = 8000,
                         group_port: int = 51216, timeout: float = 240.0, world_size: int = 1,
-                        weight_sync: str = "auto", sync_dir: str | None = None):
-    """The sampler named by ``kind`` (see the module docstring), ready for ``sample_groups``."""
+                        weight_sync: str = "auto", sync_dir: str | None = None) -> RolloutEngine:
+    """The sampler named by ``kind`` (see the module docstring)."""
     kind = resolve_rollout_engine(kind, world_size=world_size, cuda=torch.cuda.is_available())
     if kind == "vllm":
         return ColocatedVLLMEngine(policy, tokenizer, max_model_len=max_model_len, seed=seed,
@@ -232,16 +265,4 @@ def make_rollout_engine(kind: str, policy, tokenizer, *, seed: int = 0, max_mode
     if kind == "trl-server":
         return TRLVLLMServerEngine(tokenizer, host=host, port=port, group_port=group_port, timeout=timeout,
                                    weight_sync=weight_sync, sync_dir=sync_dir)
-    return policy_engine(policy, tokenizer)
-
-
-def sample_groups(engine, prompts: Sequence[Sequence[int]], n: int, params: GenParams) -> list[list[Step]]:
-    """``n`` samples for every prompt through ``engine.extend`` (synchronously, on the engine's loop)."""
-    run = getattr(engine, "run", asyncio.run)
-    return run(engine.extend([list(p) for p in prompts], n, params))
-
-
-def close_engine(engine) -> None:
-    close = getattr(engine, "close", None)
-    if close is not None and not asyncio.iscoroutinefunction(close):
-        close()
+    return PolicyEngine(policy, tokenizer)

@@ -34,6 +34,7 @@ from cat_serve.api.protocol import (
     now,
 )
 from cat_serve.engine.base import Engine, PromptTooLongError, chat_prompt_ids, check_room
+from cat_serve.engine.output import sample_seed
 from cat_serve.search.confidence import path_probability
 from cat_serve.search.types import LENGTH, SearchResult, Step
 
@@ -137,7 +138,7 @@ class Serving:
         holdback = max((len(s) for s in params.stop), default=1) - 1
 
         async def one(index: int, prompt: list[int]) -> None:
-            seeded = params if params.seed is None else replace(params, seed=params.seed + index % req.n)
+            seeded = replace(params, seed=sample_seed(params.seed, index % req.n))  # as extend(n) would seed it
             sent = {"chars": 0, "tokens": 0}
 
             def on_token(partial: Step) -> bool:

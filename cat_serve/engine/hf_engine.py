@@ -1,6 +1,8 @@
 """transformers adapter: the fallback when vLLM is absent, and the exact-entropy reference.
 
-Every (prefix, sample) pair becomes one row of a left-padded batch decoded with a KV cache.
+Every (prefix, sample) pair becomes one row of a left-padded batch decoded with a KV cache:
+``_prefill`` runs the prompts, then each step ``_sample_next`` picks every live row's token and
+``_forward_one`` feeds those tokens back.
 Entropy is exact: -sum p log p over the full vocabulary of the raw (untempered) logits.
 Each decode step's forward pass runs in a worker thread; sampling, stop strings and callbacks run
 on the event loop, so cancelling the awaiting task stops generation at the next token.
@@ -14,6 +16,7 @@ import asyncio
 from collections.abc import Sequence
 
 from cat_serve.engine.base import check_room, find_stop
+from cat_serve.engine.output import StepBuilder, decode, group_rows, left_pad, sample_seed
 from cat_serve.search.generator import EarlyStop
 from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step
 
@@ -45,7 +48,7 @@ class HFEngine:
         return cls(model, tokenizer, model_name, max_model_len)
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return decode(self.tokenizer, token_ids)
 
     def num_inflight(self) -> int:
         return self._inflight
@@ -62,106 +65,102 @@ class HFEngine:
         early_stop: EarlyStop | None = None,
     ) -> list[list[Step]]:
         rows = [list(p) for p in prefixes for _ in range(n)]
-        seeds = [None if params.seed is None else params.seed + j for _ in prefixes for j in range(n)]
+        seeds = [sample_seed(params.seed, j) for _ in prefixes for j in range(n)]
         max_tokens = min(check_room(r, params.max_tokens, self.max_model_len) for r in rows)
         async with self._lock:
             self._inflight = len(rows)
             try:
-                flat = await self._decode(rows, seeds, params, max_tokens, early_stop)
+                flat = await self._generate(rows, seeds, params, max_tokens, early_stop)
             finally:
                 self._inflight = 0
-        return [flat[i * n : (i + 1) * n] for i in range(len(prefixes))]
+        return group_rows(flat, n)
 
-    async def _decode(self, rows, seeds, params: GenParams, max_tokens: int, early_stop) -> list[Step]:
+    async def _generate(self, rows, seeds, params: GenParams, max_tokens: int, early_stop) -> list[Step]:
+        seqs = [_Seq() for _ in rows]
+        gens = [_generator(s) for s in seeds]
+        logits, state = await asyncio.to_thread(self._prefill, rows)
+        for _ in range(max_tokens):
+            tokens = self._sample_next(logits, seqs, gens, params, early_stop)
+            if all(s.reason is not None for s in seqs):
+                break
+            logits, state = await asyncio.to_thread(self._forward_one, tokens, state)
+        return [seq.to_step(self, params) for seq in seqs]
+
+    # ---- the model: one forward pass each, in a worker thread -------------------------------------
+    def _forward(self, input_ids, attention_mask, position_ids, past):
         import torch
 
-        B, L = len(rows), max(len(r) for r in rows)
-        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding
-            ids[i, L - len(r) :] = torch.tensor(r)
-            mask[i, L - len(r) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        gens = [_generator(s) for s in seeds]
-        seqs = [_Seq() for _ in range(B)]
-
         device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                             position_ids=position_ids.to(device), past_key_values=past, use_cache=True)
+        return out.logits[:, -1].float().cpu(), out.past_key_values
 
-        def forward(input_ids, attention_mask, position_ids, past):
-            with torch.inference_mode():
-                out = self.model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    position_ids=position_ids.to(device),
-                    past_key_values=past,
-                    use_cache=True,
-                )
-            return out.logits[:, -1].float().cpu(), out.past_key_values
+    def _prefill(self, rows):
+        """The prompts as one left-padded batch -> (last-position logits [B, V], decode state)."""
+        ids, mask = left_pad(rows, self.pad_id)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, past = self._forward(ids, mask, pos, None)
+        return logits, (mask, pos[:, -1:], past)
 
-        logits, past = await asyncio.to_thread(forward, ids, mask, pos, None)
-        for _ in range(max_tokens):
-            logp = torch.log_softmax(logits, dim=-1)  # [B, V] raw model distribution
-            entropy = -(logp.exp() * logp).sum(-1)  # [B]
-            k = params.top_logprobs
-            top_v, top_i = logp.topk(k, dim=-1) if k > 0 else (None, None)
-            nxt = torch.full((B,), self.pad_id, dtype=torch.long)
-            for b, seq in enumerate(seqs):
-                if seq.finish is not None:
-                    continue
-                tok = _sample(logits[b], params.temperature, params.top_p, gens[b])
-                nxt[b] = tok
-                top = tuple(zip(top_i[b].tolist(), top_v[b].tolist())) if k > 0 else ()
-                seq.add(tok, float(logp[b, tok]), float(entropy[b]), top)
-                self._check_finish(seq, params, early_stop)
-            if all(s.finish is not None for s in seqs):
-                break
-            mask = torch.cat([mask, torch.ones((B, 1), dtype=torch.long)], dim=1)
-            pos = pos[:, -1:] + 1
-            logits, past = await asyncio.to_thread(forward, nxt[:, None], mask, pos, past)
-        return [seq.to_step(self, params) for seq in seqs]
+    def _forward_one(self, tokens, state):
+        """One new token per row -> (logits [B, V], decode state)."""
+        import torch
+
+        mask, last_pos, past = state
+        mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=torch.long)], dim=1)
+        pos = last_pos + 1
+        logits, past = self._forward(tokens[:, None], mask, pos, past)
+        return logits, (mask, pos, past)
+
+    # ---- sampling, on the event loop --------------------------------------------------------------
+    def _sample_next(self, logits, seqs, gens, params: GenParams, early_stop):
+        """Sample one token for every unfinished row, record it with its exact entropy, check finishes.
+        Returns the [B] tokens to feed back (pad for finished rows)."""
+        import torch
+
+        logp = torch.log_softmax(logits, dim=-1)  # [B, V] raw model distribution
+        entropy = -(logp.exp() * logp).sum(-1)  # [B]
+        k = params.top_logprobs
+        top_v, top_i = logp.topk(k, dim=-1) if k > 0 else (None, None)
+        nxt = torch.full((len(seqs),), self.pad_id, dtype=torch.long)
+        for b, seq in enumerate(seqs):
+            if seq.reason is not None:
+                continue
+            tok = _sample(logits[b], params.temperature, params.top_p, gens[b])
+            nxt[b] = tok
+            top = tuple(zip(top_i[b].tolist(), top_v[b].tolist())) if k > 0 else ()
+            seq.add(tok, float(logp[b, tok]), float(entropy[b]), top)
+            self._check_finish(seq, params, early_stop)
+        return nxt
 
     def _check_finish(self, seq: _Seq, params: GenParams, early_stop) -> None:
         if seq.ids[-1] in self.eos_ids:
-            seq.finish = EOS
+            seq.reason = EOS
             return
         if params.stop:
             hit = find_stop(self.decode(seq.ids), params.stop)
             if hit is not None:
-                seq.finish, seq.stop = STOP, hit[1]
+                seq.reason, seq.stop = STOP, hit[1]
                 return
-        if early_stop is not None and early_stop(seq.to_step(self, params, partial=True)):
-            seq.finish = ABORTED
+        if early_stop is not None and early_stop(seq.partial(self.decode(seq.ids))):
+            seq.reason = ABORTED
 
 
-class _Seq:
+class _Seq(StepBuilder):
+    """A row's tokens plus how it ended (None while it runs)."""
+
     def __init__(self):
-        self.ids: list[int] = []
-        self.lps: list[float] = []
-        self.ents: list[float] = []
-        self.tops: list[tuple] = []
-        self.finish: str | None = None
+        super().__init__()
+        self.reason: str | None = None
         self.stop: str | None = None
 
-    def add(self, tok: int, lp: float, ent: float, top: tuple) -> None:
-        self.ids.append(tok)
-        self.lps.append(lp)
-        self.ents.append(ent)
-        self.tops.append(top)
-
-    def to_step(self, engine: HFEngine, params: GenParams, partial: bool = False) -> Step:
+    def to_step(self, engine: HFEngine, params: GenParams) -> Step:
         text = engine.decode(self.ids)
-        if self.finish == STOP and self.stop:
+        if self.reason == STOP and self.stop:
             i, s = find_stop(text, [self.stop])
             text = text[: i + len(s)] if params.include_stop_str else text[:i]
-        return Step(
-            token_ids=tuple(self.ids),
-            logprobs=tuple(self.lps),
-            entropies=tuple(self.ents),
-            top_logprobs=tuple(self.tops),
-            text=text,
-            finish_reason=None if partial else (self.finish or LENGTH),
-            stop=self.stop,
-        )
+        return self.finish(self.reason or LENGTH, self.stop, text=text)
 
 
 def _generator(seed: int | None):

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from cat_serve.engine.base import check_room
 from cat_serve.engine.entropy import estimate_entropy
+from cat_serve.engine.output import StepBuilder, decode, group_rows, sample_seed
 from cat_serve.search.generator import EarlyStop
 from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step
 
@@ -89,7 +90,7 @@ class VLLMEngine:
         return cls(AsyncLLM.from_engine_args(args), model_name)
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return decode(self.tokenizer, token_ids)
 
     def num_inflight(self) -> int:
         return int(self.llm.output_processor.get_num_unfinished_requests())
@@ -108,14 +109,10 @@ class VLLMEngine:
         *,
         early_stop: EarlyStop | None = None,
     ) -> list[list[Step]]:
-        jobs = [
-            self._sample(prefix, params, None if params.seed is None else params.seed + j, early_stop)
-            for prefix in prefixes
-            for j in range(n)
-        ]
+        jobs = [self._sample(prefix, params, sample_seed(params.seed, j), early_stop)
+                for prefix in prefixes for j in range(n)]
         # gather cancels every sibling when this task is cancelled; each aborts its own request
-        flat = await asyncio.gather(*jobs)
-        return [flat[i * n : (i + 1) * n] for i in range(len(prefixes))]
+        return group_rows(await asyncio.gather(*jobs), n)
 
     async def _sample(
         self, prefix: Sequence[int], params: GenParams, seed: int | None, early_stop: EarlyStop | None
@@ -137,7 +134,7 @@ class VLLMEngine:
             logprobs=k,
             output_kind=RequestOutputKind.FINAL_ONLY if early_stop is None else RequestOutputKind.DELTA,
         )
-        acc = _Accumulator(k, self.vocab_size)
+        acc = StepBuilder()
         stream = self.llm.generate(
             TokensPrompt(prompt_token_ids=list(prefix)), sampling, f"cat-{next(_ids)}"
         )
@@ -149,49 +146,25 @@ class VLLMEngine:
                     self.cached_prompt_tokens += int(out.num_cached_tokens)
                     counted = True
                 o = out.outputs[0]
-                acc.add(o.token_ids, o.logprobs, o.text)
+                self._add(acc, o.token_ids, o.logprobs, k)
+                acc.text += o.text
                 if o.finish_reason is not None:
-                    return acc.step(_finish(o.finish_reason, o.stop_reason), o.stop_reason)
-                if early_stop is not None and early_stop(acc.step(None, None)):
-                    return acc.step(ABORTED, None)
-            return acc.step(ABORTED, None)
+                    return acc.finish(_finish(o.finish_reason, o.stop_reason), o.stop_reason)
+                if early_stop is not None and early_stop(acc.partial()):
+                    return acc.finish(ABORTED)
+            return acc.finish(ABORTED)
         finally:
             await stream.aclose()  # aborts the request in the engine if it is still running
 
-
-class _Accumulator:
-    """Collects a request's tokens (whole, or as deltas) into a Step."""
-
-    def __init__(self, k: int, vocab_size: int):
-        self.k, self.vocab_size = k, vocab_size
-        self.ids: list[int] = []
-        self.lps: list[float] = []
-        self.ents: list[float] = []
-        self.tops: list[tuple[tuple[int, float], ...]] = []
-        self.text = ""
-
-    def add(self, token_ids, logprobs, text: str) -> None:
+    def _add(self, acc: StepBuilder, token_ids, logprobs, k: int) -> None:
+        """One engine delta: per token its logprob, top-k (ranks <= k) and estimated entropy."""
         for pos, tid in enumerate(token_ids):
             entries = logprobs[pos] if logprobs is not None else {}
             sampled = entries.get(tid)
-            self.ids.append(int(tid))
-            self.lps.append(float(sampled.logprob) if sampled is not None else float("nan"))
             # the sampled token is reported even when it is outside the top-k: keep ranks <= k only
-            top = sorted(
-                ((int(t), float(lp.logprob)) for t, lp in entries.items() if lp.rank is not None and lp.rank <= self.k),
+            top = tuple(sorted(
+                ((int(t), float(lp.logprob)) for t, lp in entries.items() if lp.rank is not None and lp.rank <= k),
                 key=lambda x: -x[1],
-            )
-            self.tops.append(tuple(top))
-            self.ents.append(estimate_entropy([lp for _, lp in top], self.vocab_size))
-        self.text += text
-
-    def step(self, finish: str | None, stop) -> Step:
-        return Step(
-            token_ids=tuple(self.ids),
-            logprobs=tuple(self.lps),
-            entropies=tuple(self.ents),
-            top_logprobs=tuple(self.tops),
-            text=self.text,
-            finish_reason=finish,
-            stop=stop if isinstance(stop, str) else None,
-        )
+            ))
+            acc.add(tid, float(sampled.logprob) if sampled is not None else float("nan"),
+                    estimate_entropy([lp for _, lp in top], self.vocab_size), top)

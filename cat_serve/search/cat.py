@@ -22,8 +22,10 @@ Ties: the earlier path wins (lower depth, then engine order: parent rank, then s
 the active set is stable-sorted by C. Branches whose parent was pruned are never expanded.
 Prefixes are token ids (prompt + the steps' own ids), never re-tokenised text.
 
-Adaptive mode (default) keeps the same scoring and selection and adds these savings (README,
-"Deviations from the papers"):
+Why an adaptive mode: Algorithm 2 asks each of up to K active branches for K candidate steps per
+depth, so even with one surviving branch every step is generated K times, about SC@K's tokens; on a
+batching engine SC@K runs its paths in parallel too. Savings over SC on the same engine must come
+from beyond the paper. Adaptive mode keeps the same scoring and selection and adds (README, "Deviations from the papers"):
 
 (a) branch only where uncertain: one call asks ONE step per active branch; a branch whose step
     confidence is >= ``confident_threshold`` keeps just that step, the others get K-1 more samples
@@ -166,23 +168,43 @@ def slice_step(step: Step, a: int, b: int, text: str, finish: str | None, stop: 
 
 
 class _Segmenter:
-    """Splits a growing token sequence into steps: a step ends at the token that completes a delimiter."""
+    """Splits a growing token sequence into steps: a step ends at the token that completes a delimiter.
+
+    The current step's text is decoded incrementally, as vLLM's detokenizer does: a new token's text
+    is ``decode(context + new) - decode(context)`` over at most ``CONTEXT`` earlier tokens of the step,
+    and only the text that a new delimiter could overlap is searched. So a step of L tokens costs
+    O(L), not the O(L^2) of re-decoding the whole step after every token. A token that ends in an
+    incomplete character (U+FFFD) waits for the next one before its text counts.
+    """
+
+    CONTEXT = 4
 
     def __init__(self, decode: Callable[[Sequence[int]], str], delimiters: Sequence[str]):
-        self.decode, self.delimiters = decode, delimiters
+        self.decode, self.delimiters = decode, tuple(delimiters)
+        self.longest = max((len(d) for d in self.delimiters), default=1)
         self.start = 0  # first token of the current (unfinished) step
+        self.read = 0  # tokens of the step whose text is in self.text
         self.scanned = 0
+        self.text = ""
 
     def feed(self, token_ids: Sequence[int]) -> list[tuple[int, int, str, str]]:
         """Steps completed by the new tokens: (first token, end token, text, delimiter)."""
         done = []
         while self.scanned < len(token_ids):
             self.scanned += 1
-            text = self.decode(token_ids[self.start:self.scanned])
-            hit = min(((text.find(d), d) for d in self.delimiters if d in text), default=None)
-            if hit is not None:
-                done.append((self.start, self.scanned, text, hit[1]))
-                self.start = self.scanned
+            ctx = max(self.start, self.read - self.CONTEXT)
+            before = self.decode(token_ids[ctx:self.read]) if ctx < self.read else ""
+            after = self.decode(token_ids[ctx:self.scanned])
+            if after.endswith("\ufffd"):
+                continue
+            since = max(0, len(self.text) - self.longest + 1)  # a new delimiter ends in the new text
+            self.text += after[len(before):]
+            self.read = self.scanned
+            hits = [(i, d) for d in self.delimiters if (i := self.text.find(d, since)) >= 0]
+            if hits:
+                done.append((self.start, self.scanned, self.text, min(hits)[1]))
+                self.start = self.read = self.scanned
+                self.text = ""
         return done
 
 

@@ -154,7 +154,7 @@ DEFAULT_TAU = {ENTROPY: 0.05, MULT: 0.0}
 
 @dataclass(frozen=True)
 class CaTParams(SearchParams):
-    """CaT, seed paper 003 Algorithm 2, with an adaptive (cheaper) mode."""
+    """CaT (arXiv 2605.07353, Algorithm 2), with an adaptive (cheaper) mode."""
 
     strategy: ClassVar[str] = "cat"
 

@@ -280,3 +280,28 @@ def test_c2gspg_nonlinear_targets_and_adaptive_clipping():
 
 def test_registry_lists_all_objectives():
     assert set(O.OBJECTIVES) == {"grpo", "gspo", "capo", "c2gspg"}
+
+
+def test_objective_records_carry_what_the_trainer_reads():
+    grpo, gspo, capo, c2gspg = (O.OBJECTIVES[n] for n in ("grpo", "gspo", "capo", "c2gspg"))
+    assert grpo.needs_reference({"beta": 0.1}) and not grpo.needs_reference({"beta": 0.0})
+    assert capo.needs_reference({}) and not gspo.needs_reference({"beta": 1.0})
+    assert [o.token_level for o in (grpo, gspo, capo, c2gspg)] == [True, False, True, False]
+    assert capo.takes_correctness and not grpo.takes_correctness
+    assert set(capo.hyper_parameters) == {"tau", "epsilon", "ref_low", "ref_high", "normalise", "aggregation"}
+    assert "ref_logps" not in grpo.hyper_parameters and "beta" in grpo.hyper_parameters
+    with pytest.raises(ValueError):
+        O.Objective(O.gspo_loss, reference="sometimes")
+
+
+def test_objective_call_passes_correctness_and_reference():
+    """The record calls CAPO with ``correct = reward > 0.5`` and ref_logps, GSPO with the rewards only."""
+    logps = torch.log(torch.tensor([[0.9, 0.8], [0.5, 0.4], [0.6, 0.7], [0.3, 0.2]]))
+    ref = torch.log(torch.tensor([[0.8, 0.8], [0.6, 0.5], [0.5, 0.6], [0.4, 0.4]]))
+    rewards, mask = torch.tensor([1.0, 0.0, 0.3, 0.9]), torch.ones(4, 2, dtype=torch.long)
+    loss, _ = O.OBJECTIVES["capo"](logps, logps, ref, rewards, mask, group_size=4, ref_high=1e9, ref_low=0.0)
+    direct, _ = O.capo_loss(logps, logps, ref, rewards > 0.5, mask.float(), group_size=4, ref_high=1e9, ref_low=0.0)
+    assert float(loss) == float(direct)
+    loss, _ = O.OBJECTIVES["gspo"](logps, logps, None, rewards, mask, group_size=4)
+    direct, _ = O.gspo_loss(logps, logps, rewards, mask.float(), group_size=4)
+    assert float(loss) == float(direct)

@@ -1,4 +1,4 @@
-"""CASPO pairing rules (seed 003 Algorithm 1)."""
+"""CASPO pairing rules (arXiv 2605.07353, Algorithm 1)."""
 
 from __future__ import annotations
 

@@ -35,12 +35,14 @@ def test_policy_engine_samples_live_weights(tokenizer_dir):
     """HFEngine around the tiny policy: n samples per prompt, exact entropies, logprobs == trainer's."""
     from training.models import load_model_and_tokenizer
     from training.rl import token_logps
-    from training.rollout import policy_engine, sample_groups
+    from training.rollout import PolicyEngine, RolloutEngine
 
     model, tok = load_model_and_tokenizer("tiny", tokenizer_dir)
     prompt = tok("What is 2+2?", add_special_tokens=False)["input_ids"]
     torch.manual_seed(0)
-    groups = sample_groups(policy_engine(model, tok), [prompt], 3, GenParams(max_tokens=5, top_logprobs=0))
+    engine = PolicyEngine(model, tok)
+    assert isinstance(engine, RolloutEngine) and engine.exact_entropy and not engine.shared
+    groups = engine.sample_groups([prompt], 3, GenParams(max_tokens=5, top_logprobs=0))
     assert len(groups) == 1 and len(groups[0]) == 3
     assert all(1 <= s.num_tokens <= 5 and len(s.entropies) == s.num_tokens for s in groups[0])
     r = rollout_from_steps([prompt], groups, tok.pad_token_id)
@@ -51,7 +53,7 @@ def test_policy_engine_samples_live_weights(tokenizer_dir):
     assert torch.allclose(ent[m], r.entropies[m], atol=1e-4)
     with torch.no_grad():  # the engine holds the live object: changed weights change what it samples from
         model.lm_head.weight.mul_(0.0)
-    flat = sample_groups(policy_engine(model, tok), [prompt], 1, GenParams(max_tokens=2, top_logprobs=0))[0][0]
+    flat = PolicyEngine(model, tok).sample_groups([prompt], 1, GenParams(max_tokens=2, top_logprobs=0))[0][0]
     assert flat.entropies[0] == pytest.approx(math.log(model.config.vocab_size), rel=1e-4)
 
 

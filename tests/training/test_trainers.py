@@ -207,7 +207,8 @@ def test_policy_update_by_groups_has_the_whole_batch_gradient(objective, aggrega
     from accelerate import Accelerator
 
     from training.models import build_tiny_model, load_tokenizer
-    from training.rl import Rollout, objective_loss, policy_update, token_logps
+    from training.objectives import OBJECTIVES
+    from training.rl import Rollout, policy_update, token_logps
 
     tok = load_tokenizer(tokenizer_dir)
     torch.manual_seed(0)
@@ -226,8 +227,8 @@ def test_policy_update_by_groups_has_the_whole_batch_gradient(objective, aggrega
         ref_logps = token_logps(build_tiny_model(tok, seed=1), rollout)
 
     logps = token_logps(model, rollout)
-    loss, _ = objective_loss(objective, logps, logps.detach(), ref_logps, rewards, completion_mask,
-                             group_size=size, hyper=args.objective_kwargs())
+    loss, _ = OBJECTIVES[objective](logps, logps.detach(), ref_logps, rewards, completion_mask,
+                                    group_size=size, **args.objective_kwargs())
     loss.backward()
     whole = {name: p.grad.clone() for name, p in model.named_parameters()}
     assert max(float(g.abs().max()) for g in whole.values()) > 1e-4  # a real gradient, not all zeros

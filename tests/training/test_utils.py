@@ -24,7 +24,7 @@ def test_rl_args_objective_kwargs_match_objectives():
 
     for name in OBJECTIVES:
         kwargs = RLArgs(objective=name, epsilon=0.1, epsilon_high=0.3).objective_kwargs()
-        params = inspect.signature(OBJECTIVES[name]).parameters
+        params = inspect.signature(OBJECTIVES[name].loss).parameters
         assert set(kwargs) <= set(params), name
     with pytest.raises(ValueError):
         RLArgs(objective="ppo").objective_kwargs()
