@@ -11,6 +11,7 @@
    adaptive modes branch at a step whose c is below it), and ``tau`` = the largest value that prunes
    at most ``tau_prune`` (5 %) of the correct answer paths (a path is tested against tau only while it
    holds no answer, so its lowest tested C is the product of all its step confidences but the last).
+   With fewer than 20 correct paths (5 % of them would be no path at all) every answer path counts.
 5. Evaluate raw vs calibrated ECE / Brier / AUROC on the held-out split; write the profile JSON with
    its provenance (dataset, items, model fingerprint, command) and that evaluation.
 
@@ -109,7 +110,8 @@ def fit_map(scores: Sequence[float], correct: Sequence[bool], *, folds: int = 5,
                     "n": len(x), "n_correct": n_pos}
 
 
-def cat_thresholds(rows: Sequence[dict], *, branching_rate: float, tau_prune: float = 0.05) -> dict:
+def cat_thresholds(rows: Sequence[dict], *, branching_rate: float, tau_prune: float = 0.05,
+                   min_correct: int = 20) -> dict:
     """CaT's ``confident_threshold`` and ``tau`` from graded CaT rows with candidates (see module doc)."""
     samples = [s for r in rows for s in (r.get("samples") or []) if s.get("step_confidences")]
     steps = np.array([c for s in samples for c in s["step_confidences"]], float)
@@ -121,11 +123,12 @@ def cat_thresholds(rows: Sequence[dict], *, branching_rate: float, tau_prune: fl
     def lowest_tested_c(s: dict) -> float:  # C before the answer step: the last C tested against tau
         return float(np.prod(s["step_confidences"][:-1])) if len(s["step_confidences"]) > 1 else 1.0
 
-    correct = sorted(lowest_tested_c(s) for s in samples if s.get("correct"))
+    values = sorted(lowest_tested_c(s) for s in samples if s.get("correct"))
     basis = "correct answer paths"
-    values = correct
-    if not values:
-        values, basis = sorted(lowest_tested_c(s) for s in samples), "all answer paths (no correct path)"
+    if len(values) < min_correct:  # 5 % of fewer than 20 paths is no path: the minimum of a handful
+        # of paths would be a guess, so the (lower, hence safer) C of every answer path stands in
+        values = sorted(lowest_tested_c(s) for s in samples)
+        basis = f"all answer paths (fewer than {min_correct} correct paths)"
     allowed = math.floor(tau_prune * len(values) + 1e-9)  # paths with C < values[allowed] are pruned
     tau = float(values[allowed])
     return {

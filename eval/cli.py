@@ -110,7 +110,7 @@ def run_config(args: argparse.Namespace, *, search: str, search_params: dict) ->
 
 
 def print_summary(summary: dict) -> None:
-    keys = ("strategy", "n", "n_errors", "accuracy", "ece", "brier", "auroc", "ppl_auc",
+    keys = ("strategy", "n", "n_errors", "accuracy", "ece", "raw_ece", "brier", "auroc", "ppl_auc",
             "tokens_per_query", "latency_p50_s", "latency_p95_s", "n_requested", "n_resumed")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
 

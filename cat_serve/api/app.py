@@ -29,19 +29,26 @@ def build_engine(config: ServerConfig) -> Engine:
     return create_engine(config.engine, path, name, **options)
 
 
+def _local_model_path(model: str) -> str | None:
+    try:
+        return resolve_model(model)[0]
+    except (FileNotFoundError, OSError):
+        return None
+
+
 def load_calibration(config: ServerConfig) -> CalibrationProfile | None:
     """The profile named by ``--calibration`` (see ``calibration.resolve_profile``); a profile
     fitted on other weights is still loaded, with a warning."""
     if config.calibration == "none":
         return None
-    model_path, _ = resolve_model(config.model)
+    model_path = _local_model_path(config.model)
     embedded = config.model in (None, "", EMBEDDED, EMBEDDED_NAME)
     path = resolve_profile(config.calibration, model_path, EMBEDDED_NAME if embedded else "", embedded)
     if path is None:
         return None
     profile = CalibrationProfile.load(path)  # ProfileError stops the server: a named file must load
     fitted = profile.provenance.get("model_fingerprint")
-    if fitted and fitted != model_fingerprint(model_path):
+    if fitted and model_path is not None and fitted != model_fingerprint(model_path):
         log.warning("calibration profile %s was fitted on other weights (%s)", path, fitted)
     return profile
 
@@ -50,7 +57,8 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = engine is None
-        profile = load_calibration(config)
+        # an injected engine (tests) gets a profile only when one is named explicitly
+        profile = load_calibration(config) if owned or config.calibration != "auto" else None
         eng = build_engine(config) if owned else engine
         app.state.serving = Serving(eng, config.default_max_tokens, profile)
         if owned:  # /v1/models reports it; cat-eval calibrate records it in a profile's provenance

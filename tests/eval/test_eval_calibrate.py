@@ -31,12 +31,15 @@ def row(*samples):
 
 def test_cat_thresholds_by_hand():
     rows = [row((True, [0.5, 0.4]), (False, [0.2, 0.6])), row((True, [0.9, 0.8, 0.3]))]
-    out = cat_thresholds(rows, branching_rate=0.5)
+    out = cat_thresholds(rows, branching_rate=0.5, min_correct=2)
     # steps sorted: 0.2 0.3 0.4 0.5 0.6 0.8 0.9 -> median 0.5
     assert out["confident_threshold"] == pytest.approx(0.5)
     # correct paths' C before their answer step: 0.5 and 0.9 * 0.8 = 0.72; 5 % of 2 paths = 0 may be
     # pruned -> tau = the smallest, 0.5 (C == tau survives)
     assert out["tau"] == pytest.approx(0.5) and out["fit"]["paths_pruned_at_tau"] == 0
+    # with fewer correct paths than min_correct, every answer path counts: C = 0.5, 0.2, 0.72 -> 0.2
+    out = cat_thresholds(rows, branching_rate=0.5, min_correct=3)
+    assert out["tau"] == pytest.approx(0.2) and "all answer paths" in out["fit"]["tau_basis"]
 
 
 def test_tau_prunes_at_most_five_percent_of_correct_paths():
@@ -45,7 +48,7 @@ def test_tau_prunes_at_most_five_percent_of_correct_paths():
     # 20 correct paths, C = 0.05, 0.10, ..., 1.0: one (5 %) may be pruned -> tau = 0.10
     assert out["tau"] == pytest.approx(0.10) and out["fit"]["paths_pruned_at_tau"] == 1
     no_correct = cat_thresholds([row((False, [0.3, 0.9]))], branching_rate=0.1)
-    assert no_correct["tau"] == pytest.approx(0.3) and "no correct" in no_correct["fit"]["tau_basis"]
+    assert no_correct["tau"] == pytest.approx(0.3) and "all answer paths" in no_correct["fit"]["tau_basis"]
 
 
 def test_evaluate_raw_vs_calibrated_ece():
@@ -62,3 +65,11 @@ def test_split_and_labelled_rows():
             {"raw_confidence": 0.0, "correct": False, "search": {"answer": None}},  # no answer: not mapped
             {"raw_confidence": 0.2, "correct": False, "search": {"answer": "1"}, "error": "boom"}]
     assert labelled(rows) == ([0.4], [True])
+
+
+def test_summaries_report_the_raw_score_calibration_too():
+    from eval.metrics import raw_calibration
+
+    rows = [{"raw_confidence": 0.9, "correct": True}, {"raw_confidence": 0.9, "correct": False}]
+    out = raw_calibration(rows)
+    assert out["raw_ece"] == pytest.approx(0.4) and out["raw_brier"] == pytest.approx((0.01 + 0.81) / 2)
