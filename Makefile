@@ -15,7 +15,11 @@ VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test model clean-venv
+# make calibrate: labelled runs through a server of its own (resumable), then the fitted profile:
+# cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
+CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --max-tokens 256 --concurrency 4
+
+.PHONY: install serve test model calibrate clean-venv
 
 install: $(STAMP)
 
@@ -43,6 +47,10 @@ serve: install
 test: install
 	$(PY) -m cat_serve.models >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+calibrate: install
+	$(PY) -m eval.cli calibrate --serve-model "$(MODEL)" $(CALIBRATE_ARGS) --no-progress \
+	  --out "runs/calibrate/$(notdir $(abspath $(MODEL)))"
 
 clean-venv:
 	rm -rf $(VENV)

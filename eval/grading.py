@@ -75,7 +75,10 @@ def grade_candidate(candidate: dict, gold: str) -> dict:
         ok = grade(f"\\boxed{{{answer}}}", gold)
     else:
         ok = False
-    return {"answer": answer, "correct": ok, "score": candidate.get("score")}
+    out = {"answer": answer, "correct": ok, "score": candidate.get("score")}
+    if candidate.get("step_confidences") is not None:  # CaT: c of each step (cat-eval calibrate)
+        out["step_confidences"] = list(candidate["step_confidences"])
+    return out
 
 
 def group_samples(samples: list[dict]) -> list[dict]:
@@ -86,6 +89,15 @@ def group_samples(samples: list[dict]) -> list[dict]:
     group_of = {i: g for g, members in enumerate(answers.cluster_answers([s["answer"] for s in samples]))
                 for i in members}
     return [{**s, "group": group_of.get(i)} for i, s in enumerate(samples)]
+
+
+def raw_confidence(response: dict) -> float | None:
+    """The strategy's raw score: ``search.raw_confidence`` when the server calibrated the choice's
+    confidence, else the choice's own confidence (no profile loaded, or a plain request)."""
+    search = response.get("search") or {}
+    if search.get("raw_confidence") is not None:
+        return float(search["raw_confidence"])
+    return response_confidence(response)
 
 
 def grade_row(response: dict, gold: str) -> dict:
@@ -99,6 +111,7 @@ def grade_row(response: dict, gold: str) -> dict:
         "extracted": extract_answer(text),
         "correct": grade(text, gold),
         "confidence": response_confidence(response),
+        "raw_confidence": raw_confidence(response),
         "perplexity": perplexity(token_logprobs(response)),
         "tokens": usage.get("completion_tokens"),
         "finish_reason": first_choice(response).get("finish_reason"),

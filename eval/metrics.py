@@ -199,6 +199,13 @@ def calibration_summary(conf: Sequence[float], correct: Sequence[bool]) -> dict:
     }
 
 
+def raw_calibration(rows: Sequence[dict]) -> dict:
+    """ECE and Brier of ``raw_confidence`` (the uncalibrated score) over rows that have it."""
+    conf = [float(r["raw_confidence"]) for r in rows]
+    correct = [bool(r["correct"]) for r in rows]
+    return {"raw_ece": ece(conf, correct), "raw_brier": brier(conf, correct)}
+
+
 def _vote(sample: dict) -> Hashable:
     """A sample's vote: its equivalence ``group`` when graded with one, else its answer text."""
     return sample["group"] if "group" in sample else sample.get("answer")
@@ -223,6 +230,8 @@ def summarize(rows: Sequence[dict]) -> dict:
         "n_abstained": sum(1 for r in ok if (r.get("search") or {}).get("abstained")),
         **calibration_summary([r["confidence"] for r in with_conf],
                               [bool(r["correct"]) for r in with_conf]),
+        # with a calibrated server, the strategy's own score too (rows graded before it lack it)
+        **raw_calibration([r for r in with_conf if r.get("raw_confidence") is not None]),
         "ppl_auc": ppl_auc([r["perplexity"] for r in with_ppl], [bool(r["correct"]) for r in with_ppl]),
         "maj@k": maj_at_k([[(_vote(s), bool(s.get("correct"))) for s in ss] for ss in samples]),
         "mean@k": mean_at_k([[bool(s.get("correct")) for s in ss] for ss in samples]),

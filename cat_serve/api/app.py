@@ -14,7 +14,8 @@ from cat_serve.api.routes import router
 from cat_serve.api.serving import Serving
 from cat_serve.config import ServerConfig
 from cat_serve.engine import Engine, create_engine
-from cat_serve.models import resolve_model
+from cat_serve.calibration import CalibrationProfile, model_fingerprint, resolve_profile
+from cat_serve.models import EMBEDDED, EMBEDDED_NAME, resolve_model
 
 log = logging.getLogger("cat_serve")
 
@@ -28,13 +29,42 @@ def build_engine(config: ServerConfig) -> Engine:
     return create_engine(config.engine, path, name, **options)
 
 
+def _local_model_path(model: str) -> str | None:
+    try:
+        return resolve_model(model)[0]
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def load_calibration(config: ServerConfig) -> CalibrationProfile | None:
+    """The profile named by ``--calibration`` (see ``calibration.resolve_profile``); a profile
+    fitted on other weights is still loaded, with a warning."""
+    if config.calibration == "none":
+        return None
+    model_path = _local_model_path(config.model)
+    embedded = config.model in (None, "", EMBEDDED, EMBEDDED_NAME)
+    path = resolve_profile(config.calibration, model_path, EMBEDDED_NAME if embedded else "", embedded)
+    if path is None:
+        return None
+    profile = CalibrationProfile.load(path)  # ProfileError stops the server: a named file must load
+    fitted = profile.provenance.get("model_fingerprint")
+    if fitted and model_path is not None and fitted != model_fingerprint(model_path):
+        log.warning("calibration profile %s was fitted on other weights (%s)", path, fitted)
+    return profile
+
+
 def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = engine is None
+        # an injected engine (tests) gets a profile only when one is named explicitly
+        profile = load_calibration(config) if owned or config.calibration != "auto" else None
         eng = build_engine(config) if owned else engine
-        app.state.serving = Serving(eng, config.default_max_tokens)
+        app.state.serving = Serving(eng, config.default_max_tokens, profile)
+        if owned:  # /v1/models reports it; cat-eval calibrate records it in a profile's provenance
+            app.state.serving.model_fingerprint = model_fingerprint(resolve_model(config.model)[0])
         print(banner(config, eng), flush=True)
+        print(f"calibration profile: {profile.path if profile else 'none'}", flush=True)
         try:
             yield
         finally:
@@ -75,7 +105,7 @@ def banner(config: ServerConfig, engine: Engine) -> str:
     url = f"http://{config.host}:{config.port}"
     m = engine.model_name
     return f"""
-cat-serve ready: {url}/v1  (model {m}, engine {engine.kind})
+cat-serve ready: {url}/v1  (model {m}, engine {engine.kind}, dtype {getattr(engine, "dtype", "auto")})
 
   curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{m}", "messages": [{{"role": "user", "content": "What is 7*6?"}}], "search": "cat"}}'

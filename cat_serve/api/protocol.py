@@ -57,7 +57,7 @@ class _Request(BaseModel):
             raise ValueError("stream_options is only allowed when stream is true")
         if isinstance(self.stop, list) and any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
-        if self.search_params is not None and self.search == NO_SEARCH:
+        if self.search_params and self.search == NO_SEARCH:  # {} is accepted: nothing to ignore
             raise ValueError("search_params given but search is 'none'")
         if self.search != NO_SEARCH and self.n != 1:
             raise ValueError("n must be 1 when search is used; size the search with search_params")

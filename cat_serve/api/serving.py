@@ -6,7 +6,8 @@ code path; ``ChatFormat`` / ``TextFormat`` build the JSON where the two formats 
 Search responses (``search != "none"``) add, beyond the OpenAI schema:
 - ``choices[i].confidence`` in [0, 1] (plain requests carry exp(mean token logprob) there);
 - a top-level ``search`` object: strategy, params, steps, expanded, pruned, tokens_generated,
-  engine_calls, wall_time_s, abstained, answer (and candidates when asked for).
+  engine_calls, wall_time_s, abstained, answer, raw_confidence (the strategy's own score),
+  calibrated (whether a calibration profile mapped it to ``confidence``), candidates when asked.
 Streaming a search sends progress chunks first: ordinary chunks with an empty delta and an extra
 top-level ``search_event`` object (``{"type": ..., ...}``), then the chosen text as one content delta,
 then a chunk with ``finish_reason``, ``confidence`` and ``search``, then usage (if asked), then [DONE].
@@ -65,9 +66,11 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 
 class Serving:
-    def __init__(self, engine: Engine, default_max_tokens: int):
+    def __init__(self, engine: Engine, default_max_tokens: int, calibration=None):
         self.engine = engine
         self.default_max_tokens = default_max_tokens
+        self.calibration = calibration  # a CalibrationProfile (cat_serve/calibration.py) or None
+        self.model_fingerprint: str | None = None  # calibration.model_fingerprint of the served weights
         self._token_text: dict[int, str] = {}
 
     # ------------------------------------------------------------------ entry points
@@ -96,7 +99,9 @@ class Serving:
         return {
             "object": "list",
             "data": [{"id": self.engine.model_name, "object": "model", "created": now(),
-                      "owned_by": "cat-serve", "max_model_len": self.engine.max_model_len}],
+                      "owned_by": "cat-serve", "max_model_len": self.engine.max_model_len,
+                      "fingerprint": self.model_fingerprint,
+                      "calibration": self.calibration.summary() if self.calibration else {"loaded": False}}],
         }
 
     def health(self) -> dict:
@@ -186,14 +191,15 @@ class Serving:
         from cat_serve.search.params import SearchParamsError
 
         try:
-            return registry.parse_params(req.search, req.search_params, req.search_defaults())
+            return registry.parse_params(req.search, req.search_params, req.search_defaults(), self.calibration)
         except SearchParamsError as e:
             raise APIError(400, str(e), param="search_params" if req.search in registry.available() else "search") from e
 
     async def _run_search(self, req, prompt, params, on_event=None) -> tuple[SearchResult, bool]:
         from cat_serve.search import registry
 
-        return await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event)
+        return await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event,
+                                         profile=self.calibration)
 
     async def _search(self, req, prompt, fmt: Format, params) -> dict:
         result, abstained = await self._run_search(req, prompt, params)
@@ -360,10 +366,13 @@ def search_object(result: SearchResult, abstained: bool, params) -> dict:
         "strategy": st.strategy, "params": st.params, "steps": st.steps, "expanded": st.expanded,
         "pruned": st.pruned, "tokens_generated": st.tokens_generated, "engine_calls": st.engine_calls,
         "wall_time_s": round(st.wall_time_s, 4), "abstained": abstained, "answer": result.answer,
+        "raw_confidence": result.raw_confidence, "calibrated": result.calibrated,
     }
     if getattr(params, "return_candidates", False):
         out["candidates"] = [{"text": c.text, "answer": c.answer, "score": c.score, "steps": c.steps,
-                              "finished": c.finished} for c in result.candidates]
+                              "finished": c.finished,
+                              **({"step_confidences": c.meta["step_confidences"]}
+                                 if "step_confidences" in c.meta else {})} for c in result.candidates]
     return out
 
 

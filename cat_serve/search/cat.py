@@ -69,6 +69,11 @@ class _Path:
     token_ids: tuple[int, ...]  # completion tokens after the prompt
     confidence: float  # cumulative C = product of step confidences
     depth: int = 0
+    step_confidences: tuple[float, ...] = ()  # c of each step (calibration fits CaT's thresholds on them)
+
+    def extend(self, step: Step, aggregation: str, depth: int) -> _Path:
+        c = step_confidence(step, aggregation)
+        return _Path(self.token_ids + step.token_ids, self.confidence * c, depth, self.step_confidences + (c,))
 
 
 @dataclass(frozen=True)
@@ -138,8 +143,7 @@ def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], dept
     params, decode = search.params, search.generator.decode
     survivors: list[_Path] = []
     for parent, step in candidates:
-        path = _Path(parent.token_ids + step.token_ids,
-                     parent.confidence * step_confidence(step, params.aggregation), depth)
+        path = parent.extend(step, params.aggregation, depth)
         if step.finish_reason == ABORTED:  # the client went away or the engine cut it: no step
             search.pruned += 1
             continue
@@ -235,8 +239,7 @@ async def follow_stream(search: _Search, path: _Path, depth: int) -> tuple[list[
         cut.append(slice_step(whole, seg.start, len(whole.token_ids), search.generator.decode(tail),
                               whole.finish_reason, None))
     for step in accepted:
-        path = _Path(path.token_ids + step.token_ids,
-                     path.confidence * step_confidence(step, params.aggregation), depth + 1)
+        path = path.extend(step, params.aggregation, depth + 1)
         depth += 1
     candidates = [(path, cut[0])]
     budget = min(params.max_step_tokens, params.max_tokens - len(path.token_ids))
@@ -323,6 +326,7 @@ def _result(generator: StepGenerator, answers: list[_Done], stats: SearchStats, 
             score=d.path.confidence,
             steps=d.path.depth,
             finished=d.finished,
+            meta={"step_confidences": list(d.path.step_confidences)},
         )
         for d in answers
     ) if with_candidates else ()

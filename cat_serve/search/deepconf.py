@@ -5,10 +5,14 @@ of ``window`` tokens; a trace's score = its lowest group confidence (``confidenc
 
 * offline: sample ``n`` traces in one call, keep the top ``eta``% by score, confidence-weighted vote.
 * online: sample ``warmup`` traces; the stopping threshold ``s`` is the ``(100 - eta)``-th
-  percentile of their scores (so eta% of them pass); then sample the other ``n - warmup`` traces in
-  one call whose ``early_stop`` cuts a trace as soon as the group confidence of its last
-  ``window`` tokens falls below ``s`` (checked once a full window exists). Stopped traces do not
+  percentile of their scores (so eta% of them pass); then sample the other traces in rounds of
+  ``batch`` (one call each) whose ``early_stop`` cuts a trace as soon as the group confidence of its
+  last ``window`` tokens falls below ``s`` (checked once a full window exists). Stopped traces do not
   vote; the warmup traces and the unstopped ones vote, filtered by the same rule ``score >= s``.
+  Consensus stop (the paper's Algorithm 2): after each round, stop sampling once the leading
+  answer's confidence-weighted vote share among the voters is >= ``consensus`` (beta, 0.95), or
+  when ``n`` traces exist. The paper checks after every trace; rounds of ``batch`` traces keep the
+  engine batched (``batch: 1`` is the paper's schedule).
 
 Confidence of the answer = its share of the total vote weight (scores) of the voting traces.
 """
@@ -80,19 +84,35 @@ async def _online(generator: StepGenerator, prompt_ids: Sequence[int], params: D
     if on_event is not None:
         on_event({"type": "warmup", "n": len(steps), "threshold": threshold})
     calls = 1
-    if params.n > params.warmup:
+
+    def voting() -> list[int]:
+        return [i for i, s in enumerate(steps)
+                if s.finish_reason != ABORTED and trace_score(s, params.window) >= threshold]
+
+    while len(steps) < params.n:
+        batch = min(params.batch, params.n - len(steps))
         steps += await sample_paths(
-            generator, prompt_ids, params.n - params.warmup, params, top_logprobs=TOP_K,
-            seed_offset=params.warmup, early_stop=below_threshold(threshold, params.window),
+            generator, prompt_ids, batch, params, top_logprobs=TOP_K,
+            seed_offset=len(steps), early_stop=below_threshold(threshold, params.window),
         )
         calls += 1
-    voters = [
-        i for i, s in enumerate(steps)
-        if s.finish_reason != ABORTED and trace_score(s, params.window) >= threshold
-    ]
+        share = consensus_share(generator, steps, voting(), params.window)
+        if on_event is not None:
+            on_event({"type": "round", "n": len(steps), "consensus": share})
+        if share is not None and share >= params.consensus:
+            break  # the paper's consensus stop: the leading answer holds >= beta of the vote
+    voters = voting()
     if on_event is not None:
         on_event({"type": "samples", "n": len(steps), "stopped": sum(s.finish_reason == ABORTED for s in steps)})
     return steps, voters, calls
+
+
+def consensus_share(generator: StepGenerator, steps: Sequence[Step], voters: Sequence[int],
+                    window: int) -> float | None:
+    """The leading answer's confidence-weighted vote share among ``voters`` (None: no answer yet)."""
+    answers = [extract_answer(step_text(generator, s)) for s in steps]
+    vote = weighted_vote(answers, [trace_score(s, window) for s in steps], voters)
+    return None if vote is None else vote.share
 
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: DeepConfParams,

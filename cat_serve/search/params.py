@@ -99,13 +99,19 @@ class SearchParams:
     max_tokens: int = _f(1024, "total token budget of one path (completion tokens)", lo=1, hi=1 << 17)
 
     @classmethod
-    def from_dict(cls, raw: dict | None, defaults: dict | None = None) -> SearchParams:
-        """Validate ``raw`` (search_params) over request ``defaults`` over the dataclass defaults."""
+    def from_dict(cls, raw: dict | None, defaults: dict | None = None,
+                  profile: dict | None = None) -> SearchParams:
+        """Validate ``raw`` (search_params) over request ``defaults`` over ``profile`` (a calibration
+        profile's values for this strategy) over the dataclass defaults."""
         if raw is not None and not isinstance(raw, dict):
             raise SearchParamsError(f"search_params must be an object, got {type(raw).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         merged: dict[str, Any] = {}
+        for key, value in (profile or {}).items():
+            if key not in fields:
+                raise SearchParamsError(f"calibration profile sets unknown field {key!r} of {cls.strategy!r}", key)
+            merged[key] = (value, "profile")
         for key, value in (defaults or {}).items():
             if key not in REQUEST_DEFAULT_KEYS:
                 raise SearchParamsError(f"unknown request default {key!r}", key)
@@ -165,10 +171,13 @@ class CaTParams(SearchParams):
     step_delimiters: tuple[str, ...] = _f(("\n\n",), "strings that end a reasoning step")
     aggregation: str = _f(ENTROPY, "token -> step confidence", choices=AGGREGATIONS)
     max_step_tokens: int = _f(256, "token limit of one step", lo=1, hi=1 << 17)
-    mode: str = _f("adaptive", "'faithful' = Algorithm 2 exactly; 'adaptive' = cheaper search; 'stream' = "
+    # stream is the default: the only mode whose cost stays below SC@K's (README, "Benchmarks")
+    mode: str = _f("stream", "'faithful' = Algorithm 2 exactly; 'adaptive' = cheaper search; 'stream' = "
                    "follow one path in a single streaming request, branching only at uncertain steps",
                    choices=("adaptive", "faithful", "stream"))
-    confident_threshold: float = _f(0.8, "adaptive: a step with confidence >= this is not branched",
+    # a model's calibration profile supplies its own value (cat-eval calibrate: the step-confidence
+    # quantile at a 10 % branching rate); 0.8 is far above any small model's typical step confidence
+    confident_threshold: float = _f(0.8, "adaptive/stream: a step with confidence >= this is not branched",
                                     lo=0.0, hi=1.0)
     consensus: int = _f(2, "adaptive: stop once this many completed answers agree (0 = never)", lo=0, hi=1024)
     beam: int | None = _f(None, "adaptive: width of the active set (default K); 1 follows the most "
@@ -220,6 +229,10 @@ class DeepConfParams(SearchParams):
     mode: str = _f("offline", "'offline' filters after sampling; 'online' stops traces early",
                    choices=("offline", "online"))
     warmup: int = _f(4, "online: traces sampled first to set the stopping threshold", lo=1, hi=512)
+    consensus: float = _f(0.95, "online: stop sampling once the leading answer's confidence-weighted "
+                          "vote share is >= this (beta)", lo=0.0, hi=1.0, lo_open=True)
+    batch: int = _f(2, "online: traces sampled per round after the warmup; consensus is checked "
+                    "after each round (1 = after every trace, as in the paper)", lo=1, hi=512)
 
     @classmethod
     def _finish(cls, values: dict) -> DeepConfParams:

@@ -3,6 +3,9 @@
     params = parse_params("cat", {"branches": 3}, {"temperature": 0.6})   # SearchParamsError -> 400
     result, abstained = await run_search("cat", generator, prompt_ids, params, on_event=print)
 
+With a calibration profile (``cat_serve/calibration.py``) the confidence is the profile's
+P(correct) for the strategy, and ``min_confidence`` thresholds that calibrated value.
+
 ``abstained`` is True when an answer was found but its confidence is below
 ``params.min_confidence``: the result is returned untouched (the caller may still show it as a
 candidate), but the HTTP layer must not present ``result.answer`` as the answer.
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
+from cat_serve.calibration import CalibrationProfile, calibrate_result
 from cat_serve.search import cat, deepconf, perplexity, self_consistency
 from cat_serve.search.generator import OnEvent, StepGenerator
 from cat_serve.search.params import (
@@ -56,9 +60,16 @@ def get(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-def parse_params(name: str, raw: dict | None, defaults: dict | None = None) -> SearchParams:
-    """Validated params of strategy ``name``; raises SearchParamsError (unknown name included)."""
-    return get(name).params_cls.from_dict(raw, defaults)
+def parse_params(name: str, raw: dict | None, defaults: dict | None = None,
+                 profile: CalibrationProfile | None = None) -> SearchParams:
+    """Validated params of strategy ``name``; raises SearchParamsError (unknown name included).
+
+    Precedence: ``raw`` (search_params) > ``defaults`` (request fields) > the calibration
+    ``profile``'s values for the strategy (CaT's thresholds) > the dataclass defaults.
+    """
+    strategy = get(name)
+    base = profile.defaults_for(name, raw if isinstance(raw, dict) else None) if profile else None
+    return strategy.params_cls.from_dict(raw, defaults, base)
 
 
 def abstains(result: SearchResult, params: SearchParams) -> bool:
@@ -67,13 +78,18 @@ def abstains(result: SearchResult, params: SearchParams) -> bool:
 
 
 async def run_search(name: str, generator: StepGenerator, prompt_ids: Sequence[int],
-                     params: SearchParams | None = None, on_event: OnEvent | None = None
-                     ) -> tuple[SearchResult, bool]:
-    """Run strategy ``name``; returns ``(result, abstained)`` (see the module docstring)."""
+                     params: SearchParams | None = None, on_event: OnEvent | None = None,
+                     profile: CalibrationProfile | None = None) -> tuple[SearchResult, bool]:
+    """Run strategy ``name``; returns ``(result, abstained)`` (see the module docstring).
+
+    The result's confidence goes through the ``profile``'s map for ``name`` (identity without one;
+    ``raw_confidence`` keeps the strategy's own score) before the abstention rule sees it.
+    """
     strategy = get(name)
     if params is None:
         params = strategy.params_cls.from_dict(None)
     if not isinstance(params, strategy.params_cls):
         raise TypeError(f"strategy {name!r} needs {strategy.params_cls.__name__}, got {type(params).__name__}")
     result = await strategy.run(generator, prompt_ids, params, on_event=on_event)
+    result = calibrate_result(result, profile.maps.get(name) if profile is not None else None)
     return result, abstains(result, params)

@@ -94,3 +94,7 @@ class SearchResult:
     stats: SearchStats
     candidates: tuple[Candidate, ...] = ()
     finish_reason: str = "stop"
+    # set by a calibration profile (cat_serve/calibration.py): ``confidence`` is then P(correct)
+    # and the strategy's own score moves here; None until calibration has looked at the result
+    raw_confidence: float | None = None
+    calibrated: bool = False

@@ -70,7 +70,7 @@ async def test_adaptive_escapes_greedy_path_too():
     # -> "so 5". Two "5"s agree (consensus 2), but the answer is still the highest C: 6.
     # tokens: 2 + 2 + 1 + 1 + 2 = 8 in 4 calls
     gen, prompt, _ = greedy_trap()
-    result = await cat.run(gen, prompt, params(branches=2, tau=0.1, max_step_tokens=8))
+    result = await cat.run(gen, prompt, params(mode="adaptive", branches=2, tau=0.1, max_step_tokens=8))
     assert result.answer == "6"
     assert result.confidence == pytest.approx(math.exp(-0.2))
     assert [c.n for c in gen.calls] == [1, 1, 1, 1]
@@ -263,7 +263,7 @@ async def test_adaptive_beam_one_follows_only_the_most_confident_branch():
     a, b = gen.script(prompt, cont("a", NL, entropy=0.1, finish=STOP), cont("b", NL, entropy=1.0, finish=STOP))
     gen.script(a, cont("\\boxed{5}", entropy=0.1))
     gen.script(b, cont("\\boxed{6}", entropy=0.1))
-    p = params(branches=2, beam=1, confident_threshold=1.0, tau=0.0, consensus=0, max_steps=3)
+    p = params(mode="adaptive", branches=2, beam=1, confident_threshold=1.0, tau=0.0, consensus=0, max_steps=3)
     result = await cat.run(gen, prompt, p)
     assert result.answer == "5"
     assert {pre for call in gen.calls for pre in call.prefixes} == {prompt, a}  # b never expanded

@@ -12,7 +12,7 @@ from tests.fakes import FakeGenerator, cont
 def test_precedence_search_params_over_request_over_defaults():
     p = registry.parse_params("cat", {"temperature": 0.3}, {"temperature": 0.9, "max_tokens": 99, "seed": None})
     assert (p.temperature, p.max_tokens, p.seed, p.top_p) == (0.3, 99, None, 1.0)
-    assert p.branches == 4 and p.mode == "adaptive" and p.step_delimiters == ("\n\n",)
+    assert p.branches == 4 and p.mode == "stream" and p.step_delimiters == ("\n\n",)
     assert p.tau == 0.05  # entropy default
     assert registry.parse_params("cat", {"aggregation": "mult"}, {}).tau == 0.0
     assert registry.parse_params("cat", {"step_delimiters": ["\n"]}, {}).to_dict()["step_delimiters"] == ["\n"]

@@ -7,7 +7,13 @@ import math
 import pytest
 
 from cat_serve.search import deepconf, perplexity, self_consistency
-from cat_serve.search.params import DeepConfParams, PerplexityParams, RPCParams, SelfConsistencyParams
+from cat_serve.search.params import (
+    DeepConfParams,
+    PerplexityParams,
+    RPCParams,
+    SearchParamsError,
+    SelfConsistencyParams,
+)
 from cat_serve.search.perplexity import low_component_posterior, reasoning_pruning
 from cat_serve.search.types import ABORTED
 from tests.fakes import FakeGenerator, cont
@@ -157,3 +163,47 @@ async def test_deepconf_offline_filter_and_weighted_vote(eta, answer, confidence
     result = await deepconf.run(gen, prompt, p)
     assert result.answer == answer and result.confidence == pytest.approx(confidence)
     assert len(gen.calls) == 1 and gen.calls[0].params.top_logprobs >= 2
+
+
+def consensus_script(first_other: bool) -> tuple[FakeGenerator, tuple[int, ...]]:
+    """Traces answering 7 score 2.0 (top logprobs 0, -4 -> C = 2.0 per token); the trace answering 3
+    scores 1.0 (top 0, -2). With first_other the second warmup trace answers 3."""
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    seven = cont("a", "b", " \\boxed{7}", top=[0.0, -4.0])
+    three = cont("c", "d", " \\boxed{3}", top=[0.0, -2.0])
+    gen.script(prompt, seven, three if first_other else seven, *[seven] * 6)
+    return gen, prompt
+
+
+async def test_deepconf_online_consensus_stop_after_first_round():
+    # warmup: two 7s (2.0, 2.0): threshold = 10th percentile = 2.0, both vote. Round 1 (batch 2):
+    # two more 7s -> share 8/8 = 1.0 >= 0.95 -> stop with 4 of the 8 traces, in 2 calls.
+    gen, prompt = consensus_script(first_other=False)
+    p = DeepConfParams.from_dict({"n": 8, "warmup": 2, "batch": 2, "window": 2, "mode": "online"}, {})
+    events = []
+    result = await deepconf.run(gen, prompt, p, on_event=events.append)
+    assert [(c.n, c.early_stop) for c in gen.calls] == [(2, False), (2, True)]
+    assert result.answer == "7" and result.confidence == pytest.approx(1.0)
+    assert result.stats.tokens_generated == 4 * 3
+    assert {"type": "round", "n": 4, "consensus": 1.0} in events
+
+
+@pytest.mark.parametrize(("beta", "calls", "share"), [
+    # warmup 7 (2.0) and 3 (1.0); eta 100 -> threshold = min = 1.0: both vote. Each round adds two
+    # 7s (4.0): after round 1 share = 6/7 = 0.857, after round 2 10/11 = 0.909, round 3 14/15 = 0.933.
+    (0.9, 3, 10 / 11),  # 0.857 < 0.9 goes on; 0.909 >= 0.9 stops: 6 traces
+    (0.95, 4, 14 / 15),  # never reached: all n = 8 traces
+])
+async def test_deepconf_online_consensus_threshold(beta, calls, share):
+    gen, prompt = consensus_script(first_other=True)
+    p = DeepConfParams.from_dict({"n": 8, "warmup": 2, "batch": 2, "window": 2, "eta": 100,
+                                  "mode": "online", "consensus": beta}, {})
+    result = await deepconf.run(gen, prompt, p)
+    assert len(gen.calls) == calls and result.stats.expanded == 2 * calls
+    assert result.answer == "7" and result.confidence == pytest.approx(share)
+
+
+def test_deepconf_consensus_must_be_positive():
+    with pytest.raises(SearchParamsError):
+        DeepConfParams.from_dict({"consensus": 0.0}, {})

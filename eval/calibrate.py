@@ -1,0 +1,304 @@
+"""``cat-eval calibrate``: fit a calibration profile (``cat_serve/calibration.py``) for one model.
+
+1. Collect labelled runs, one per strategy, through the server with calibration off (each row keeps
+   the strategy's raw score); runs are ``eval.runner`` folders, so an interrupted collection resumes.
+2. Split the items by position into a fit split and a held-out split (disjoint).
+3. Per strategy, fit a non-decreasing map raw score -> P(correct) on the fit split: isotonic
+   regression, Platt scaling, or the constant base rate (scikit-learn), whichever has the lowest
+   cross-validated log-loss (stratified k-fold).
+4. CaT's step thresholds for this model, from the fit split's CaT paths:
+   ``confident_threshold`` = the step-confidence quantile at the target branching rate (stream and
+   adaptive modes branch at a step whose c is below it), and ``tau`` = the largest value that prunes
+   at most ``tau_prune`` (5 %) of the correct answer paths (a path is tested against tau only while it
+   holds no answer, so its lowest tested C is the product of all its step confidences but the last).
+   With fewer than 20 correct paths (5 % of them would be no path at all) every answer path counts.
+5. Evaluate raw vs calibrated ECE / Brier / AUROC on the held-out split; write the profile JSON with
+   its provenance (dataset, items, model fingerprint, command) and that evaluation.
+
+Fitting needs scikit-learn; serving the profile does not (numpy only).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cat_serve.calibration import PROFILE_FILE, CalibrationProfile, ScoreMap, shipped_profile_path
+from eval import metrics, runner
+from eval.datasets import Item
+
+STRATEGIES = ("cat", "self_consistency", "ppl_consistency", "rpc", "deepconf")
+# CaT is collected in the served default mode with pruning off (tau is then fitted from the paths)
+# and with its candidate paths, whose step confidences set the thresholds.
+COLLECT_PARAMS = {"cat": {"mode": "stream", "confident_threshold": 0.25, "tau": 0.0, "return_candidates": True}}
+EPS = 1e-3  # predictions are clipped to [EPS, 1 - EPS] when scoring log-loss
+
+
+# ---------------------------------------------------------------------- fitting (pure)
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _fit_one(kind: str, x: np.ndarray, y: np.ndarray) -> ScoreMap | None:
+    """One candidate map fitted on (x, y); None when it cannot be monotone non-decreasing."""
+    if kind == "constant":  # the base rate, smoothed (Laplace) so that it is never 0 or 1
+        rate = (y.sum() + 0.5) / (len(y) + 1.0)
+        return ScoreMap("platt", a=0.0, b=float(math.log(rate / (1 - rate))))
+    if len(np.unique(y)) < 2:
+        return None
+    if kind == "isotonic":
+        from sklearn.isotonic import IsotonicRegression  # noqa: PLC0415
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(x, y)
+        xs, ys = np.asarray(iso.X_thresholds_, float), np.clip(np.asarray(iso.y_thresholds_, float), 0, 1)
+        if len(xs) == 1:
+            return ScoreMap("platt", a=0.0, b=float(math.log(max(ys[0], EPS) / max(1 - ys[0], EPS))))
+        return ScoreMap("isotonic", x=tuple(map(float, xs)), y=tuple(map(float, np.maximum.accumulate(ys))))
+    if kind == "platt":
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+        lr = LogisticRegression(C=100.0).fit(x.reshape(-1, 1), y)
+        a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        return ScoreMap("platt", a=a, b=b) if a >= 0 else None
+    raise ValueError(kind)
+
+
+def _predict(m: ScoreMap, x: np.ndarray) -> np.ndarray:
+    return np.array([m(float(v)) for v in x])
+
+
+def fit_map(scores: Sequence[float], correct: Sequence[bool], *, folds: int = 5, seed: int = 0
+            ) -> tuple[ScoreMap, dict]:
+    """The candidate (isotonic, platt, constant) with the lowest cross-validated log-loss, refitted
+    on all of (scores, correct); plus a report of every candidate's CV log-loss."""
+    x, y = np.asarray(scores, float), np.asarray(correct, float)
+    if len(x) == 0:
+        raise ValueError("no labelled scores to fit")
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    k = min(folds, n_pos, n_neg)
+    cv: dict[str, float | None] = {}
+    if k >= 2:
+        from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
+
+        for kind in ("isotonic", "platt", "constant"):
+            losses = []
+            for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x.reshape(-1, 1), y):
+                m = _fit_one(kind, x[tr], y[tr])
+                if m is None:
+                    losses = None
+                    break
+                losses.append(_log_loss(y[te], _predict(m, x[te])) * len(te))
+            cv[kind] = None if losses is None else sum(losses) / len(x)
+        best = min((v, kind) for kind, v in cv.items() if v is not None)[1]
+    else:  # fewer than 2 examples of a class: no cross-validation is possible; the base rate
+        best = "constant"
+    chosen = _fit_one(best, x, y) or _fit_one("constant", x, y)
+    return chosen, {"chosen": best, "cv_log_loss": cv, "folds": k if k >= 2 else 0,
+                    "n": len(x), "n_correct": n_pos}
+
+
+def cat_thresholds(rows: Sequence[dict], *, branching_rate: float, tau_prune: float = 0.05,
+                   min_correct: int = 20) -> dict:
+    """CaT's ``confident_threshold`` and ``tau`` from graded CaT rows with candidates (see module doc)."""
+    samples = [s for r in rows for s in (r.get("samples") or []) if s.get("step_confidences")]
+    steps = np.array([c for s in samples for c in s["step_confidences"]], float)
+    if steps.size == 0:
+        raise ValueError("no CaT step confidences in the fit rows (collect with return_candidates)")
+    # a step branches when c < threshold: the branching_rate quantile makes that fraction branch
+    threshold = float(np.quantile(steps, branching_rate))
+
+    def lowest_tested_c(s: dict) -> float:  # C before the answer step: the last C tested against tau
+        return float(np.prod(s["step_confidences"][:-1])) if len(s["step_confidences"]) > 1 else 1.0
+
+    values = sorted(lowest_tested_c(s) for s in samples if s.get("correct"))
+    basis = "correct answer paths"
+    if len(values) < min_correct:  # 5 % of fewer than 20 paths is no path: the minimum of a handful
+        # of paths would be a guess, so the (lower, hence safer) C of every answer path stands in
+        values = sorted(lowest_tested_c(s) for s in samples)
+        basis = f"all answer paths (fewer than {min_correct} correct paths)"
+    allowed = math.floor(tau_prune * len(values) + 1e-9)  # paths with C < values[allowed] are pruned
+    tau = float(values[allowed])
+    return {
+        "confident_threshold": round(threshold, 6), "tau": round(tau, 8), "aggregation": "entropy",
+        "fit": {"branching_rate": branching_rate, "n_steps": int(steps.size),
+                "step_confidence_quantiles": {q: round(float(np.quantile(steps, q)), 4)
+                                              for q in (0.05, 0.1, 0.25, 0.5, 0.75, 0.9)},
+                "tau_prune": tau_prune, "tau_basis": basis, "tau_paths": len(values),
+                "paths_pruned_at_tau": int(sum(v < tau for v in values))},
+    }
+
+
+def evaluate(score_map: ScoreMap, scores: Sequence[float], correct: Sequence[bool]) -> dict:
+    """Raw vs calibrated metrics on a (held-out) split."""
+    cal = [score_map(float(s)) for s in scores]
+    out = {"n": len(scores), "accuracy": metrics.accuracy(correct)}
+    for name, conf in (("raw", list(scores)), ("calibrated", cal)):
+        out[name] = {"ece": metrics.ece(conf, correct), "brier": metrics.brier(conf, correct),
+                     "auroc": metrics.auroc(conf, correct),
+                     "mean_confidence": float(np.mean(conf)) if conf else None}
+    raw, calib = out["raw"]["ece"], out["calibrated"]["ece"]
+    out["meets_target"] = None if raw is None else bool(calib <= 0.5 * raw or calib <= 0.05)
+    return out
+
+
+def labelled(rows: Sequence[dict]) -> tuple[list[float], list[bool]]:
+    """(raw score, correct) of rows with an answer; rows without one are not mapped (confidence 0)."""
+    kept = [r for r in rows if not r.get("error") and r.get("raw_confidence") is not None
+            and (r.get("search") or {}).get("answer") is not None]
+    return [float(r["raw_confidence"]) for r in kept], [bool(r["correct"]) for r in kept]
+
+
+# ---------------------------------------------------------------------- orchestration
+@dataclass(frozen=True)
+class CalibrateConfig:
+    base: runner.RunConfig  # base_url, out_dir, max_tokens, concurrency... (search filled per strategy)
+    strategies: tuple[str, ...] = STRATEGIES
+    holdout: float = 1 / 3  # the last third of the items is held out
+    branching_rate: float = 0.1
+    tau_prune: float = 0.05
+    folds: int = 5
+    command: str = ""
+    dataset_spec: dict | None = None
+
+
+def split(items: Sequence[Item], holdout: float) -> tuple[list[Item], list[Item]]:
+    n_hold = int(round(len(items) * holdout))
+    return list(items[: len(items) - n_hold]), list(items[len(items) - n_hold:])
+
+
+def collect(cfg: CalibrateConfig, items: Sequence[Item]) -> dict[str, list[dict]]:
+    """One resumable run per strategy over all ``items``; rows in item order."""
+    out = {}
+    for strategy in cfg.strategies:
+        rc = replace(cfg.base, search=strategy, out_dir=Path(cfg.base.out_dir) / strategy,
+                     search_params=COLLECT_PARAMS.get(strategy, {}))
+        runner.run(rc, items)
+        latest = runner.latest_by_id(runner.read_rows(rc.out_dir / runner.RESULTS))
+        out[strategy] = [latest[it.id] for it in items if it.id in latest]
+    return out
+
+
+def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], fit_ids: set[str],
+                  hold_ids: set[str], model: dict) -> CalibrationProfile:
+    maps, fits, evaluation, defaults = {}, {}, {}, {}
+    for strategy, srows in rows.items():
+        fit_rows = [r for r in srows if r["id"] in fit_ids]
+        hold_rows = [r for r in srows if r["id"] in hold_ids]
+        score_map, report = fit_map(*labelled(fit_rows), folds=cfg.folds)
+        maps[strategy], fits[strategy] = score_map, report
+        evaluation[strategy] = evaluate(score_map, *labelled(hold_rows))
+        if strategy == "cat":
+            defaults["cat"] = cat_thresholds(fit_rows, branching_rate=cfg.branching_rate,
+                                             tau_prune=cfg.tau_prune)
+    fitted_defaults = {k: {p: v for p, v in d.items() if p != "fit"} for k, d in defaults.items()}
+    provenance = {
+        "dataset": cfg.base.dataset, "split": cfg.dataset_spec,
+        "fit_items": len(fit_ids), "held_out_items": len(hold_ids),
+        "model": model.get("id"), "model_fingerprint": model.get("fingerprint"),
+        "command": cfg.command, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "collection": {"temperature": runner.effective_temperature(replace(cfg.base, search="cat")),
+                       "max_tokens": cfg.base.max_tokens, "params": {s: COLLECT_PARAMS.get(s, {}) for s in rows},
+                       "runs": str(cfg.base.out_dir)},
+        "fits": fits, "cat_threshold_fit": {k: d["fit"] for k, d in defaults.items()},
+    }
+    return CalibrationProfile(maps=maps, search_defaults=fitted_defaults, provenance=provenance,
+                              evaluation=evaluation)
+
+
+def model_info(base_url: str, api_key: str = "EMPTY") -> dict:
+    import httpx  # noqa: PLC0415
+
+    r = httpx.get(f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+    r.raise_for_status()
+    return r.json()["data"][0]
+
+
+def calibrate(cfg: CalibrateConfig, items: Sequence[Item], profile_path: Path) -> CalibrationProfile:
+    fit, hold = split(items, cfg.holdout)
+    model = model_info(cfg.base.base_url, cfg.base.api_key)
+    if (model.get("calibration") or {}).get("loaded"):
+        raise SystemExit("the server has a calibration profile loaded: start it with --calibration none")
+    rows = collect(cfg, items)
+    profile = build_profile(cfg, rows, {it.id for it in fit}, {it.id for it in hold}, model)
+    profile.save(profile_path)
+    return profile
+
+
+def default_profile_path(model: str) -> Path:
+    """Embedded model: the profile shipped in cat_serve/profiles/; a checkpoint dir: inside it."""
+    from cat_serve.models import EMBEDDED, EMBEDDED_NAME  # noqa: PLC0415
+
+    if model in (EMBEDDED, EMBEDDED_NAME):
+        return shipped_profile_path(EMBEDDED_NAME)
+    if Path(model).is_dir():
+        return Path(model) / PROFILE_FILE
+    raise SystemExit(f"--profile is required for model {model!r} (not the embedded model or a directory)")
+
+
+# ---------------------------------------------------------------------- a server of our own
+class OwnServer:
+    """``python -m cat_serve --model M --calibration none`` on a free port, for ``--serve-model``."""
+
+    def __init__(self, model: str, log_path: Path, extra: Sequence[str] = ()):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "cat_serve", "--model", model, "--port", str(self.port),
+               "--calibration", "none", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def wait(self, timeout: float = 900) -> None:
+        import httpx  # noqa: PLC0415
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited ({self.proc.returncode}); log: {self.log_path}")
+            try:
+                if httpx.get(self.base_url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(2)
+        self.stop()
+        raise SystemExit(f"server not ready after {timeout}s; log: {self.log_path}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def print_evaluation(profile: CalibrationProfile) -> None:
+    print("| strategy | held-out n | acc | raw ECE | calibrated ECE | raw Brier | cal. Brier | map | target met |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s, e in profile.evaluation.items():
+        f = profile.provenance["fits"][s]
+        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"| {s} | {e['n']} | {fmt(e['accuracy'])} | {fmt(e['raw']['ece'])} | {fmt(e['calibrated']['ece'])} "
+              f"| {fmt(e['raw']['brier'])} | {fmt(e['calibrated']['brier'])} | {f['chosen']} | {e['meets_target']} |")
+    if "cat" in profile.search_defaults:
+        print("cat defaults:", json.dumps(profile.search_defaults["cat"]))
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["cat-eval", *sys.argv[1:]])

@@ -1,0 +1,75 @@
+"""cat-eval calibrate's fitting pieces on hand-computed data (no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cat_serve.calibration import ScoreMap
+from eval.calibrate import cat_thresholds, evaluate, fit_map, labelled, split
+
+
+def test_single_class_gets_the_smoothed_base_rate():
+    m, report = fit_map([0.1, 0.5, 0.9, 0.3], [False] * 4)
+    assert report["chosen"] == "constant" and report["folds"] == 0
+    assert m(0.0) == pytest.approx(0.5 / 5) and m(1.0) == pytest.approx(0.1)  # (0 + 0.5) / (4 + 1)
+
+
+def test_informative_scores_get_an_increasing_map():
+    scores = [0.1, 0.15, 0.2, 0.25, 0.3, 0.7, 0.75, 0.8, 0.85, 0.9] * 2
+    correct = [s > 0.5 for s in scores]
+    m, report = fit_map(scores, correct)
+    assert report["chosen"] in ("isotonic", "platt") and report["folds"] == 5
+    assert report["cv_log_loss"][report["chosen"]] < report["cv_log_loss"]["constant"]
+    assert m(0.15) < 0.5 < m(0.85)
+    values = [m(i / 50) for i in range(51)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+def row(*samples):
+    return {"samples": [{"correct": ok, "step_confidences": confs} for ok, confs in samples]}
+
+
+def test_cat_thresholds_by_hand():
+    rows = [row((True, [0.5, 0.4]), (False, [0.2, 0.6])), row((True, [0.9, 0.8, 0.3]))]
+    out = cat_thresholds(rows, branching_rate=0.5, min_correct=2)
+    # steps sorted: 0.2 0.3 0.4 0.5 0.6 0.8 0.9 -> median 0.5
+    assert out["confident_threshold"] == pytest.approx(0.5)
+    # correct paths' C before their answer step: 0.5 and 0.9 * 0.8 = 0.72; 5 % of 2 paths = 0 may be
+    # pruned -> tau = the smallest, 0.5 (C == tau survives)
+    assert out["tau"] == pytest.approx(0.5) and out["fit"]["paths_pruned_at_tau"] == 0
+    # with fewer correct paths than min_correct, every answer path counts: C = 0.5, 0.2, 0.72 -> 0.2
+    out = cat_thresholds(rows, branching_rate=0.5, min_correct=3)
+    assert out["tau"] == pytest.approx(0.2) and "all answer paths" in out["fit"]["tau_basis"]
+
+
+def test_tau_prunes_at_most_five_percent_of_correct_paths():
+    rows = [row(*[(True, [k / 20, 1.0]) for k in range(1, 21)])]
+    out = cat_thresholds(rows, branching_rate=0.1)
+    # 20 correct paths, C = 0.05, 0.10, ..., 1.0: one (5 %) may be pruned -> tau = 0.10
+    assert out["tau"] == pytest.approx(0.10) and out["fit"]["paths_pruned_at_tau"] == 1
+    no_correct = cat_thresholds([row((False, [0.3, 0.9]))], branching_rate=0.1)
+    assert no_correct["tau"] == pytest.approx(0.3) and "all answer paths" in no_correct["fit"]["tau_basis"]
+
+
+def test_evaluate_raw_vs_calibrated_ece():
+    half = ScoreMap("platt", a=0.0, b=0.0)  # always 0.5
+    out = evaluate(half, [0.9, 0.9], [True, False])
+    assert out["raw"]["ece"] == pytest.approx(0.4) and out["calibrated"]["ece"] == pytest.approx(0.0)
+    assert out["meets_target"] is True
+
+
+def test_split_and_labelled_rows():
+    fit, hold = split(list(range(6)), 1 / 3)
+    assert fit == [0, 1, 2, 3] and hold == [4, 5]
+    rows = [{"raw_confidence": 0.4, "correct": True, "search": {"answer": "3"}},
+            {"raw_confidence": 0.0, "correct": False, "search": {"answer": None}},  # no answer: not mapped
+            {"raw_confidence": 0.2, "correct": False, "search": {"answer": "1"}, "error": "boom"}]
+    assert labelled(rows) == ([0.4], [True])
+
+
+def test_summaries_report_the_raw_score_calibration_too():
+    from eval.metrics import raw_calibration
+
+    rows = [{"raw_confidence": 0.9, "correct": True}, {"raw_confidence": 0.9, "correct": False}]
+    out = raw_calibration(rows)
+    assert out["raw_ece"] == pytest.approx(0.4) and out["raw_brier"] == pytest.approx((0.01 + 0.81) / 2)
