@@ -13,7 +13,7 @@ from cat_serve.api.protocol import APIError
 from cat_serve.api.routes import router
 from cat_serve.api.serving import Serving
 from cat_serve.config import ServerConfig
-from cat_serve.engine import Engine, create_engine
+from cat_serve.engine import Engine, create_engine, vllm_available
 from cat_serve.models import resolve_model
 
 log = logging.getLogger("cat_serve")
@@ -25,6 +25,8 @@ def build_engine(config: ServerConfig) -> Engine:
     if config.engine != "transformers":
         options.update(dtype=config.dtype, kv_cache_gib=config.kv_cache_gib,
                        gpu_memory_utilization=config.gpu_memory_utilization)
+    if config.engine == "transformers" or (config.engine == "auto" and not vllm_available()):
+        options.update(device=config.device, dtype=config.dtype)
     return create_engine(config.engine, path, name, **options)
 
 
