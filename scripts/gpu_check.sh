@@ -113,11 +113,11 @@ phase_bench() {
   timed bench "$PY" -m eval.cli bench "${common[@]}" --k 4 --searches none,self_consistency,cat \
     --search-params '{"cat": {"mode": "stream", "confident_threshold": 0.08, "tau": 0.0}}' --out "$OUT_DIR/bench" \
     2>&1 | tail -8
+  timed throughput "$PY" scripts/throughput.py --base-url "$base" --levels 1,16 --max-tokens 128 \
+    --out "$OUT_DIR/throughput.json"
   timed cat_adaptive "$PY" -m eval.cli run "${common[@]}" --search cat \
     --search-params '{"branches": 4, "return_candidates": true, "mode": "adaptive", "beam": 1, "confident_threshold": 0.25, "tau": 0.0}' \
     --out "$OUT_DIR/bench/cat_adaptive" 2>&1 | tail -3
-  timed throughput "$PY" scripts/throughput.py --base-url "$base" --levels 1,16 --max-tokens 128 \
-    --out "$OUT_DIR/throughput.json"
   unserve
 }
 

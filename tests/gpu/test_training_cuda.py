@@ -82,7 +82,7 @@ def test_sft_on_cuda_bf16(tmp_path, tokenizer_dir):
     from training.sft import train_sft
 
     args = SFTArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "sft"), max_steps=2,
-                   batch_size=2, learning_rate=1e-3, max_length=64)
+                   batch_size=2, learning_rate=1e-3, max_length=256)
     path = train_sft(args, examples=EXAMPLES)
     assert read_state(path)["step"] == 2
     finite_weights(path)
