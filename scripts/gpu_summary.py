@@ -64,13 +64,21 @@ def bench(out: Path) -> list[str]:
     sc, none = summaries.get("self_consistency", {}), summaries.get("none", {})
     rows = report.bench_rows({k: v for k, v in summaries.items()})
     lines = [report.markdown_table(rows)]
+    rows_of = {name: {r["id"]: r for r in jsonl(out / "bench" / sub / "results.jsonl") if not r.get("error")}
+               for name, sub in (("none", "none"), ("self_consistency", "self_consistency"),
+                                 ("cat (stream)", "cat"), ("cat (adaptive)", "cat_adaptive"))}
     for cat in ("cat (stream)", "cat (adaptive)"):
-        s = summaries.get(cat)
-        if s and none.get("latency_p50_s") and sc.get("tokens_per_query"):
-            lines.append(f"- {cat}: p50 latency / greedy p50 latency = "
-                         f"**{s['latency_p50_s'] / none['latency_p50_s']:.2f}x**; tokens / SC@4 tokens = "
-                         f"**{s['tokens_per_query'] / sc['tokens_per_query']:.2f}x**; n = {s.get('n')}, "
-                         f"errors = {s.get('n_errors')}")
+        mine = rows_of.get(cat) or {}
+        ids = [i for i in mine if i in rows_of["none"] and i in rows_of["self_consistency"]]
+        if not ids:
+            continue
+        greedy, sc4 = rows_of["none"], rows_of["self_consistency"]
+        p50 = lambda rows: statistics.median(rows[i]["latency_s"] for i in ids)  # noqa: E731
+        tok = lambda rows: statistics.mean(rows[i]["tokens"] for i in ids)  # noqa: E731
+        scope = "all items" if len(ids) == len(greedy) else f"ONLY the {len(ids)} items it finished (same items for all)"
+        lines.append(f"- {cat}, {scope}: p50 latency / greedy p50 latency = **{p50(mine) / p50(greedy):.2f}x**; "
+                     f"tokens / SC@4 tokens = **{tok(mine) / tok(sc4):.2f}x** (greedy p50 {p50(greedy):.2f} s, "
+                     f"{tok(greedy):.0f} tok; SC@4 {tok(sc4):.0f} tok; {cat} p50 {p50(mine):.2f} s, {tok(mine):.0f} tok)")
     return lines
 
 
