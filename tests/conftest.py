@@ -95,3 +95,15 @@ def hf_server(tmp_path_factory):
     server = start_server("transformers", tmp_path_factory.mktemp("hf"))
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def hf_cuda_server(tmp_path_factory):
+    """The transformers engine on the GPU (``--device cuda``); skipped without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    server = start_server("transformers", tmp_path_factory.mktemp("hf-cuda"), "--device", "cuda")
+    yield server
+    stop_server(server)

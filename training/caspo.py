@@ -39,7 +39,7 @@ from training.checkpoint import is_checkpoint, read_metrics, read_state, save_ch
 from training.config import CASPOArgs
 from training.data import GSM8KExample, load_gsm8k
 from training.judge import CriticJudge, judge_step
-from training.models import load_model_and_tokenizer, trainer_precision_kwargs
+from training.models import load_model_and_tokenizer, train_device, trainer_precision_kwargs
 from training.pairs import INCORRECT, Competitor, PreferencePair, StepSample, caspo_pairs
 from training.rl import question_prompt_ids
 
@@ -149,6 +149,7 @@ def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
         start, history = read_state(args.output_dir)["round"], read_metrics(args.output_dir)
         model_path, pair_files = args.output_dir, _load_pairs(Path(args.output_dir))
     model, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
+    model = model.to(train_device())  # collection samples on the GPU too (DPOTrainer would move it only later)
     path = Path(args.output_dir)
     for r in range(start, args.rounds):
         torch.manual_seed(args.seed + r)

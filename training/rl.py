@@ -48,7 +48,7 @@ from training import objectives as O
 from training.checkpoint import is_checkpoint, read_metrics, read_state, save_checkpoint
 from training.config import RLArgs
 from training.data import GSM8KExample, load_gsm8k
-from training.models import load_model_and_tokenizer
+from training.models import load_model_and_tokenizer, mixed_precision
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -191,7 +191,7 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
     rollout = sample_rollouts(engine, tokenizer, prompts, args, device, seed=seed)
     golds = [ex.gold for ex in batch for _ in range(args.group_size)]
     rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]
-    with torch.no_grad():
+    with torch.no_grad(), accelerator.autocast():  # the reference in the policy's precision (bf16 on a GPU)
         ref_logps = token_logps(ref, rollout, chunk=args.group_size) if ref is not None else None
         old_logps = entropy = None
         if args.inner_epochs > 1:  # pi_old must stay fixed while the updates move pi_theta
@@ -297,7 +297,9 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
 
     from training.rollout import make_rollout_engine
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # bf16 autocast on a GPU that has it (a launcher's own --mixed_precision wins)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision=os.environ.get("ACCELERATE_MIXED_PRECISION") or mixed_precision())
     check_distributed_type(accelerator.distributed_type)
     reward_fn = reward_fn or grade_rewards
     examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit,

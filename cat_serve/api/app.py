@@ -13,7 +13,7 @@ from cat_serve.api.protocol import APIError
 from cat_serve.api.routes import router
 from cat_serve.api.serving import Serving
 from cat_serve.config import ServerConfig
-from cat_serve.engine import Engine, create_engine
+from cat_serve.engine import Engine, create_engine, vllm_available
 from cat_serve.calibration import CalibrationProfile, model_fingerprint, resolve_profile
 from cat_serve.models import EMBEDDED, EMBEDDED_NAME, resolve_model
 
@@ -26,6 +26,8 @@ def build_engine(config: ServerConfig) -> Engine:
     if config.engine != "transformers":
         options.update(dtype=config.dtype, kv_cache_gib=config.kv_cache_gib,
                        gpu_memory_utilization=config.gpu_memory_utilization)
+    if config.engine == "transformers" or (config.engine == "auto" and not vllm_available()):
+        options.update(device=config.device, dtype=config.dtype)
     return create_engine(config.engine, path, name, **options)
 
 

@@ -107,6 +107,8 @@ class Serving:
     def health(self) -> dict:
         out = {"status": "ok", "engine": self.engine.kind, "model": self.engine.model_name,
                "inflight_requests": self.engine.num_inflight()}
+        if hasattr(self.engine, "device"):  # transformers: where the model runs
+            out["device"] = self.engine.device
         if hasattr(self.engine, "prefix_cache_stats"):  # vLLM only
             out["prefix_cache"] = self.engine.prefix_cache_stats()
         return out

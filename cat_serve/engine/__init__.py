@@ -25,7 +25,8 @@ def create_engine(kind: str, model_path: str, model_name: str, **options) -> Eng
         return VLLMEngine.create(model_path, model_name, **options)
     from cat_serve.engine.hf_engine import HFEngine
 
-    return HFEngine.create(model_path, model_name, max_model_len=options.get("max_model_len"))
+    return HFEngine.create(model_path, model_name, max_model_len=options.get("max_model_len"),
+                           device=options.get("device", "auto"), dtype=options.get("dtype", "auto"))
 
 
 __all__ = ["ENGINES", "Engine", "PromptTooLongError", "create_engine", "vllm_available"]

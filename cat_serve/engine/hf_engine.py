@@ -7,7 +7,8 @@ Entropy is exact: -sum p log p over the full vocabulary of the raw (untempered) 
 Each decode step's forward pass runs in a worker thread; sampling, stop strings and callbacks run
 on the event loop, so cancelling the awaiting task stops generation at the next token.
 Batches go to the model's device (CPU or an accelerator; the KV cache stays there) and only the
-last position's logits come back to the CPU, where sampling uses seeded CPU generators.
+last position's logits come back to the CPU, where sampling uses seeded CPU generators. The server
+puts the model on CUDA when it has it (``--device auto``), in float32 unless ``--dtype`` says otherwise.
 """
 
 from __future__ import annotations
@@ -38,14 +39,22 @@ class HFEngine:
         self._lock = asyncio.Lock()  # one batch at a time on the model
         self._inflight = 0
 
+    @property
+    def device(self) -> str:
+        """Where the model's weights are: ``cpu``, ``cuda:0``, ..."""
+        return str(next(self.model.parameters()).device)
+
     @classmethod
-    def create(cls, model_path: str, model_name: str, *, max_model_len: int | None = None) -> HFEngine:
+    def create(cls, model_path: str, model_name: str, *, max_model_len: int | None = None,
+               device: str = "auto", dtype: str = "auto") -> HFEngine:
+        """``device``: auto (CUDA when available, else CPU) | cpu | cuda | cuda:N.
+        ``dtype``: auto (float32: exact entropies) | float32 | bfloat16 | float16."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        return cls(model, tokenizer, model_name, max_model_len)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype(dtype))
+        return cls(model.to(resolve_device(device)), tokenizer, model_name, max_model_len)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return decode(self.tokenizer, token_ids)
@@ -161,6 +170,27 @@ class _Seq(StepBuilder):
             i, s = find_stop(text, [self.stop])
             text = text[: i + len(s)] if params.include_stop_str else text[:i]
         return self.finish(self.reason or LENGTH, self.stop, text=text)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; a CUDA device without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device")
+    return device
+
+
+def resolve_dtype(dtype: str):
+    import torch
+
+    if dtype in ("auto", "float32", "float"):
+        return torch.float32
+    if dtype in ("bfloat16", "float16", "half"):
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16}[dtype]
+    raise ValueError(f"unknown dtype {dtype!r} for the transformers engine")
 
 
 def _generator(seed: int | None):

@@ -26,6 +26,13 @@ SEARCH_KEYS = {"strategy", "params", "steps", "expanded", "pruned", "tokens_gene
                "wall_time_s", "abstained", "answer"}
 
 
+@pytest.fixture
+def server(vllm_server):
+    """The server under test; tests/gpu/test_search_cuda.py runs these same tests on the transformers
+    engine on CUDA by overriding this fixture."""
+    return vllm_server
+
+
 def test_every_strategy_is_tested():
     assert sorted(SMALL) == sorted(available())
 
@@ -37,9 +44,9 @@ CASES = [(name, params) for name, params in sorted(SMALL.items())] + [
 
 
 @pytest.mark.parametrize("strategy,search_params", CASES)
-def test_search_response_contract(vllm_server, strategy, search_params):
-    r = vllm_server.client().chat.completions.create(
-        model=vllm_server.model, messages=Q,
+def test_search_response_contract(server, strategy, search_params):
+    r = server.client().chat.completions.create(
+        model=server.model, messages=Q,
         extra_body={"search": strategy, "search_params": {**search_params, "seed": 1}})
     choice = r.choices[0]
     search = r.model_extra["search"]
@@ -57,9 +64,9 @@ def test_search_response_contract(vllm_server, strategy, search_params):
         assert search["answer"] is not None and choice.message.content
 
 
-def test_completions_endpoint_search_with_candidates(vllm_server):
-    r = vllm_server.client().completions.create(
-        model=vllm_server.model, prompt="Q: What is 2 plus 2?\nA: The answer is", max_tokens=16,
+def test_completions_endpoint_search_with_candidates(server):
+    r = server.client().completions.create(
+        model=server.model, prompt="Q: What is 2 plus 2?\nA: The answer is", max_tokens=16,
         extra_body={"search": "self_consistency", "search_params": {"n": 3, "return_candidates": True}})
     search = r.model_extra["search"]
     assert len(search["candidates"]) == 3
@@ -67,9 +74,9 @@ def test_completions_endpoint_search_with_candidates(vllm_server):
     assert search["params"]["max_tokens"] == 16  # the request's max_tokens is the search default
 
 
-def test_min_confidence_abstains(vllm_server):
-    r = vllm_server.client().chat.completions.create(
-        model=vllm_server.model, messages=Q, max_tokens=40,
+def test_min_confidence_abstains(server):
+    r = server.client().chat.completions.create(
+        model=server.model, messages=Q, max_tokens=40,
         extra_body={"search": "self_consistency", "search_params": {"n": 2, "min_confidence": 1.0,
                                                                     "temperature": 1.2, "seed": 3}})
     search = r.model_extra["search"]
@@ -81,16 +88,16 @@ def test_min_confidence_abstains(vllm_server):
     {"tau": 2.0}, {"branches": 0}, {"no_such_param": 1}, {"aggregation": "max"},
     {"mode": "greedy"}, {"step_delimiters": [""]}, {"max_steps": "ten"}, {"min_confidence": -0.1},
 ])
-def test_bad_search_params_are_400(vllm_server, params):
-    r = httpx.post(f"{vllm_server.base_url}/chat/completions", timeout=30,
-                   json={"model": vllm_server.model, "messages": Q, "search": "cat", "search_params": params})
+def test_bad_search_params_are_400(server, params):
+    r = httpx.post(f"{server.base_url}/chat/completions", timeout=30,
+                   json={"model": server.model, "messages": Q, "search": "cat", "search_params": params})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] in ("search_params", "search")
 
 
-def test_streaming_search_is_parseable_by_sdk(vllm_server):
-    chunks = list(vllm_server.client().chat.completions.create(
-        model=vllm_server.model, messages=Q, stream=True, stream_options={"include_usage": True},
+def test_streaming_search_is_parseable_by_sdk(server):
+    chunks = list(server.client().chat.completions.create(
+        model=server.model, messages=Q, stream=True, stream_options={"include_usage": True},
         extra_body={"search": "cat", "search_params": SMALL["cat"]}))
     events = [c.model_extra["search_event"] for c in chunks if c.model_extra.get("search_event")]
     assert events and all("type" in e for e in events)
@@ -116,32 +123,32 @@ LONG_CAT = {"search": "cat", "search_params": {"branches": 4, "max_steps": 64, "
                                                "step_delimiters": ["\n\n\n\n"], "max_tokens": 4096}}
 
 
-def test_disconnect_during_streaming_cat_aborts_within_1s(vllm_server):
-    body = {"model": vllm_server.model, "messages": STORY, "stream": True, **LONG_CAT}
-    with httpx.stream("POST", f"{vllm_server.base_url}/chat/completions", json=body, timeout=60) as r:
+def test_disconnect_during_streaming_cat_aborts_within_1s(server):
+    body = {"model": server.model, "messages": STORY, "stream": True, **LONG_CAT}
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=60) as r:
         assert r.status_code == 200
         lines = r.iter_lines()  # keep a reference: a collected iterator closes the response
         next(lines)  # the role chunk: the search is running
-        assert _wait_inflight(vllm_server, lambda n: n >= 4, 30) is not None  # 4 candidates in flight
+        assert _wait_inflight(server, lambda n: n >= 4, 30) is not None  # 4 candidates in flight
     # leaving the block closed the connection
-    elapsed = _wait_inflight(vllm_server, lambda n: n == 0, 5)
+    elapsed = _wait_inflight(server, lambda n: n == 0, 5)
     assert elapsed is not None and elapsed <= 1.0, elapsed
 
 
-def test_disconnect_during_blocking_cat_aborts_within_1s(vllm_server):
-    body = {"model": vllm_server.model, "messages": STORY, **LONG_CAT}
+def test_disconnect_during_blocking_cat_aborts_within_1s(server):
+    body = {"model": server.model, "messages": STORY, **LONG_CAT}
     errors = []
 
     def post():
         try:
-            httpx.post(f"{vllm_server.base_url}/chat/completions", json=body, timeout=3)
+            httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=3)
         except httpx.TimeoutException as e:  # the client gives up and closes the connection
             errors.append(e)
 
     t = threading.Thread(target=post)
     t.start()
-    assert _wait_inflight(vllm_server, lambda n: n >= 4, 30) is not None
+    assert _wait_inflight(server, lambda n: n >= 4, 30) is not None
     t.join()
     assert errors, "the search finished before the client disconnected"
-    elapsed = _wait_inflight(vllm_server, lambda n: n == 0, 5)
+    elapsed = _wait_inflight(server, lambda n: n == 0, 5)
     assert elapsed is not None and elapsed <= 1.0, elapsed
