@@ -7,13 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from cat_serve.api.metrics import Metrics
 from cat_serve.api.protocol import APIError
 from cat_serve.api.routes import router
+from cat_serve.api.service import ServiceMiddleware, count_tokens, limits_of
 from cat_serve.api.serving import Serving
 from cat_serve.config import ServerConfig
 from cat_serve.engine import Engine, create_engine
+from cat_serve.engine.counting import CountingEngine
 from cat_serve.models import resolve_model
 
 log = logging.getLogger("cat_serve")
@@ -24,7 +27,7 @@ def build_engine(config: ServerConfig) -> Engine:
     options = {"max_model_len": config.max_model_len}
     if config.engine != "transformers":
         options.update(dtype=config.dtype, kv_cache_gib=config.kv_cache_gib,
-                       gpu_memory_utilization=config.gpu_memory_utilization)
+                       gpu_memory_utilization=config.gpu_memory_utilization, **config.engine_options())
     return create_engine(config.engine, path, name, **options)
 
 
@@ -33,7 +36,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         owned = engine is None
         eng = build_engine(config) if owned else engine
-        app.state.serving = Serving(eng, config.default_max_tokens)
+        app.state.serving = Serving(CountingEngine(eng, count_tokens), config.default_max_tokens)
         print(banner(config, eng), flush=True)
         try:
             yield
@@ -43,6 +46,15 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="cat-serve", lifespan=lifespan)
     app.include_router(router)
+    # service layer: auth, body size, queue, deadlines, request ids, JSON logs, metrics
+    app.state.limits = limits_of(config)
+    metrics = app.state.metrics = Metrics(lambda: getattr(getattr(app.state, "serving", None), "engine", None))
+    app.add_middleware(ServiceMiddleware, config=config, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def _metrics():
+        body, ctype = metrics.exposition()
+        return Response(body, media_type=ctype)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError):
