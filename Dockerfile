@@ -65,7 +65,7 @@ COPY . /app
 RUN set -eux; \
     pip install -q -e .; \
     python -m cat_serve.models; \
-    useradd --system --uid 10001 --create-home --home-dir /home/cat --shell /usr/sbin/nologin cat; \
+    useradd --uid 10001 --create-home --home-dir /home/cat --shell /usr/sbin/nologin cat; \
     chmod -R a+rX /app "$CAT_SERVE_CACHE"
 
 # Run as a non-root user; HOME is writable for torch/vLLM compile caches.

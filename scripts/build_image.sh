@@ -64,7 +64,8 @@ build() {
         done
     done < <("$PY" -m pip config list 2>/dev/null | sort -u)
     step "podman build --isolation=chroot ${args[*]} ${vols[*]}"
-    podman build --isolation=chroot --network=host -t "$IMAGE" --build-arg "BASE_IMAGE=$BASE" \
+    # --format docker: OCI image configs have no HEALTHCHECK
+    podman build --isolation=chroot --format docker --network=host -t "$IMAGE" --build-arg "BASE_IMAGE=$BASE" \
         "${args[@]}" "${vols[@]}" -f "$HERE/Dockerfile" "$HERE" >>"$LOG" 2>&1
     step "built $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes"
 }
@@ -109,7 +110,7 @@ run() {
     done
     step "healthy after ${t}s; server process owner: $(ps -o user= -p "$(pgrep -P "$SERVER_PID" | head -1 || echo "$SERVER_PID")" 2>/dev/null)"
     # the image's own HEALTHCHECK command, inside the image, as its user
-    local hc; hc=$(podman image inspect --format '{{json .Config.Healthcheck.Test}}' "$IMAGE")
+    local hc; hc=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" 2>/dev/null || echo none)
     step "HEALTHCHECK $hc"
     env -i "${envs[@]}" chroot --userspec="$uid:$gid" "$ROOT" sh -c \
         "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=5)\"" \
