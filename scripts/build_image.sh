@@ -22,6 +22,7 @@ WORK=${WORK:-/var/tmp/cat-serve-image}
 IMAGE=${IMAGE:-localhost/cat-serve:cpu}
 BASE=${BASE:-localhost/cat-serve-base:bookworm}
 PORT=${PORT:-8017}
+HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-1800}  # a first start compiles the model: minutes on a busy 2-core machine
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 PY=${PY:-$HERE/.venv/bin/python}  # host python with the openai SDK
 [ -x "$PY" ] || PY=/work/main/.venv/bin/python
@@ -106,7 +107,7 @@ run() {
     local t=0
     until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do
         kill -0 "$SERVER_PID" 2>/dev/null || { step "FAIL: server exited"; tail -30 "$WORK/server.log" | tee -a "$LOG"; exit 1; }
-        sleep 2; t=$((t + 2)); [ $t -lt 600 ] || { step "FAIL: no /health in 600 s"; exit 1; }
+        sleep 2; t=$((t + 2)); [ $t -lt "$HEALTH_TIMEOUT" ] || { step "FAIL: no /health in $HEALTH_TIMEOUT s"; exit 1; }
     done
     step "healthy after ${t}s; server process owner: $(ps -o user= -p "$(pgrep -P "$SERVER_PID" | head -1 || echo "$SERVER_PID")" 2>/dev/null)"
     # the image's own HEALTHCHECK command, inside the image, as its user
