@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -14,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     config = ServerConfig.from_args(argv)
     _request_log()
     app = create_app(config)  # the engine is built in the app's lifespan, inside uvicorn's loop
+    # uvicorn re-raises a caught SIGTERM once its graceful shutdown is done; this handler, restored by
+    # then, turns that into a clean exit 0 (the default action would kill the process: status -15)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # SIGTERM/SIGINT: uvicorn stops accepting, waits for in-flight requests up to the grace period, then
     # cancels them (their engine requests are aborted), then the lifespan closes the engine
     uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False,

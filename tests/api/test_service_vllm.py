@@ -285,7 +285,7 @@ def test_sigterm_drains_then_exits_0(svc):
 
     def running():
         try:
-            result["r"] = c.completions.create(model=MODEL_NAME, prompt=LONG_PROMPT, max_tokens=40, temperature=0)
+            result["r"] = c.completions.create(model=MODEL_NAME, prompt=LONG_PROMPT, max_tokens=12, temperature=0)
         except Exception as e:  # noqa: BLE001
             result["r"] = e
 
