@@ -1,4 +1,5 @@
-"""`cat-client ask "question" [--search cat] [--param k=v ...] [--base-url URL] [--json] [--stream]`.
+"""`cat-client ask "question" [--search cat] [--param k=v ...] [--base-url URL] [--json] [--stream]`,
+`cat-client models`, `cat-client health`.
 
 Prints the answer text, then one line with the confidence and search statistics (``--stream`` prints
 search progress events on stderr as they arrive); ``--json`` prints the raw response JSON instead (one chunk
@@ -30,20 +31,29 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def _common() -> argparse.ArgumentParser:
+    c = argparse.ArgumentParser(add_help=False)
+    c.add_argument("--base-url", default=os.environ.get("CAT_SERVE_BASE_URL", DEFAULT_BASE_URL),
+                   help="server URL including /v1 (default: $CAT_SERVE_BASE_URL or %(default)s)")
+    c.add_argument("--api-key", default=os.environ.get("CAT_SERVE_API_KEY") or os.environ.get("OPENAI_API_KEY", "none"),
+                   help="default: $CAT_SERVE_API_KEY, else $OPENAI_API_KEY")
+    c.add_argument("--timeout", type=float, default=600.0, help="seconds (default: %(default)s)")
+    return c
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cat-client", description="Ask a cat-serve server a question.")
+    p = argparse.ArgumentParser(prog="cat-client", description="Talk to a cat-serve server.")
     sub = p.add_subparsers(dest="command", required=True)
-    ask = sub.add_parser("ask", help="ask one question")
+    common = _common()
+    sub.add_parser("models", parents=[common], help="list the served models")
+    sub.add_parser("health", parents=[common], help="the server's /health (engine, in-flight requests)")
+    ask = sub.add_parser("ask", parents=[common], help="ask one question")
     ask.add_argument("question")
     ask.add_argument("--search", default="cat", help=f"search strategy: {', '.join(STRATEGIES)} (default: cat)")
     ask.add_argument("--param", "-p", action="append", type=parse_param, default=[], metavar="KEY=VALUE",
                      help="a search_params field or OpenAI request field (max_tokens, temperature, ...); repeatable")
     ask.add_argument("--system", default=None, help="system prompt")
-    ask.add_argument("--base-url", default=os.environ.get("CAT_SERVE_BASE_URL", DEFAULT_BASE_URL),
-                     help="server URL including /v1 (default: $CAT_SERVE_BASE_URL or %(default)s)")
-    ask.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "none"))
     ask.add_argument("--model", default=None, help="model id (default: the server's first model)")
-    ask.add_argument("--timeout", type=float, default=600.0, help="seconds (default: %(default)s)")
     ask.add_argument("--json", action="store_true", help="print the raw response JSON")
     ask.add_argument("--stream", action="store_true", help="stream progress events and text")
     return p
@@ -76,14 +86,40 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key, timeout=args.timeout, max_retries=0)
+    for m in client.models.list().data:
+        extra = getattr(m, "max_model_len", None)
+        print(m.id if extra is None else f"{m.id}\tmax_model_len={extra}")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import httpx
+
+    root = args.base_url.rstrip("/").removesuffix("/v1")
+    try:
+        r = httpx.get(f"{root}/health", timeout=args.timeout)
+    except httpx.HTTPError as e:  # connection refused, timeout
+        print(f"error: {e} ({root}/health)", file=sys.stderr)
+        return 1
+    print(json.dumps(r.json()) if r.headers.get("content-type", "").startswith("application/json") else r.text)
+    return 0 if r.status_code == 200 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "models":
+            return _models(args)
+        if args.command == "health":
+            return _health(args)
         return _ask(args)
     except openai.APIStatusError as e:
         print(f"error: {e.status_code}: {error_message(e)}", file=sys.stderr)
     except openai.APIError as e:  # connection errors, timeouts, errors sent mid-stream
         print(f"error: {error_message(e)} ({args.base_url})", file=sys.stderr)
+
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

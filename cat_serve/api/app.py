@@ -7,13 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from cat_serve.api.metrics import Metrics
 from cat_serve.api.protocol import APIError
 from cat_serve.api.routes import router
+from cat_serve.api.service import ServiceMiddleware, count_tokens, limits_of
 from cat_serve.api.serving import Serving
 from cat_serve.config import ServerConfig
 from cat_serve.engine import Engine, create_engine, vllm_available
+from cat_serve.engine.counting import CountingEngine
 from cat_serve.calibration import CalibrationProfile, model_fingerprint, resolve_profile
 from cat_serve.models import EMBEDDED, EMBEDDED_NAME, resolve_model
 
@@ -25,7 +28,7 @@ def build_engine(config: ServerConfig) -> Engine:
     options = {"max_model_len": config.max_model_len}
     if config.engine != "transformers":
         options.update(dtype=config.dtype, kv_cache_gib=config.kv_cache_gib,
-                       gpu_memory_utilization=config.gpu_memory_utilization)
+                       gpu_memory_utilization=config.gpu_memory_utilization, **config.engine_options())
     if config.engine == "transformers" or (config.engine == "auto" and not vllm_available()):
         options.update(device=config.device, dtype=config.dtype)
     return create_engine(config.engine, path, name, **options)
@@ -62,7 +65,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         # an injected engine (tests) gets a profile only when one is named explicitly
         profile = load_calibration(config) if owned or config.calibration != "auto" else None
         eng = build_engine(config) if owned else engine
-        app.state.serving = Serving(eng, config.default_max_tokens, profile)
+        app.state.serving = Serving(CountingEngine(eng, count_tokens), config.default_max_tokens, profile)
         if owned:  # /v1/models reports it; cat-eval calibrate records it in a profile's provenance
             app.state.serving.model_fingerprint = model_fingerprint(resolve_model(config.model)[0])
         print(banner(config, eng), flush=True)
@@ -75,6 +78,15 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="cat-serve", lifespan=lifespan)
     app.include_router(router)
+    # service layer: auth, body size, queue, deadlines, request ids, JSON logs, metrics
+    app.state.limits = limits_of(config)
+    metrics = app.state.metrics = Metrics(lambda: getattr(getattr(app.state, "serving", None), "engine", None))
+    app.add_middleware(ServiceMiddleware, config=config, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def _metrics():
+        body, ctype = metrics.exposition()
+        return Response(body, media_type=ctype)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError):

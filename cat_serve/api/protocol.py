@@ -50,6 +50,7 @@ class _Request(BaseModel):
     search: str = NO_SEARCH  # decode-time search strategy: none | cat | self_consistency | ...
     search_params: dict[str, Any] | None = None  # validated by the strategy's params class
     return_tokens_as_token_ids: bool = False  # vLLM extension: logprob tokens as "token_id:<id>"
+    deadline_s: float | None = Field(None, gt=0)  # seconds; capped by the server (--max-deadline)
 
     @model_validator(mode="after")
     def _check_common(self):

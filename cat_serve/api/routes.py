@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cat_serve.api.protocol import ChatCompletionRequest, CompletionRequest
+from cat_serve.api.service import check_limits
 
 router = APIRouter()
 
@@ -30,9 +31,11 @@ async def models(request: Request):
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
+    check_limits(body, request.app.state.limits, request.app.state.serving.default_max_tokens)
     return _respond(await request.app.state.serving.chat(body, request))
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
+    check_limits(body, request.app.state.limits, request.app.state.serving.default_max_tokens)
     return _respond(await request.app.state.serving.completion(body, request))
