@@ -28,7 +28,7 @@ def parse(strategy, raw):
 def test_search_paths_by_strategy():
     assert search_paths(parse("self_consistency", {"n": 3})) == 3
     assert search_paths(parse("cat", {"branches": 3, "mode": "faithful"})) == 9  # 3 active x 3 children
-    assert search_paths(parse("cat", {"branches": 3, "beam": 2})) == 6  # adaptive: beam x branches
+    assert search_paths(parse("cat", {"branches": 3, "beam": 2, "mode": "adaptive"})) == 6  # beam x branches
     assert search_paths(parse("cat", {"branches": 3, "mode": "stream"})) == 3
 
 
