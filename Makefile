@@ -17,7 +17,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksu
 
 # make calibrate: labelled runs through a server of its own (resumable), then the fitted profile:
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
-CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --max-tokens 256 --concurrency 4
+CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
 .PHONY: install serve test model calibrate clean-venv
 

@@ -2,7 +2,8 @@
 
 1. Collect labelled runs, one per strategy, through the server with calibration off (each row keeps
    the strategy's raw score); runs are ``eval.runner`` folders, so an interrupted collection resumes.
-2. Split the items by position into a fit split and a held-out split (disjoint).
+2. Split each strategy's items by position into a fit split and a held-out split (disjoint; the
+   last third is held out). ``--strategy-limits cat=120`` gives a cheap strategy more items.
 3. Per strategy, fit a non-decreasing map raw score -> P(correct) on the fit split: isotonic
    regression, Platt scaling, or the constant base rate (scikit-learn), whichever has the lowest
    cross-validated log-loss (stratified k-fold).
@@ -172,6 +173,7 @@ class CalibrateConfig:
     folds: int = 5
     command: str = ""
     dataset_spec: dict | None = None
+    strategy_limits: dict | None = None  # strategy -> number of items (default: all items)
 
 
 def split(items: Sequence[Item], holdout: float) -> tuple[list[Item], list[Item]]:
@@ -179,24 +181,30 @@ def split(items: Sequence[Item], holdout: float) -> tuple[list[Item], list[Item]
     return list(items[: len(items) - n_hold]), list(items[len(items) - n_hold:])
 
 
+def strategy_items(cfg: CalibrateConfig, items: Sequence[Item], strategy: str) -> list[Item]:
+    """The first ``strategy_limits[strategy]`` items (all by default): a cheap strategy can have more."""
+    limit = (cfg.strategy_limits or {}).get(strategy)
+    return list(items if limit is None else items[:limit])
+
+
 def collect(cfg: CalibrateConfig, items: Sequence[Item]) -> dict[str, list[dict]]:
-    """One resumable run per strategy over all ``items``; rows in item order."""
+    """One resumable run per strategy over its items; rows in item order."""
     out = {}
     for strategy in cfg.strategies:
+        mine = strategy_items(cfg, items, strategy)
         rc = replace(cfg.base, search=strategy, out_dir=Path(cfg.base.out_dir) / strategy,
                      search_params=COLLECT_PARAMS.get(strategy, {}))
-        runner.run(rc, items)
+        runner.run(rc, mine)
         latest = runner.latest_by_id(runner.read_rows(rc.out_dir / runner.RESULTS))
-        out[strategy] = [latest[it.id] for it in items if it.id in latest]
+        out[strategy] = [latest[it.id] for it in mine if it.id in latest]
     return out
 
 
-def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], fit_ids: set[str],
-                  hold_ids: set[str], model: dict) -> CalibrationProfile:
+def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], model: dict) -> CalibrationProfile:
+    """Per strategy: its rows (in item order) split by position into fit and held-out (``split``)."""
     maps, fits, evaluation, defaults = {}, {}, {}, {}
     for strategy, srows in rows.items():
-        fit_rows = [r for r in srows if r["id"] in fit_ids]
-        hold_rows = [r for r in srows if r["id"] in hold_ids]
+        fit_rows, hold_rows = split(srows, cfg.holdout)
         score_map, report = fit_map(*labelled(fit_rows), folds=cfg.folds)
         maps[strategy], fits[strategy] = score_map, report
         evaluation[strategy] = evaluate(score_map, *labelled(hold_rows))
@@ -206,7 +214,8 @@ def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], fit_ids: se
     fitted_defaults = {k: {p: v for p, v in d.items() if p != "fit"} for k, d in defaults.items()}
     provenance = {
         "dataset": cfg.base.dataset, "split": cfg.dataset_spec,
-        "fit_items": len(fit_ids), "held_out_items": len(hold_ids),
+        "items": {s: {"fit": len(split(r, cfg.holdout)[0]), "held_out": len(split(r, cfg.holdout)[1])}
+                  for s, r in rows.items()},
         "model": model.get("id"), "model_fingerprint": model.get("fingerprint"),
         "command": cfg.command, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "collection": {"temperature": runner.effective_temperature(replace(cfg.base, search="cat")),
@@ -227,12 +236,11 @@ def model_info(base_url: str, api_key: str = "EMPTY") -> dict:
 
 
 def calibrate(cfg: CalibrateConfig, items: Sequence[Item], profile_path: Path) -> CalibrationProfile:
-    fit, hold = split(items, cfg.holdout)
     model = model_info(cfg.base.base_url, cfg.base.api_key)
     if (model.get("calibration") or {}).get("loaded"):
         raise SystemExit("the server has a calibration profile loaded: start it with --calibration none")
     rows = collect(cfg, items)
-    profile = build_profile(cfg, rows, {it.id for it in fit}, {it.id for it in hold}, model)
+    profile = build_profile(cfg, rows, model)
     profile.save(profile_path)
     return profile
 

@@ -33,6 +33,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--id-field", default=None, help="default: <file stem>-<line index>")
     d.add_argument("--limit", type=int, default=None, help="evaluate a seeded subset of this size")
     d.add_argument("--seed", type=int, default=0, help="subset shuffle seed")
+    d.add_argument("--offset", type=int, default=0,
+                   help="skip the first OFFSET items of the seeded order (e.g. those a profile was fitted on)")
 
     s = p.add_argument_group("server")
     s.add_argument("--base-url", required=p.prog.split()[-1] != "calibrate", help="e.g. http://127.0.0.1:8000/v1")
@@ -71,14 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal_p = sub.add_parser("calibrate", help="fit a calibration profile (raw score -> P(correct), CaT thresholds)")
     add_common(cal_p)
-    cal_p.add_argument("--offset", type=int, default=0,
-                       help="skip the first OFFSET items of the seeded order (keep them for reports)")
     cal_p.add_argument("--strategies", default=",".join(calibrate.STRATEGIES))
     cal_p.add_argument("--holdout", type=float, default=1 / 3, help="fraction of the items held out (the last ones)")
     cal_p.add_argument("--branching-rate", type=float, default=0.1,
                        help="CaT: fraction of steps whose confidence falls below confident_threshold")
     cal_p.add_argument("--tau-prune", type=float, default=0.05, help="CaT: largest share of correct paths tau may prune")
     cal_p.add_argument("--folds", type=int, default=5)
+    cal_p.add_argument("--strategy-limits", default="",
+                       help="per-strategy item counts, e.g. cat=120 (a cheap strategy gets more items; others --limit)")
     cal_p.add_argument("--profile", type=Path, default=None,
                        help="output JSON (default: the shipped profile for the embedded model, "
                             "<dir>/cat_calibration.json for a checkpoint dir)")
@@ -94,10 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_items(args: argparse.Namespace) -> list[datasets.Item]:
-    return datasets.load_dataset(
-        args.dataset, limit=args.limit, seed=args.seed, data_dir=args.data_dir,
-        question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field,
+    """``--limit`` items of the seeded order after the first ``--offset``."""
+    offset = getattr(args, "offset", 0) or 0
+    if offset and args.limit is None:
+        raise SystemExit("--offset needs --limit")
+    items = datasets.load_dataset(
+        args.dataset, limit=None if args.limit is None else args.limit + offset, seed=args.seed,
+        data_dir=args.data_dir, question_field=args.question_field, answer_field=args.answer_field,
+        id_field=args.id_field,
     )
+    return items[offset:]
 
 
 def run_config(args: argparse.Namespace, *, search: str, search_params: dict) -> runner.RunConfig:
@@ -148,8 +156,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         calibrate.print_evaluation(CalibrationProfile.load(profile_path))
         return 0
-    items = load_items(argparse.Namespace(**{**vars(args), "limit": (args.limit or 0) + args.offset}))
-    items = items[args.offset:]
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    asked = {k: int(v) for k, v in (kv.split("=") for kv in args.strategy_limits.split(",") if kv)}
+    limits = {s: asked.get(s, args.limit) for s in strategies}  # None: all items
+    if args.limit is not None and asked:
+        args.limit = max([args.limit, *asked.values()])
+    items = load_items(args)
     server = None
     if args.serve_model:
         server = calibrate.OwnServer(args.serve_model, args.out / "server.log",
@@ -160,11 +172,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         cfg = calibrate.CalibrateConfig(
             base=run_config(args, search="none", search_params={}),
-            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+            strategies=strategies, strategy_limits=limits,
             holdout=args.holdout, branching_rate=args.branching_rate, tau_prune=args.tau_prune,
             folds=args.folds, command=calibrate.command_line(),
             dataset_spec={"dataset": args.dataset, "seed": args.seed, "offset": args.offset,
-                          "limit": args.limit, "holdout": args.holdout},
+                          "limit": args.limit, "strategy_limits": limits, "holdout": args.holdout},
         )
         profile = calibrate.calibrate(cfg, items, profile_path)
     finally:

@@ -2,11 +2,12 @@
 
     python -m eval.dtype_bench --model embedded --requests 4 --max-tokens 128 --rounds 3
 
-For each dtype in turn: start ``cat-serve --dtype D --calibration none`` on a free port, send one
-warm-up request, then ``rounds`` rounds of ``requests`` concurrent plain chat requests of
-``max_tokens`` tokens (temperature 0, the same prompts for both dtypes), and stop the server.
-Throughput = completion tokens / wall time of the rounds. Also prints the CPU's bf16 flags and
-what ``--dtype auto`` resolves to on this machine.
+Starts one ``cat-serve --dtype D --calibration none`` per dtype (both stay up), sends each a warm-up
+request, then ``rounds`` rounds that each measure every dtype in turn (the order alternates per
+round): ``requests`` concurrent plain chat requests of ``max_tokens`` tokens (temperature 0, the
+same prompts for every dtype). Interleaving the rounds makes both dtypes share whatever else runs on
+the machine. Throughput = completion tokens / wall time summed over the rounds. Also prints the CPU's
+bf16 flags and what ``--dtype auto`` resolves to on this machine.
 """
 
 from __future__ import annotations
@@ -36,18 +37,18 @@ async def _round(client, model: str, n: int, max_tokens: int) -> int:
     return sum(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def measure(base_url: str, requests: int, max_tokens: int, rounds: int) -> dict:
+async def one_round(base_url: str, requests: int, max_tokens: int, warmup: bool = False) -> tuple[int, float]:
     from openai import AsyncOpenAI  # noqa: PLC0415
 
     client = AsyncOpenAI(base_url=base_url, api_key="none", timeout=1800, max_retries=0)
     model = (await client.models.list()).data[0].id
-    await _round(client, model, 1, 8)  # warm-up
-    t0, tokens = time.perf_counter(), 0
-    for _ in range(rounds):
-        tokens += await _round(client, model, requests, max_tokens)
+    if warmup:
+        await _round(client, model, 1, 8)
+    t0 = time.perf_counter()
+    tokens = await _round(client, model, requests, max_tokens)
     wall = time.perf_counter() - t0
     await client.close()
-    return {"tokens": tokens, "wall_s": round(wall, 2), "tok_per_s": round(tokens / wall, 1)}
+    return tokens, wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,14 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     flags = cpu_flags()
     out = {"cpu_bf16_flags": sorted(NATIVE_BF16_FLAGS & flags),
            "auto_resolves_to": resolve_dtype("auto", on_cuda=False, flags=flags), "results": {}}
-    for dtype in args.dtypes.split(","):
-        server = OwnServer(args.model, args.out / f"server-{dtype}.log", ["--dtype", dtype, "--kv-cache-gib", "1"])
-        try:
-            server.wait()
-            out["results"][dtype] = asyncio.run(measure(server.base_url, args.requests, args.max_tokens, args.rounds))
-        finally:
+    dtypes = args.dtypes.split(",")
+    servers = {}
+    try:
+        for dtype in dtypes:
+            servers[dtype] = OwnServer(args.model, args.out / f"server-{dtype}.log",
+                                       ["--dtype", dtype, "--kv-cache-gib", "1"])
+            servers[dtype].wait()
+            asyncio.run(one_round(servers[dtype].base_url, 1, 8, warmup=True))
+        totals = {d: [0, 0.0] for d in dtypes}
+        for r in range(args.rounds):
+            for dtype in (dtypes if r % 2 == 0 else dtypes[::-1]):
+                tokens, wall = asyncio.run(one_round(servers[dtype].base_url, args.requests, args.max_tokens))
+                totals[dtype][0] += tokens
+                totals[dtype][1] += wall
+                print(f"round {r} {dtype}: {tokens} tokens in {wall:.1f}s", flush=True)
+        for d, (tokens, wall) in totals.items():
+            out["results"][d] = {"tokens": tokens, "wall_s": round(wall, 2), "tok_per_s": round(tokens / wall, 1)}
+    finally:
+        for server in servers.values():
             server.stop()
-        print(dtype, out["results"][dtype], flush=True)
     res = out["results"]
     if "float32" in res and "bfloat16" in res:
         out["fp32_over_bf16"] = round(res["float32"]["tok_per_s"] / res["bfloat16"]["tok_per_s"], 2)
