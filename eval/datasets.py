@@ -17,8 +17,6 @@ extends a smaller one (a run with ``--limit 4`` contains the items of ``--limit 
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence

@@ -106,7 +106,6 @@ async def query_item(client, cfg: RunConfig, model: str, item: Item) -> dict:
 def read_rows(path: Path) -> list[dict]:
     """Rows of a results file; a truncated last line (interrupted write) is ignored."""
     return read_jsonl(path, skip_invalid=True) if path.exists() else []
-    return rows
 
 
 def latest_by_id(rows: Sequence[dict]) -> dict[str, dict]:

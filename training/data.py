@@ -18,10 +18,8 @@ relative to the repository root, and every loader takes an explicit path too.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path

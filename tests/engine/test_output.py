@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cat_serve.engine.output import Prefix, StepBuilder, group_rows, left_pad, sample_seed
+from cat_serve.engine.output import StepBuilder, group_rows, left_pad, sample_seed
 from cat_serve.search.cat import _Segmenter
 from cat_serve.search.types import ABORTED, STOP
 
