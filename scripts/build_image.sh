@@ -50,10 +50,10 @@ build() {
     while IFS='=' read -r key val; do
         val=${val#\'}; val=${val%\'}
         case "$key" in
-            *.find-links) args+=(--build-arg "PIP_FIND_LINKS=$val") ;;
-            *.extra-index-url) args+=(--build-arg "PIP_EXTRA_INDEX_URL=$val") ;;
-            *.constraint) args+=(--build-arg "PIP_CONSTRAINT=$val") ;;
-            *.cert)  # the CA bundle this machine's HTTPS (proxy) needs, at a path of its own
+            find-links) args+=(--build-arg "PIP_FIND_LINKS=$val") ;;
+            extra-index-url) args+=(--build-arg "PIP_EXTRA_INDEX_URL=$val") ;;
+            constraint) args+=(--build-arg "PIP_CONSTRAINT=$val") ;;
+            cert)  # the CA bundle this machine's HTTPS (proxy) needs, at a path of its own
                 [ -f "$val" ] && args+=(--build-arg "PIP_CERT=/etc/pip-host-ca.crt") \
                     && vols+=(-v "$val:/etc/pip-host-ca.crt:ro"); continue ;;
             *) continue ;;
@@ -63,7 +63,7 @@ build() {
             case "$p" in */simple|*/simple/) p=$(dirname "$p") ;; esac  # an index links to ../../files
             if [ -d "$p" ]; then vols+=(-v "$p:$p:ro"); elif [ -f "$p" ]; then vols+=(-v "$(dirname "$p"):$(dirname "$p"):ro"); fi
         done
-    done < <("$PY" -m pip config list 2>/dev/null | sort -u)
+    done < <("$PY" -m pip config list 2>/dev/null | sed -E 's/^[^.]*\.//' | sort -u)  # global.x / :env:.x: once
     step "podman build --isolation=chroot ${args[*]} ${vols[*]}"
     # --format docker: OCI image configs have no HEALTHCHECK
     podman build --isolation=chroot --format docker --network=host -t "$IMAGE" --build-arg "BASE_IMAGE=$BASE" \

@@ -114,6 +114,7 @@ class Admission:
         self.limit, self.queue_limit = running, queue
         self._sem = asyncio.Semaphore(running)
         self.waiting = 0
+        self.running = 0
 
     def full(self) -> bool:
         return self._sem.locked() and self.waiting >= self.queue_limit
@@ -124,13 +125,11 @@ class Admission:
             await self._sem.acquire()
         finally:
             self.waiting -= 1
+        self.running += 1
 
     def release(self) -> None:
+        self.running -= 1
         self._sem.release()
-
-    @property
-    def running(self) -> int:
-        return self.limit - self._sem._value
 
 
 def _error_body(e: APIError) -> bytes:
