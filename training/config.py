@@ -24,7 +24,9 @@ class CommonArgs:
                             "built in-process (with the embedded SmolLM2 tokenizer) for smoke tests.")
     tokenizer: str | None = _f(None, "Tokenizer directory (default: the model's, or the embedded one for 'tiny').")
     output_dir: str = _f("checkpoints/run", "Checkpoint directory, written atomically (temp dir + rename).")
-    data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer). Default <data_dir>/gsm8k_train.jsonl.")
+    data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer), or an arith spec such as "
+                                     "'arith:ops=3,digits=2@train' (lab.arith; generated from its seed). "
+                                     "Default <data_dir>/gsm8k_train.jsonl.")
     data_dir: str | None = _f(None, "Dataset folder; default $CAT_SERVE_DATA or ../shared/data from the repo root.")
     limit: int | None = _f(None, "Use only the first N questions (after --max-solution-steps).")
     max_solution_steps: int | None = _f(None, "Keep only questions whose reference solution has at most this "
@@ -43,6 +45,10 @@ class SFTArgs(CommonArgs):
     max_length: int = _f(512, "Truncate prompt+completion to this many tokens.")
     save_steps: int = _f(50, "Also write the checkpoint (with optimiser, scheduler and data position) every N "
                              "steps, so --resume after a crash redoes at most N-1 steps.")
+    prompt_style: str = _f("train", "Instruction after each question: 'train' (cat-train's '#### <answer>' line), "
+                                    "'eval' (cat-eval's boxed-answer line) or 'both' (alternating by row), so the "
+                                    "model answers in one format whichever tool prompts it.",
+                           choices=("train", "eval", "both"))
 
 
 @dataclass

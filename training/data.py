@@ -86,7 +86,15 @@ def load_gsm8k(
     max_solution_steps: int | None = None,
 ) -> list[GSM8KExample]:
     """Load GSM8K rows (``question``, ``answer``) from ``path`` or ``<data_dir>/gsm8k_<split>.jsonl``,
-    keeping only those whose reference solution has at most ``max_solution_steps`` steps (lines)."""
+    keeping only those whose reference solution has at most ``max_solution_steps`` steps (lines).
+
+    ``path`` may also be an ``arith`` spec (``arith:ops=3,digits=2@train``, see ``lab.arith``; the split
+    defaults to ``train`` here): the problems are generated from their seed, nothing is read."""
+    if path is not None and str(path).startswith("arith"):
+        from lab.arith import is_arith
+
+        if is_arith(str(path)):
+            return load_arith(str(path), limit=limit, max_solution_steps=max_solution_steps)
     rows = []
     for row in iter_jsonl(path or gsm8k_path(split, data_dir)):
         example = parse_example(row["question"], row["answer"])
@@ -96,6 +104,19 @@ def load_gsm8k(
         if limit is not None and len(rows) >= limit:
             break
     return rows
+
+
+def load_arith(spec: str, *, limit: int | None = None, max_solution_steps: int | None = None) -> list[GSM8KExample]:
+    """GSM8K-shaped examples of an ``arith`` spec (reference steps ``a op b = c``, ``#### x``)."""
+    from lab.arith import parse_spec
+
+    parsed = parse_spec(spec, default_split="train")
+    if limit is not None and parsed.n is None:
+        parsed = type(parsed)(config=parsed.config, split=parsed.split, n=limit, seed=parsed.seed)
+    rows = [parse_example(p.question, p.solution) for p in parsed.problems()]
+    if max_solution_steps is not None:
+        rows = [r for r in rows if len(r.steps) <= max_solution_steps]
+    return rows[:limit] if limit is not None else rows
 
 
 def parse_example(question: str, answer: str) -> GSM8KExample:

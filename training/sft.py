@@ -33,16 +33,27 @@ from training.rl import PROMPT_SUFFIX
 TRAINER_RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
 
 
-def sft_row(ex: GSM8KExample) -> dict:
+def sft_row(ex: GSM8KExample, suffix: str = PROMPT_SUFFIX) -> dict:
     answer = "\n".join(ex.clean_steps) + f"\n#### {ex.gold}"
     return {
-        "prompt": [{"role": "user", "content": ex.question + PROMPT_SUFFIX}],
+        "prompt": [{"role": "user", "content": ex.question + suffix}],
         "completion": [{"role": "assistant", "content": answer}],
     }
 
 
-def sft_dataset(examples: list[GSM8KExample]) -> Dataset:
-    return Dataset.from_list([sft_row(ex) for ex in examples])
+def prompt_suffix(style: str, i: int) -> str:
+    """The instruction of row ``i``: cat-train's, cat-eval's, or alternating between them."""
+    from eval.runner import PROMPT_SUFFIX as EVAL_SUFFIX
+
+    if style == "train" or (style == "both" and i % 2 == 0):
+        return PROMPT_SUFFIX
+    if style in ("eval", "both"):
+        return EVAL_SUFFIX
+    raise ValueError(f"unknown prompt style {style!r}")
+
+
+def sft_dataset(examples: list[GSM8KExample], style: str = "train") -> Dataset:
+    return Dataset.from_list([sft_row(ex, prompt_suffix(style, i)) for i, ex in enumerate(examples)])
 
 
 def loss_rows(log_history: list[dict]) -> list[dict]:
@@ -93,7 +104,7 @@ def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
             logging_steps=1, save_strategy="steps", save_steps=args.save_steps, save_total_limit=1,
             report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
         )
-        trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(examples),
+        trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(examples, args.prompt_style),
                              processing_class=tokenizer, callbacks=[PublishCheckpoint(args)])
         trainer.train(resume_from_checkpoint=str(Path(args.output_dir).resolve()) if resume else None)
     return Path(args.output_dir).resolve()
