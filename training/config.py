@@ -45,6 +45,11 @@ class SFTArgs(CommonArgs):
     max_length: int = _f(512, "Truncate prompt+completion to this many tokens.")
     save_steps: int = _f(50, "Also write the checkpoint (with optimiser, scheduler and data position) every N "
                              "steps, so --resume after a crash redoes at most N-1 steps.")
+    lr_scheduler_type: str = _f("linear", "Learning-rate schedule (transformers' names): 'linear' decays to 0 at "
+                                          "--max-steps; 'constant_with_warmup' makes a shorter run the exact prefix "
+                                          "of a longer one.", choices=("linear", "cosine", "constant",
+                                                                         "constant_with_warmup"))
+    warmup_steps: int = _f(0, "Linear warm-up steps of the learning rate.")
     prompt_style: str = _f("train", "Instruction after each question: 'train' (cat-train's '#### <answer>' line), "
                                     "'eval' (cat-eval's boxed-answer line) or 'both' (alternating by row), so the "
                                     "model answers in one format whichever tool prompts it.",

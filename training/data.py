@@ -18,6 +18,7 @@ relative to the repository root, and every loader takes an explicit path too.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import re
@@ -107,13 +108,18 @@ def load_gsm8k(
 
 
 def load_arith(spec: str, *, limit: int | None = None, max_solution_steps: int | None = None) -> list[GSM8KExample]:
-    """GSM8K-shaped examples of an ``arith`` spec (reference steps ``a op b = c``, ``#### x``)."""
+    """GSM8K-shaped examples of an ``arith`` spec (reference steps ``a op b = c``, ``#### x``); several specs
+    joined by ``|`` make a mixture, interleaved one problem of each in turn."""
     from lab.arith import parse_spec
 
-    parsed = parse_spec(spec, default_split="train")
-    if limit is not None and parsed.n is None:
-        parsed = type(parsed)(config=parsed.config, split=parsed.split, n=limit, seed=parsed.seed)
-    rows = [parse_example(p.question, p.solution) for p in parsed.problems()]
+    specs = [parse_spec(part, default_split="train") for part in spec.split("|")]
+    if limit is not None:  # draw no more than needed
+        per = -(-limit // len(specs))
+        specs = [s if s.n is not None else type(s)(config=s.config, split=s.split, n=per, seed=s.seed) for s in specs]
+    streams = [s.problems() for s in specs]
+    # a mixture ("arith:ops=2|arith:ops=3") interleaves its parts, so any prefix holds all of them
+    mixed = [p for group in itertools.zip_longest(*streams) for p in group if p is not None]
+    rows = [parse_example(p.question, p.solution) for p in mixed]
     if max_solution_steps is not None:
         rows = [r for r in rows if len(r.steps) <= max_solution_steps]
     return rows[:limit] if limit is not None else rows

@@ -121,3 +121,12 @@ def test_registered_in_cat_eval_and_cat_train():
     train = generate("train", 3, ArithConfig(2, 2, 0))
     assert [e.question for e in examples] == [p.question for p in train]
     assert examples[0].gold == train[0].answer and list(examples[0].steps) == train[0].steps
+
+
+def test_training_mixture_interleaves_its_parts():
+    from training.data import load_gsm8k
+
+    examples = load_gsm8k("arith:ops=2,digits=1|arith:ops=4,digits=2", limit=6)
+    assert [len(e.steps) for e in examples] == [2, 4, 2, 4, 2, 4]
+    first = generate("train", 3, ArithConfig(2, 1, 0))
+    assert [e.question for e in examples[::2]] == [p.question for p in first]
