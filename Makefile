@@ -15,7 +15,7 @@ VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test model clean-venv
+.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev
 
 install: $(STAMP)
 
@@ -46,3 +46,17 @@ test: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- calibration lab (issue #10; lab/README.md). Each target is resumable: re-run it after an interrupt.
+# lab-sft: train the SFT checkpoint once (cached under ~/.cache/cat-serve/lab/); then
+#   make serve MODEL=$$($(PY) -m lab.recipe path)
+lab-sft: install
+	$(PY) -m lab.recipe sft
+
+# lab-search: serve the SFT checkpoint, run every strategy at K=4 and K=8 on the test split (settings fixed on dev)
+LAB_LIMIT ?= 300
+lab-search: lab-sft
+	$(PY) -m lab.recipe search --split test --k 4 8 --limit $(LAB_LIMIT)
+
+lab-search-dev: lab-sft
+	$(PY) -m lab.recipe search --split dev --k 4 --limit 100

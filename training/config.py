@@ -50,6 +50,8 @@ class SFTArgs(CommonArgs):
                                           "of a longer one.", choices=("linear", "cosine", "constant",
                                                                          "constant_with_warmup"))
     warmup_steps: int = _f(0, "Linear warm-up steps of the learning rate.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimiser step (effective batch = batch_size * this): "
+                                             "the same update with less memory.")
     prompt_style: str = _f("train", "Instruction after each question: 'train' (cat-train's '#### <answer>' line), "
                                     "'eval' (cat-eval's boxed-answer line) or 'both' (alternating by row), so the "
                                     "model answers in one format whichever tool prompts it.",
@@ -126,9 +128,14 @@ class CASPOArgs(CommonArgs):
     beta: float = _f(0.1, "DPO beta.")
     batch_size: int = _f(4, "DPO per-device train batch size.")
     max_step_tokens: int = _f(64, "Max tokens of one sampled step (cut at the first newline).")
-    judge: str = _f("exact", "Step judge: 'exact' (GSM8K calculator notes; the gold answer for the last step) or "
-                             "'critic' (a chat model behind an OpenAI-compatible endpoint, --critic-base-url).",
-                    choices=("exact", "critic"))
+    judge: str = _f("exact", "Step judge: 'exact' (GSM8K calculator notes; the gold answer for the last step), "
+                             "'critic' (a chat model behind an OpenAI-compatible endpoint, --critic-base-url) or "
+                             "'arith' (lab.arith's exact critic, for arith data: judged from the model's own state).",
+                    choices=("exact", "critic", "arith"))
+    contexts: str = _f("reference", "Step contexts q_j: 'reference' (teacher-forced: the reference steps before j; "
+                                    "a deviation from the paper's Eq. 1) or 'on_policy' (the model's own earlier "
+                                    "steps s_1..s_{j-1}, as in Eq. 1; needs --judge arith, whose critic gives the "
+                                    "correct step from any state).", choices=("reference", "on_policy"))
     critic_base_url: str = _f("http://127.0.0.1:8000/v1", "--judge critic: the endpoint's base URL.")
     critic_model: str = _f("default", "--judge critic: model name sent to the endpoint.")
     critic_api_key: str = _f("EMPTY", "--judge critic: API key sent to the endpoint.")

@@ -102,6 +102,7 @@ def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
             output_dir=work, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed,
             lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
             logging_steps=1, save_strategy="steps", save_steps=args.save_steps, save_total_limit=1,
             report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
         )
