@@ -15,7 +15,7 @@ VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev
+.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev lab-rl
 
 install: $(STAMP)
 
@@ -60,3 +60,8 @@ lab-search: lab-sft
 
 lab-search-dev: lab-sft
 	$(PY) -m lab.recipe search --split dev --k 4 --limit 100
+
+# lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (lab/results/rl/)
+OBJECTIVE ?= grpo
+lab-rl: lab-sft
+	$(PY) -m lab.recipe rl --objective $(OBJECTIVE)

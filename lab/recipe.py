@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "lab" / "results"
+RESULTS = Path(os.environ.get("LAB_RESULTS", REPO / "lab" / "results"))  # tests and smoke runs point it elsewhere
 
 # Training mixture: five difficulties interleaved, so the model sees every one from the first batch on.
 # The evaluation difficulty (LAB_DIFFICULTY) is chosen afterwards on the dev split.
@@ -98,6 +98,77 @@ def train_sft(recipe: dict = SFT_RECIPE) -> Path:
     return out
 
 
+# RL (issue item 3b): the same seed, steps, group size, prompts and dev set for every objective.
+RL_RECIPE = {
+    "group_size": 8, "prompts_per_step": 2, "max_steps": 40, "learning_rate": 1e-6, "temperature": 1.0,
+    "max_new_tokens": 96, "seed": 0, "save_steps": 5, "limit": 2000,
+    "eval_limit": 32, "eval_samples": 8, "eval_every": 5,
+}
+OBJECTIVES = ("grpo", "gspo", "capo", "c2gspg")
+
+
+def rl_dir(objective: str, recipe: dict = RL_RECIPE) -> Path:
+    return cache_root() / f"rl-{objective}-{recipe_hash({**recipe, 'sft': recipe_hash(SFT_RECIPE)})}"
+
+
+def train_rl(objective: str, *, model: Path | None = None, overrides: dict | None = None,
+             out: Path | None = None) -> Path:
+    """``cat-train rl --resume`` from the SFT checkpoint on arith train (the lab difficulty), dev curves on
+    ``eval_limit`` dev questions; per-step and dev rows copied to lab/results/rl/<objective>/metrics.jsonl."""
+    from training.checkpoint import read_metrics
+
+    recipe = {**RL_RECIPE, **(overrides or {})}
+    out = out or rl_dir(objective, recipe)
+    model = model or train_sft()
+    argv = ["rl", "--objective", objective, "--model", str(model), "--output-dir", str(out), "--resume",
+            "--data-path", f"arith:{LAB_DIFFICULTY}@train", "--eval-data-path", f"arith:{LAB_DIFFICULTY}@dev"]
+    for key, value in recipe.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=REPO, check=True)
+    dest = RESULTS / "rl" / objective
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "metrics.jsonl", "w") as f:
+        for row in read_metrics(out):
+            f.write(json.dumps(row) + "\n")
+    with open(dest / "segments.jsonl", "a") as f:
+        f.write(json.dumps({"recipe": recipe, "model": str(model), "wall_s": round(time.time() - t0, 1)}) + "\n")
+    return out
+
+
+RL_CURVES = (("reward", "train reward"), ("entropy", "token entropy"), ("dev_accuracy", "dev accuracy"),
+             ("dev_ece", "dev ECE of exp(mean logprob)"), ("dev_auc_mean", "dev AUC-mean"))
+
+
+def plot_rl(results: Path | None = None) -> list[Path]:
+    """One PNG per metric with every objective that has results."""
+    results = results or RESULTS / "rl"
+    from eval.report import _pyplot
+
+    plt = _pyplot()
+    runs = {}
+    for obj in OBJECTIVES:
+        f = results / obj / "metrics.jsonl"
+        if f.exists():
+            runs[obj] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    paths = []
+    for key, title in RL_CURVES:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for obj, rows in runs.items():
+            xs = [(r.get("step", r.get("eval_step")), r[key]) for r in rows if r.get(key) is not None]
+            if xs:
+                ax.plot(*zip(*xs), marker="o" if key.startswith("dev_") else None, ms=3, label=obj)
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = results / f"{key}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,7 +219,21 @@ def main(argv=None) -> int:
     s.add_argument("--limit", type=int, default=300)
     s.add_argument("--only", default=None)
     s.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    r = sub.add_parser("rl")
+    r.add_argument("--objective", choices=OBJECTIVES, required=True)
+    r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    r.add_argument("--set", default="{}", help="JSON overrides of RL_RECIPE (smoke tests)")
+    r.add_argument("--out", default=None)
+    sub.add_parser("rl-plot")
     args = ap.parse_args(argv)
+    if args.cmd == "rl":
+        print(train_rl(args.objective, model=Path(args.model) if args.model else None,
+                       overrides=json.loads(args.set), out=Path(args.out) if args.out else None))
+        plot_rl()
+        return 0
+    if args.cmd == "rl-plot":
+        print(plot_rl())
+        return 0
     if args.cmd == "path":
         print(sft_dir())
         return 0

@@ -26,7 +26,7 @@ from eval import runner
 from eval.bench import default_search_params
 from eval.datasets import load_dataset
 
-LAB_DIFFICULTY = "ops=3,digits=2,distractors=1"  # replaced by the dev-chosen one in lab/recipe.py
+from lab.recipe import LAB_DIFFICULTY
 
 
 def strategies(k: int, cat_params: dict | None = None) -> list[tuple[str, str, dict]]:

@@ -89,6 +89,11 @@ class RLArgs(CommonArgs):
                                choices=("auto", "nccl", "reload"))
     vllm_sync_dir: str | None = _f(None, "--vllm-weight-sync reload: a directory both trainer and server can read "
                                          "(default: a private one in /dev/shm, for a server on the same machine).")
+    eval_data_path: str | None = _f(None, "Fixed dev set for periodic evaluation (a JSONL path or an arith spec, e.g. "
+                                          "'arith:ops=3,digits=2@dev'); None: no evaluation.")
+    eval_limit: int = _f(32, "Dev questions evaluated (the first N of --eval-data-path).")
+    eval_samples: int = _f(8, "Samples per dev question (n of AUC-mean).")
+    eval_every: int = _f(10, "Evaluate on the dev set before step 1 and every N steps (and after the last).")
     # objective hyper-parameters (None: the objective's own default)
     epsilon: float | None = _f(None, "Clip range (low side). Default 0.2 token-level, 3e-4 GSPO/C2GSPG.")
     epsilon_high: float | None = _f(None, "Clip range high side (GRPO/GSPO/C2GSPG). Default epsilon / 4e-4.")
