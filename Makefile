@@ -15,7 +15,7 @@ VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev lab-rl
+.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev lab-rl lab-caspo
 
 install: $(STAMP)
 
@@ -65,3 +65,9 @@ lab-search-dev: lab-sft
 OBJECTIVE ?= grpo
 lab-rl: lab-sft
 	$(PY) -m lab.recipe rl --objective $(OBJECTIVE)
+
+# lab-caspo SPLIT=dev|test: two CASPO rounds from SFT (on-policy contexts, exact critic), then step-level
+# ECE/Brier, entropy gap and step AUROCs of SFT vs CASPO (lab/results/caspo/)
+SPLIT ?= dev
+lab-caspo: lab-sft
+	$(PY) -m lab.recipe caspo --split $(SPLIT)

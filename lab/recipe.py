@@ -169,6 +169,47 @@ def plot_rl(results: Path | None = None) -> list[Path]:
     return paths
 
 
+# CASPO (issue item 3c): two rounds from SFT, on-policy contexts (Eq. 1), the exact arith critic as judge
+CASPO_RECIPE = {"rounds": 2, "limit": 64, "max_steps": 20, "candidates_per_step": 4, "learning_rate": 1e-6,
+                "max_step_tokens": 32, "seed": 0}
+
+
+def caspo_dir(recipe: dict = CASPO_RECIPE) -> Path:
+    return cache_root() / f"caspo-{recipe_hash({**recipe, 'sft': recipe_hash(SFT_RECIPE)})}"
+
+
+def train_caspo(*, model: Path | None = None, overrides: dict | None = None, out: Path | None = None) -> Path:
+    from training.checkpoint import is_checkpoint, read_state
+
+    recipe = {**CASPO_RECIPE, **(overrides or {})}
+    out = out or caspo_dir(recipe)
+    if is_checkpoint(out) and read_state(out).get("round", 0) >= recipe["rounds"]:
+        return out
+    model = model or train_sft()
+    argv = ["caspo", "--model", str(model), "--output-dir", str(out), "--resume", "--judge", "arith",
+            "--contexts", "on_policy", "--data-path", f"arith:{LAB_DIFFICULTY}@train"]
+    for key, value in recipe.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=REPO, check=True)
+    return out
+
+
+def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, overrides: dict | None = None,
+                     out: Path | None = None) -> dict:
+    """Train CASPO (cached), then step-level calibration of SFT and CASPO on the same split."""
+    sft = model or train_sft()
+    caspo = train_caspo(model=sft, overrides=overrides, out=out)
+    spec = f"arith:{LAB_DIFFICULTY}@{split}"
+    result = {}
+    for name, ckpt in (("sft", sft), ("caspo", caspo)):
+        dest = RESULTS / "caspo" / f"{name}_{split}"
+        subprocess.run([sys.executable, "-m", "lab.steps", "--model", str(ckpt), "--spec", spec, "--limit", str(limit),
+                        "--out", str(dest)], cwd=REPO, check=True)
+        result[name] = json.loads((dest / "summary.json").read_text())
+    (RESULTS / "caspo" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -225,11 +266,21 @@ def main(argv=None) -> int:
     r.add_argument("--set", default="{}", help="JSON overrides of RL_RECIPE (smoke tests)")
     r.add_argument("--out", default=None)
     sub.add_parser("rl-plot")
+    c = sub.add_parser("caspo")
+    c.add_argument("--split", choices=("dev", "test"), default="dev")
+    c.add_argument("--limit", type=int, default=64)
+    c.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    c.add_argument("--set", default="{}", help="JSON overrides of CASPO_RECIPE (smoke tests)")
+    c.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.cmd == "rl":
         print(train_rl(args.objective, model=Path(args.model) if args.model else None,
                        overrides=json.loads(args.set), out=Path(args.out) if args.out else None))
         plot_rl()
+        return 0
+    if args.cmd == "caspo":
+        print(json.dumps(caspo_experiment(args.split, limit=args.limit, model=Path(args.model) if args.model else None,
+                                          overrides=json.loads(args.set), out=Path(args.out) if args.out else None)))
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())
