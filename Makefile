@@ -15,7 +15,7 @@ VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev lab-rl lab-caspo
+.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer
 
 install: $(STAMP)
 
@@ -71,3 +71,7 @@ lab-rl: lab-sft
 SPLIT ?= dev
 lab-caspo: lab-sft
 	$(PY) -m lab.recipe caspo --split $(SPLIT)
+
+# lab-transfer: PC@K and CaT on the SFT, CASPO and CAPO checkpoints, same test items (lab/results/transfer/)
+lab-transfer: lab-sft
+	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT)

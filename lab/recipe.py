@@ -210,6 +210,29 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
     return result
 
 
+def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
+    """Calibration -> search (issue item 3d): PC@K and CaT (three modes) on the SFT, CASPO and CAPO checkpoints,
+    same items; each model's runs under lab/results/transfer/<model>/, the side-by-side in compare_<split>.json."""
+    from lab.search import run_search
+    from training.checkpoint import is_checkpoint
+
+    models = {"sft": train_sft(), "caspo": caspo_dir(), "capo": rl_dir("capo")}
+    result = {}
+    for name, path in models.items():
+        if not is_checkpoint(path):
+            print(f"skip {name}: no checkpoint at {path} (run make lab-caspo / make lab-rl OBJECTIVE=capo)")
+            continue
+        out = RESULTS / "transfer" / name
+        with served(path, log=out / f"server-{split}.log") as base_url:
+            rows = run_search(base_url, split=split, k=k, limit=limit, out=out, difficulty=LAB_DIFFICULTY,
+                              only=["PC", "CaT-faithful", "CaT-adaptive", "CaT-stream"])
+        result[name] = {r["strategy"]: {key: r[key] for key in ("accuracy", "acc_lo95", "acc_hi95",
+                                                                 "tokens_per_query", "ece", "auroc")} for r in rows}
+    (RESULTS / "transfer").mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transfer" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -266,6 +289,10 @@ def main(argv=None) -> int:
     r.add_argument("--set", default="{}", help="JSON overrides of RL_RECIPE (smoke tests)")
     r.add_argument("--out", default=None)
     sub.add_parser("rl-plot")
+    t = sub.add_parser("transfer")
+    t.add_argument("--split", choices=("dev", "test"), default="test")
+    t.add_argument("--k", type=int, default=4)
+    t.add_argument("--limit", type=int, default=300)
     c = sub.add_parser("caspo")
     c.add_argument("--split", choices=("dev", "test"), default="dev")
     c.add_argument("--limit", type=int, default=64)
@@ -281,6 +308,9 @@ def main(argv=None) -> int:
     if args.cmd == "caspo":
         print(json.dumps(caspo_experiment(args.split, limit=args.limit, model=Path(args.model) if args.model else None,
                                           overrides=json.loads(args.set), out=Path(args.out) if args.out else None)))
+        return 0
+    if args.cmd == "transfer":
+        print(json.dumps(transfer(args.split, k=args.k, limit=args.limit), indent=2))
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())
