@@ -32,3 +32,13 @@ def test_sft_cache_key_ignores_the_step_count():
     base = {"lr": 1e-4, "max_steps": 45, "save_steps": 5}
     assert recipe_hash(base) == recipe_hash({**base, "max_steps": 90, "save_steps": 10})
     assert recipe_hash(base) != recipe_hash({**base, "lr": 2e-4})
+
+
+def test_every_strategy_request_is_valid_for_the_server():
+    """The server would answer 400 to params it rejects; parse them as it does."""
+    from cat_serve.search.registry import parse_params
+
+    for k in (4, 8):
+        for label, name, params in strategies(k):
+            if name != "none":
+                parse_params(name, params)
