@@ -15,7 +15,7 @@ VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/de
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer
+.PHONY: install serve test model clean-venv lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
 
 install: $(STAMP)
 
@@ -75,3 +75,7 @@ lab-caspo: lab-sft
 # lab-transfer: PC@K and CaT on the SFT, CASPO and CAPO checkpoints, same test items (lab/results/transfer/)
 lab-transfer: lab-sft
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT)
+
+# lab-report: docs/lab.md from lab/results/ alone (byte-for-byte reproducible)
+lab-report:
+	$(PY) -m lab.report
