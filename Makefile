@@ -19,7 +19,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksu
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv
+.PHONY: install serve test model calibrate clean-venv lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
 
 install: $(STAMP)
 
@@ -54,3 +54,36 @@ calibrate: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- calibration lab (issue #10; lab/README.md). Each target is resumable: re-run it after an interrupt.
+# lab-sft: train the SFT checkpoint once (cached under ~/.cache/cat-serve/lab/); then
+#   make serve MODEL=$$($(PY) -m lab.recipe path)
+lab-sft: install
+	$(PY) -m lab.recipe sft
+
+# lab-search: serve the SFT checkpoint, run every strategy at K=4 and K=8 on the test split (settings fixed on dev)
+LAB_LIMIT ?= 300
+lab-search: lab-sft
+	$(PY) -m lab.recipe search --split test --k 4 8 --limit $(LAB_LIMIT)
+
+lab-search-dev: lab-sft
+	$(PY) -m lab.recipe search --split dev --k 4 --limit 100
+
+# lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (lab/results/rl/)
+OBJECTIVE ?= grpo
+lab-rl: lab-sft
+	$(PY) -m lab.recipe rl --objective $(OBJECTIVE)
+
+# lab-caspo SPLIT=dev|test: two CASPO rounds from SFT (on-policy contexts, exact critic), then step-level
+# ECE/Brier, entropy gap and step AUROCs of SFT vs CASPO (lab/results/caspo/)
+SPLIT ?= dev
+lab-caspo: lab-sft
+	$(PY) -m lab.recipe caspo --split $(SPLIT)
+
+# lab-transfer: PC@K and CaT on the SFT, CASPO and CAPO checkpoints, same test items (lab/results/transfer/)
+lab-transfer: lab-sft
+	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT)
+
+# lab-report: docs/lab.md from lab/results/ alone (byte-for-byte reproducible)
+lab-report:
+	$(PY) -m lab.report

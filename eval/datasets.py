@@ -7,6 +7,8 @@ Sources
   ``<repo>/../shared/data``);
 * a path to any user JSONL file, with ``question_field`` / ``answer_field`` / ``id_field``
   (defaults ``question`` / ``answer`` / line number);
+* ``arith[:ops=3,digits=2,distractors=0,n=1000,seed=0][@test|dev|train]`` — the lab's procedural
+  arithmetic task (``lab.arith``), generated from its seed (split ``test`` unless named);
 * ``hf:NAME[:CONFIG][@SPLIT]`` — a Hugging Face dataset, only on request and only online;
   ``datasets`` is imported lazily and is never required otherwise.
 
@@ -132,6 +134,10 @@ def load_items(
             id_field=id_field or spec.id_field, gold_fn=spec.gold_fn,
         )
     q, a = question_field or "question", answer_field or "answer"
+    from lab.arith import is_arith  # noqa: PLC0415
+
+    if is_arith(source):
+        return arith_items(source)
     if source.startswith("hf:"):
         return load_hf(source, question_field=q, answer_field=a, id_field=id_field)
     path = Path(source)
@@ -141,6 +147,14 @@ def load_items(
         )
     return rows_to_items(read_jsonl(path), prefix=path.stem, question_field=q, answer_field=a,
                          id_field=id_field)
+
+
+def arith_items(source: str) -> list[Item]:
+    """Items of an ``arith`` spec; ids carry the split and the math hash (``arith-test-<hash12>``)."""
+    from lab.arith import parse_spec  # noqa: PLC0415
+
+    spec = parse_spec(source)
+    return [Item(f"arith-{spec.split}-{p.math_hash[:12]}", p.question, p.answer) for p in spec.problems()]
 
 
 def select_subset(items: Sequence[Item], *, limit: int | None, seed: int = 0) -> list[Item]:

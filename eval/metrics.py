@@ -119,6 +119,21 @@ def ppl_auc(perplexity: Sequence[float], correct: Sequence[bool]) -> float | Non
     return auroc([-p for p in perplexity], correct)
 
 
+def auc_mean(groups: Sequence[tuple[Sequence[float], Sequence[bool]]]) -> float | None:
+    """AUC-mean (CAPO, "Calibration-Aware Policy Optimization", arXiv 2604.12632).
+
+    ``groups`` holds one ``(mean_logprobs, correct)`` pair per question: the sequence mean token
+    log-probabilities of its n sampled answers and whether each is correct. Per question, the AUROC of
+    mean log-prob against correctness over its own samples; the mean over the questions that have both
+    outcomes (the others cannot rank). ``None`` when no question has both. Unlike ``ppl_auc``, which
+    pools single answers across questions, this asks whether the model ranks its own answers to the
+    *same* question.
+    """
+    per_question = [auroc(scores, correct) for scores, correct in groups]
+    defined = [a for a in per_question if a is not None]
+    return float(np.mean(defined)) if defined else None
+
+
 def precision_coverage(
     conf: Sequence[float], correct: Sequence[bool]
 ) -> list[tuple[float, float, float]]:

@@ -93,15 +93,57 @@ def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: flo
     return out
 
 
+def arith_step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int,
+                       on_policy: bool) -> list[StepSample]:
+    """Steps of an arith example judged by ``lab.arith.Critic`` (exact, from the model's own state).
+
+    ``on_policy``: q_j = [x, s_1 .. s_{j-1}] with the model's own sampled steps (Eq. 1), until it writes
+    the answer line or ``len(steps) + 2`` steps; otherwise the reference steps before j (teacher forcing).
+    The StepSample's ``reference`` is the critic's correct step from that context."""
+    from lab.arith import Critic
+
+    critic = Critic.from_reference(ex.steps)
+    prompt = chat_prompt_ids(tokenizer, ex.question)
+    reference = list(ex.clean_steps) + [f"#### {ex.gold}"]
+    prefix_lines: list[str] = []
+    out = []
+    for j in range(len(reference) + (2 if on_policy else 0)):
+        if not on_policy:
+            if j >= len(reference):
+                break
+            prefix_lines = reference[:j]
+        prefix = "".join(s + "\n" for s in prefix_lines)
+        context_ids = prompt + tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        cands = sample_steps(model, tokenizer, context_ids, n=n, temperature=temperature, max_tokens=max_tokens)
+        (text, _, conf), rivals = cands[0], cands[1:]
+        out.append(StepSample(
+            context=tokenizer.decode(context_ids), candidate=text, correct=critic.judge(prefix_lines, text),
+            confidence=conf, reference=critic.next_step(prefix_lines),
+            competitors=tuple(Competitor(t, lp, critic.judge(prefix_lines, t)) for t, lp, _ in rivals),
+        ))
+        if on_policy:
+            if not text or text.lstrip().startswith("####"):
+                break
+            prefix_lines = prefix_lines + [text]
+    return out
+
+
 def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASPOArgs, temperature: float):
     """(pairs, collection metrics) for one round."""
+    if args.contexts == "on_policy" and args.judge != "arith":
+        raise ValueError("--contexts on_policy needs --judge arith (an exact critic that judges any state)")
     model.eval()
     critic = None
     if args.judge == "critic":
         critic = CriticJudge(args.critic_base_url, args.critic_model, api_key=args.critic_api_key)
-    samples = [s for ex in examples for s in step_samples(
-        model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature, max_tokens=args.max_step_tokens,
-        critic=critic)]
+    if args.judge == "arith":
+        samples = [s for ex in examples for s in arith_step_samples(
+            model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature,
+            max_tokens=args.max_step_tokens, on_policy=args.contexts == "on_policy")]
+    else:
+        samples = [s for ex in examples for s in step_samples(
+            model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature,
+            max_tokens=args.max_step_tokens, critic=critic)]
     pairs = caspo_pairs(samples, threshold=args.confidence_threshold)
     n = max(len(samples), 1)
     metrics = {

@@ -24,7 +24,9 @@ class CommonArgs:
                             "built in-process (with the embedded SmolLM2 tokenizer) for smoke tests.")
     tokenizer: str | None = _f(None, "Tokenizer directory (default: the model's, or the embedded one for 'tiny').")
     output_dir: str = _f("checkpoints/run", "Checkpoint directory, written atomically (temp dir + rename).")
-    data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer). Default <data_dir>/gsm8k_train.jsonl.")
+    data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer), or an arith spec such as "
+                                     "'arith:ops=3,digits=2@train' (lab.arith; generated from its seed). "
+                                     "Default <data_dir>/gsm8k_train.jsonl.")
     data_dir: str | None = _f(None, "Dataset folder; default $CAT_SERVE_DATA or ../shared/data from the repo root.")
     limit: int | None = _f(None, "Use only the first N questions (after --max-solution-steps).")
     max_solution_steps: int | None = _f(None, "Keep only questions whose reference solution has at most this "
@@ -43,6 +45,17 @@ class SFTArgs(CommonArgs):
     max_length: int = _f(512, "Truncate prompt+completion to this many tokens.")
     save_steps: int = _f(50, "Also write the checkpoint (with optimiser, scheduler and data position) every N "
                              "steps, so --resume after a crash redoes at most N-1 steps.")
+    lr_scheduler_type: str = _f("linear", "Learning-rate schedule (transformers' names): 'linear' decays to 0 at "
+                                          "--max-steps; 'constant_with_warmup' makes a shorter run the exact prefix "
+                                          "of a longer one.", choices=("linear", "cosine", "constant",
+                                                                         "constant_with_warmup"))
+    warmup_steps: int = _f(0, "Linear warm-up steps of the learning rate.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimiser step (effective batch = batch_size * this): "
+                                             "the same update with less memory.")
+    prompt_style: str = _f("train", "Instruction after each question: 'train' (cat-train's '#### <answer>' line), "
+                                    "'eval' (cat-eval's boxed-answer line) or 'both' (alternating by row), so the "
+                                    "model answers in one format whichever tool prompts it.",
+                           choices=("train", "eval", "both"))
 
 
 @dataclass
@@ -76,6 +89,11 @@ class RLArgs(CommonArgs):
                                choices=("auto", "nccl", "reload"))
     vllm_sync_dir: str | None = _f(None, "--vllm-weight-sync reload: a directory both trainer and server can read "
                                          "(default: a private one in /dev/shm, for a server on the same machine).")
+    eval_data_path: str | None = _f(None, "Fixed dev set for periodic evaluation (a JSONL path or an arith spec, e.g. "
+                                          "'arith:ops=3,digits=2@dev'); None: no evaluation.")
+    eval_limit: int = _f(32, "Dev questions evaluated (the first N of --eval-data-path).")
+    eval_samples: int = _f(8, "Samples per dev question (n of AUC-mean).")
+    eval_every: int = _f(10, "Evaluate on the dev set before step 1 and every N steps (and after the last).")
     # objective hyper-parameters (None: the objective's own default)
     epsilon: float | None = _f(None, "Clip range (low side). Default 0.2 token-level, 3e-4 GSPO/C2GSPG.")
     epsilon_high: float | None = _f(None, "Clip range high side (GRPO/GSPO/C2GSPG). Default epsilon / 4e-4.")
@@ -110,9 +128,14 @@ class CASPOArgs(CommonArgs):
     beta: float = _f(0.1, "DPO beta.")
     batch_size: int = _f(4, "DPO per-device train batch size.")
     max_step_tokens: int = _f(64, "Max tokens of one sampled step (cut at the first newline).")
-    judge: str = _f("exact", "Step judge: 'exact' (GSM8K calculator notes; the gold answer for the last step) or "
-                             "'critic' (a chat model behind an OpenAI-compatible endpoint, --critic-base-url).",
-                    choices=("exact", "critic"))
+    judge: str = _f("exact", "Step judge: 'exact' (GSM8K calculator notes; the gold answer for the last step), "
+                             "'critic' (a chat model behind an OpenAI-compatible endpoint, --critic-base-url) or "
+                             "'arith' (lab.arith's exact critic, for arith data: judged from the model's own state).",
+                    choices=("exact", "critic", "arith"))
+    contexts: str = _f("reference", "Step contexts q_j: 'reference' (teacher-forced: the reference steps before j; "
+                                    "a deviation from the paper's Eq. 1) or 'on_policy' (the model's own earlier "
+                                    "steps s_1..s_{j-1}, as in Eq. 1; needs --judge arith, whose critic gives the "
+                                    "correct step from any state).", choices=("reference", "on_policy"))
     critic_base_url: str = _f("http://127.0.0.1:8000/v1", "--judge critic: the endpoint's base URL.")
     critic_model: str = _f("default", "--judge critic: model name sent to the endpoint.")
     critic_api_key: str = _f("EMPTY", "--judge critic: API key sent to the endpoint.")

@@ -18,6 +18,8 @@ relative to the repository root, and every loader takes an explicit path too.
 from __future__ import annotations
 
 import ast
+import itertools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -58,7 +60,15 @@ def load_gsm8k(
     max_solution_steps: int | None = None,
 ) -> list[GSM8KExample]:
     """Load GSM8K rows (``question``, ``answer``) from ``path`` or ``<data_dir>/gsm8k_<split>.jsonl``,
-    keeping only those whose reference solution has at most ``max_solution_steps`` steps (lines)."""
+    keeping only those whose reference solution has at most ``max_solution_steps`` steps (lines).
+
+    ``path`` may also be an ``arith`` spec (``arith:ops=3,digits=2@train``, see ``lab.arith``; the split
+    defaults to ``train`` here): the problems are generated from their seed, nothing is read."""
+    if path is not None and str(path).startswith("arith"):
+        from lab.arith import is_arith
+
+        if is_arith(str(path)):
+            return load_arith(str(path), limit=limit, max_solution_steps=max_solution_steps)
     rows = []
     for row in read_jsonl(path or gsm8k_path(split, data_dir)):
         example = parse_example(row["question"], row["answer"])
@@ -68,6 +78,24 @@ def load_gsm8k(
         if limit is not None and len(rows) >= limit:
             break
     return rows
+
+
+def load_arith(spec: str, *, limit: int | None = None, max_solution_steps: int | None = None) -> list[GSM8KExample]:
+    """GSM8K-shaped examples of an ``arith`` spec (reference steps ``a op b = c``, ``#### x``); several specs
+    joined by ``|`` make a mixture, interleaved one problem of each in turn."""
+    from lab.arith import parse_spec
+
+    specs = [parse_spec(part, default_split="train") for part in spec.split("|")]
+    if limit is not None:  # draw no more than needed
+        per = -(-limit // len(specs))
+        specs = [s if s.n is not None else type(s)(config=s.config, split=s.split, n=per, seed=s.seed) for s in specs]
+    streams = [s.problems() for s in specs]
+    # a mixture ("arith:ops=2|arith:ops=3") interleaves its parts, so any prefix holds all of them
+    mixed = [p for group in itertools.zip_longest(*streams) for p in group if p is not None]
+    rows = [parse_example(p.question, p.solution) for p in mixed]
+    if max_solution_steps is not None:
+        rows = [r for r in rows if len(r.steps) <= max_solution_steps]
+    return rows[:limit] if limit is not None else rows
 
 
 def parse_example(question: str, answer: str) -> GSM8KExample:

@@ -123,6 +123,30 @@ def sample_rollouts(engine, tokenizer, prompts: Sequence[Sequence[int]], args: R
     return rollout_from_steps(prompts, groups, tokenizer.pad_token_id, device)
 
 
+def dev_metrics(engine, tokenizer, examples: Sequence[GSM8KExample], args: RLArgs, *, seed: int) -> dict:
+    """Sampled accuracy, ECE of exp(mean token logprob) and AUC-mean (CAPO, arXiv 2604.12632) on a fixed dev
+    set: ``eval_samples`` completions per question at the rollout temperature, a fixed seed every time."""
+    from cat_serve.search.answers import grade
+    from cat_serve.search.types import GenParams
+    from eval.metrics import auc_mean, ece
+    from training.rollout import sample_groups
+
+    params = GenParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                       top_logprobs=0, include_stop_str=True, seed=seed)
+    groups = sample_groups(engine, [chat_prompt_ids(tokenizer, ex.question) for ex in examples], args.eval_samples,
+                           params)
+    per_q, conf, correct = [], [], []
+    for ex, group in zip(examples, groups):
+        mean_lp = [sum(st.logprobs) / max(len(st.logprobs), 1) for st in group]
+        ok = [grade(st.text, ex.gold) for st in group]
+        per_q.append((mean_lp, ok))
+        conf += [math.exp(x) for x in mean_lp]
+        correct += ok
+    return {"dev_accuracy": sum(correct) / max(len(correct), 1), "dev_ece": ece(conf, correct),
+            "dev_auc_mean": auc_mean(per_q), "dev_confidence": sum(conf) / max(len(conf), 1),
+            "dev_questions_with_both": sum(1 for _, ok in per_q if 0 < sum(ok) < len(ok))}
+
+
 def rollout_seed(seed: int, step: int, rank: int) -> int:
     """Sampling seed of one rank's rollouts at ``step`` (sample j of a prompt uses ``+ j``): a resumed
     run draws exactly what the uninterrupted run would have drawn."""
@@ -333,6 +357,19 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
     try:
         if engine.shared:  # a server may hold other weights (another run, or before --resume)
             sync_sampler(engine, policy, accelerator)
+        dev = (load_gsm8k(args.eval_data_path, limit=args.eval_limit) if args.eval_data_path else [])
+
+        def evaluate(done: int) -> None:
+            if dev and accelerator.is_main_process and not any(
+                    r.get("eval_step") == done for r in history):
+                t = time.perf_counter()
+                row = {"eval_step": done, **dev_metrics(engine, tokenizer, dev, args, seed=args.seed + 7919),
+                       "eval_time_s": time.perf_counter() - t}
+                history.append(row)
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+        if start == 0:
+            evaluate(0)
         for step in range(start, args.max_steps):
             batch = [examples[i] for i in step_questions(order, step, rank, world, args.prompts_per_step)]
             t0 = time.perf_counter()
@@ -344,6 +381,8 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
             if accelerator.is_main_process:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}),
                       flush=True)
+            if args.eval_every and ((step + 1) % args.eval_every == 0 or step + 1 == args.max_steps):
+                evaluate(step + 1)
             if step + 1 < args.max_steps and args.save_steps and (step + 1) % args.save_steps == 0:
                 save_rl_checkpoint(args, accelerator, policy, optimizer, tokenizer, history, step + 1)
     finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from cat_serve.prompts import TRAIN_SUFFIX
+from cat_serve.prompts import EVAL_SUFFIX, TRAIN_SUFFIX
 from training.checkpoint import is_checkpoint, read_state, save_checkpoint
 from training.config import SFTArgs
 from training.data import GSM8KExample, load_gsm8k
@@ -33,16 +33,25 @@ from training.models import load_model_and_tokenizer, trainer_precision_kwargs
 TRAINER_RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
 
 
-def sft_row(ex: GSM8KExample) -> dict:
+def sft_row(ex: GSM8KExample, suffix: str = TRAIN_SUFFIX) -> dict:
     answer = "\n".join(ex.clean_steps) + f"\n#### {ex.gold}"
     return {
-        "prompt": [{"role": "user", "content": ex.question + TRAIN_SUFFIX}],
+        "prompt": [{"role": "user", "content": ex.question + suffix}],
         "completion": [{"role": "assistant", "content": answer}],
     }
 
 
-def sft_dataset(examples: list[GSM8KExample]) -> Dataset:
-    return Dataset.from_list([sft_row(ex) for ex in examples])
+def prompt_suffix(style: str, i: int) -> str:
+    """The instruction of row ``i``: cat-train's, cat-eval's, or alternating between them."""
+    if style == "train" or (style == "both" and i % 2 == 0):
+        return TRAIN_SUFFIX
+    if style in ("eval", "both"):
+        return EVAL_SUFFIX
+    raise ValueError(f"unknown prompt style {style!r}")
+
+
+def sft_dataset(examples: list[GSM8KExample], style: str = "train") -> Dataset:
+    return Dataset.from_list([sft_row(ex, prompt_suffix(style, i)) for i, ex in enumerate(examples)])
 
 
 def loss_rows(log_history: list[dict]) -> list[dict]:
@@ -90,10 +99,12 @@ def train_sft(args: SFTArgs, *, examples: list[GSM8KExample] | None = None):
         config = SFTConfig(
             output_dir=work, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed,
+            lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
             logging_steps=1, save_strategy="steps", save_steps=args.save_steps, save_total_limit=1,
             report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
         )
-        trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(examples),
+        trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(examples, args.prompt_style),
                              processing_class=tokenizer, callbacks=[PublishCheckpoint(args)])
         trainer.train(resume_from_checkpoint=str(Path(args.output_dir).resolve()) if resume else None)
     return Path(args.output_dir).resolve()

@@ -165,3 +165,26 @@ def test_summarize_rows():
     assert s["tokens_per_query"] == 20.0 and s["total_tokens"] == 40
     assert s["latency_p50_s"] == 2.0
     assert not any(isinstance(v, float) and math.isnan(v) for v in s.values())
+
+
+def test_auc_mean_hand_computed():
+    # q1: correct at -0.1 and -0.5, wrong at -0.3 and -0.9: pairs (c, w) ordered right:
+    #     (-0.1 > -0.3), (-0.1 > -0.9), (-0.5 > -0.9); wrong: (-0.5 < -0.3)  -> 3/4
+    # q2 is (conf [-0.2, -0.2, -0.4], correct [1, 0, 0]): pairs (1 vs 2) tie 1/2, (1 vs 3) 1 -> 0.75
+    # q3: one correct at -1.0 below one wrong at -0.1                         -> 0
+    # q4: all correct, q5: all wrong -> skipped
+    groups = [
+        ([-0.1, -0.3, -0.5, -0.9], [True, False, True, False]),
+        ([-0.2, -0.2, -0.4], [True, False, False]),
+        ([-1.0, -0.1], [True, False]),
+        ([-0.1, -0.2], [True, True]),
+        ([-0.1, -0.2], [False, False]),
+    ]
+    assert M.auc_mean(groups) == pytest.approx((0.75 + 0.75 + 0.0) / 3)
+    # per question both rankings are perfect (1.0 each); pooled across questions (ppl_auc's way) the hard
+    # question's correct answer (-2.0) ranks below the easy one's wrong answer (-0.5): 3 of 4 pairs -> 0.75
+    hard, easy = ([-2.0, -3.0], [True, False]), ([-0.1, -0.5], [True, False])
+    assert M.auc_mean([hard, easy]) == 1.0
+    assert M.auroc(hard[0] + easy[0], hard[1] + easy[1]) == pytest.approx(0.75)
+    assert M.auc_mean([([-0.1, -0.2], [True, True])]) is None
+    assert M.auc_mean([]) is None

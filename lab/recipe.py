@@ -1,0 +1,335 @@
+"""The lab's fixed recipes and one-command drivers (``make lab-sft``, ``make lab-search``).
+
+    python -m lab.recipe sft       # train (or resume, or skip when cached) the SFT checkpoint
+    python -m lab.recipe path      # print the cached SFT checkpoint's path (make serve MODEL=$(...))
+    python -m lab.recipe search --split dev|test [--k 4 8] [--limit N]   # serve it, run lab.search
+
+The SFT checkpoint lives in ``$CAT_SERVE_CACHE`` (default ``~/.cache/cat-serve``) under
+``lab/sft-<hash of the recipe>``, so a changed recipe never reuses a stale checkpoint. Its training
+runs through ``cat-train sft --resume``: an interrupted run continues from its last checkpoint
+(every ``save_steps``). Wall and CPU seconds of every training segment are appended to
+``lab/results/sft/segments.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("LAB_RESULTS", REPO / "lab" / "results"))  # tests and smoke runs point it elsewhere
+
+# Training mixture: five difficulties interleaved, so the model sees every one from the first batch on.
+# The evaluation difficulty (LAB_DIFFICULTY) is chosen afterwards on the dev split.
+SFT_MIX = ("arith:ops=2,digits=1|arith:ops=2,digits=2,distractors=1|arith:ops=3,digits=1,distractors=1"
+           "|arith:ops=3,digits=2|arith:ops=4,digits=2,distractors=1")
+SFT_RECIPE = {
+    "model": "embedded", "data_path": SFT_MIX, "limit": 4000, "max_steps": 45, "batch_size": 8, "gradient_accumulation_steps": 2,
+    "learning_rate": 2e-4, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 10,
+    "prompt_style": "both", "max_length": 256, "save_steps": 5, "seed": 0,
+}
+# chosen on dev (lab/results/sft/dev_difficulty.json); the test split is run once with it
+LAB_DIFFICULTY = "ops=3,digits=2,distractors=1"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CAT_SERVE_CACHE", Path.home() / ".cache" / "cat-serve")) / "lab"
+
+
+def recipe_hash(recipe: dict) -> str:
+    """Hash of everything but ``max_steps`` and ``save_steps``: with a constant learning rate after warm-up a
+    shorter run is the exact prefix of a longer one, so raising ``max_steps`` resumes the cached run."""
+    key = {k: v for k, v in recipe.items() if k not in ("max_steps", "save_steps")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def sft_dir(recipe: dict = SFT_RECIPE) -> Path:
+    return cache_root() / f"sft-{recipe_hash(recipe)}"
+
+
+def sft_argv(recipe: dict, output_dir: Path) -> list[str]:
+    from training.models import EMBEDDED
+
+    model = recipe["model"]
+    if model == EMBEDDED:
+        from cat_serve.models import ensure_embedded_model  # noqa: PLC0415
+
+        model = str(ensure_embedded_model())
+    argv = ["sft", "--output-dir", str(output_dir), "--resume", "--model", model]
+    for key, value in recipe.items():
+        if key != "model":
+            argv += ["--" + key.replace("_", "-"), str(value)]
+    return argv
+
+
+def trained_steps(path: Path) -> int:
+    from training.checkpoint import is_checkpoint, read_state
+
+    return read_state(path)["step"] if is_checkpoint(path) else 0
+
+
+def train_sft(recipe: dict = SFT_RECIPE) -> Path:
+    out = sft_dir(recipe)
+    done = trained_steps(out)
+    if done >= recipe["max_steps"]:
+        print(f"cached: {out} (step {done})")
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "training.cli", *sft_argv(recipe, out)]
+    print(" ".join(cmd), flush=True)
+    t0, r0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, cwd=REPO, check=True)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seg = {"recipe": recipe_hash(recipe), "from_step": done, "to_step": trained_steps(out),
+           "wall_s": round(time.time() - t0, 1), "cpu_s": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1),
+           "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "cpus": os.cpu_count()}
+    (RESULTS / "sft").mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "sft" / "segments.jsonl", "a") as f:
+        f.write(json.dumps(seg) + "\n")
+    return out
+
+
+# RL (issue item 3b): the same seed, steps, group size, prompts and dev set for every objective.
+RL_RECIPE = {
+    "group_size": 8, "prompts_per_step": 2, "max_steps": 40, "learning_rate": 1e-6, "temperature": 1.0,
+    "max_new_tokens": 96, "seed": 0, "save_steps": 5, "limit": 2000,
+    "eval_limit": 32, "eval_samples": 8, "eval_every": 5,
+}
+OBJECTIVES = ("grpo", "gspo", "capo", "c2gspg")
+
+
+def rl_dir(objective: str, recipe: dict = RL_RECIPE) -> Path:
+    return cache_root() / f"rl-{objective}-{recipe_hash({**recipe, 'sft': recipe_hash(SFT_RECIPE)})}"
+
+
+def train_rl(objective: str, *, model: Path | None = None, overrides: dict | None = None,
+             out: Path | None = None) -> Path:
+    """``cat-train rl --resume`` from the SFT checkpoint on arith train (the lab difficulty), dev curves on
+    ``eval_limit`` dev questions; per-step and dev rows copied to lab/results/rl/<objective>/metrics.jsonl."""
+    from training.checkpoint import read_metrics
+
+    recipe = {**RL_RECIPE, **(overrides or {})}
+    out = out or rl_dir(objective, recipe)
+    model = model or train_sft()
+    argv = ["rl", "--objective", objective, "--model", str(model), "--output-dir", str(out), "--resume",
+            "--data-path", f"arith:{LAB_DIFFICULTY}@train", "--eval-data-path", f"arith:{LAB_DIFFICULTY}@dev"]
+    for key, value in recipe.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=REPO, check=True)
+    dest = RESULTS / "rl" / objective
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "metrics.jsonl", "w") as f:
+        for row in read_metrics(out):
+            f.write(json.dumps(row) + "\n")
+    with open(dest / "segments.jsonl", "a") as f:
+        f.write(json.dumps({"recipe": recipe, "model": str(model), "wall_s": round(time.time() - t0, 1)}) + "\n")
+    return out
+
+
+RL_CURVES = (("reward", "train reward"), ("entropy", "token entropy"), ("dev_accuracy", "dev accuracy"),
+             ("dev_ece", "dev ECE of exp(mean logprob)"), ("dev_auc_mean", "dev AUC-mean"))
+
+
+def plot_rl(results: Path | None = None) -> list[Path]:
+    """One PNG per metric with every objective that has results."""
+    results = results or RESULTS / "rl"
+    from eval.report import _pyplot
+
+    plt = _pyplot()
+    runs = {}
+    for obj in OBJECTIVES:
+        f = results / obj / "metrics.jsonl"
+        if f.exists():
+            runs[obj] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    paths = []
+    for key, title in RL_CURVES:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for obj, rows in runs.items():
+            xs = [(r.get("step", r.get("eval_step")), r[key]) for r in rows if r.get(key) is not None]
+            if xs:
+                ax.plot(*zip(*xs), marker="o" if key.startswith("dev_") else None, ms=3, label=obj)
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = results / f"{key}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# CASPO (issue item 3c): two rounds from SFT, on-policy contexts (Eq. 1), the exact arith critic as judge
+CASPO_RECIPE = {"rounds": 2, "limit": 64, "max_steps": 20, "candidates_per_step": 4, "learning_rate": 1e-6,
+                "max_step_tokens": 32, "seed": 0}
+
+
+def caspo_dir(recipe: dict = CASPO_RECIPE) -> Path:
+    return cache_root() / f"caspo-{recipe_hash({**recipe, 'sft': recipe_hash(SFT_RECIPE)})}"
+
+
+def train_caspo(*, model: Path | None = None, overrides: dict | None = None, out: Path | None = None) -> Path:
+    from training.checkpoint import is_checkpoint, read_state
+
+    recipe = {**CASPO_RECIPE, **(overrides or {})}
+    out = out or caspo_dir(recipe)
+    if is_checkpoint(out) and read_state(out).get("round", 0) >= recipe["rounds"]:
+        return out
+    model = model or train_sft()
+    argv = ["caspo", "--model", str(model), "--output-dir", str(out), "--resume", "--judge", "arith",
+            "--contexts", "on_policy", "--data-path", f"arith:{LAB_DIFFICULTY}@train"]
+    for key, value in recipe.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=REPO, check=True)
+    return out
+
+
+def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, overrides: dict | None = None,
+                     out: Path | None = None) -> dict:
+    """Train CASPO (cached), then step-level calibration of SFT and CASPO on the same split."""
+    sft = model or train_sft()
+    caspo = train_caspo(model=sft, overrides=overrides, out=out)
+    spec = f"arith:{LAB_DIFFICULTY}@{split}"
+    result = {}
+    for name, ckpt in (("sft", sft), ("caspo", caspo)):
+        dest = RESULTS / "caspo" / f"{name}_{split}"
+        subprocess.run([sys.executable, "-m", "lab.steps", "--model", str(ckpt), "--spec", spec, "--limit", str(limit),
+                        "--out", str(dest)], cwd=REPO, check=True)
+        result[name] = json.loads((dest / "summary.json").read_text())
+    (RESULTS / "caspo" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
+    """Calibration -> search (issue item 3d): PC@K and CaT (three modes) on the SFT, CASPO and CAPO checkpoints,
+    same items; each model's runs under lab/results/transfer/<model>/, the side-by-side in compare_<split>.json."""
+    from lab.search import run_search
+    from training.checkpoint import is_checkpoint
+
+    models = {"sft": train_sft(), "caspo": caspo_dir(), "capo": rl_dir("capo")}
+    result = {}
+    for name, path in models.items():
+        if not is_checkpoint(path):
+            print(f"skip {name}: no checkpoint at {path} (run make lab-caspo / make lab-rl OBJECTIVE=capo)")
+            continue
+        out = RESULTS / "transfer" / name
+        with served(path, log=out / f"server-{split}.log") as base_url:
+            rows = run_search(base_url, split=split, k=k, limit=limit, out=out, difficulty=LAB_DIFFICULTY,
+                              only=["PC", "CaT-faithful", "CaT-adaptive", "CaT-stream"])
+        result[name] = {r["strategy"]: {key: r[key] for key in ("accuracy", "acc_lo95", "acc_hi95",
+                                                                 "tokens_per_query", "ece", "auroc")} for r in rows}
+    (RESULTS / "transfer").mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transfer" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(model: Path, *, log: Path, timeout: float = 900):
+    """A cat-serve (vLLM, 1 GiB KV cache) on ``model``; yields its /v1 base URL; stopped on exit."""
+    import httpx
+
+    port = _free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "cat_serve", "--model", str(model), "--engine", "vllm", "--port", str(port),
+           "--kv-cache-gib", "1", "--max-model-len", "1024"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not healthy after {timeout}s: {log.read_text()[-2000:]}")
+            time.sleep(2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("sft")
+    sub.add_parser("path")
+    s = sub.add_parser("search")
+    s.add_argument("--split", choices=("dev", "test"), default="test")
+    s.add_argument("--k", type=int, nargs="+", default=[4, 8])
+    s.add_argument("--limit", type=int, default=300)
+    s.add_argument("--only", default=None)
+    s.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    r = sub.add_parser("rl")
+    r.add_argument("--objective", choices=OBJECTIVES, required=True)
+    r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    r.add_argument("--set", default="{}", help="JSON overrides of RL_RECIPE (smoke tests)")
+    r.add_argument("--out", default=None)
+    sub.add_parser("rl-plot")
+    t = sub.add_parser("transfer")
+    t.add_argument("--split", choices=("dev", "test"), default="test")
+    t.add_argument("--k", type=int, default=4)
+    t.add_argument("--limit", type=int, default=300)
+    c = sub.add_parser("caspo")
+    c.add_argument("--split", choices=("dev", "test"), default="dev")
+    c.add_argument("--limit", type=int, default=64)
+    c.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    c.add_argument("--set", default="{}", help="JSON overrides of CASPO_RECIPE (smoke tests)")
+    c.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "rl":
+        print(train_rl(args.objective, model=Path(args.model) if args.model else None,
+                       overrides=json.loads(args.set), out=Path(args.out) if args.out else None))
+        plot_rl()
+        return 0
+    if args.cmd == "caspo":
+        print(json.dumps(caspo_experiment(args.split, limit=args.limit, model=Path(args.model) if args.model else None,
+                                          overrides=json.loads(args.set), out=Path(args.out) if args.out else None)))
+        return 0
+    if args.cmd == "transfer":
+        print(json.dumps(transfer(args.split, k=args.k, limit=args.limit), indent=2))
+        return 0
+    if args.cmd == "rl-plot":
+        print(plot_rl())
+        return 0
+    if args.cmd == "path":
+        print(sft_dir())
+        return 0
+    if args.cmd == "sft":
+        print(train_sft())
+        return 0
+    from lab.search import run_search
+
+    model = Path(args.model) if args.model else train_sft()
+    with served(model, log=RESULTS / "search" / f"server-{args.split}.log") as base_url:
+        for k in args.k:
+            run_search(base_url, split=args.split, k=k, limit=args.limit, out=RESULTS / "search",
+                       difficulty=LAB_DIFFICULTY, only=args.only.split(",") if args.only else None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

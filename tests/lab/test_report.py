@@ -1,0 +1,43 @@
+"""lab.report: verdict rules on hand-made numbers, and a byte-identical rebuild."""
+
+import json
+
+from lab.report import build, cat_verdict, rl_verdict
+
+SC = {"accuracy": 0.50, "acc_lo95": 0.44, "acc_hi95": 0.56}
+
+
+def test_cat_verdicts():
+    assert cat_verdict({"tokens_vs_sc": 0.30, "accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58}, SC) == "held"
+    assert cat_verdict({"tokens_vs_sc": 0.50, "accuracy": 0.60, "acc_lo95": 0.54, "acc_hi95": 0.66}, SC).startswith(
+        "did not hold (tokens")
+    assert cat_verdict({"tokens_vs_sc": 0.30, "accuracy": 0.30, "acc_lo95": 0.25, "acc_hi95": 0.40}, SC).startswith(
+        "did not hold (accuracy")
+    assert cat_verdict({"tokens_vs_sc": 0.30, "accuracy": 0.48, "acc_lo95": 0.42, "acc_hi95": 0.54}, SC).startswith(
+        "inconclusive")
+
+
+def test_rl_verdicts():
+    # step-to-step changes -0.1 each: std 0, so any change counts
+    assert rl_verdict([0.7, 0.6, 0.5], [0.5, 0.6, 0.7]).startswith("held")
+    assert rl_verdict([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]).startswith("did not hold")
+    # noisy flat curves: changes within 2 std of the step-to-step changes
+    assert rl_verdict([0.6, 0.7, 0.5, 0.6, 0.58], [0.6, 0.5, 0.7, 0.6, 0.62]).startswith("inconclusive")
+    assert rl_verdict([], [0.5]).startswith("inconclusive")
+
+
+def test_report_is_reproducible_and_reads_results(tmp_path):
+    folder = tmp_path / "search" / "test-k4"
+    folder.mkdir(parents=True)
+    rows = [{"strategy": "SC@4", "tokens_per_query": 400.0, "tokens_vs_sc": 1.0, "acc_minus_sc": 0.0,
+             "latency_p50_s": 1.0, "latency_p95_s": 2.0, "ece": 0.1, "brier": 0.2, "auroc": 0.7, **SC},
+            {"strategy": "CaT-stream@4", "tokens_per_query": 120.0, "tokens_vs_sc": 0.3, "acc_minus_sc": 0.02,
+             "latency_p50_s": 1.0, "latency_p95_s": 2.0, "ece": 0.1, "brier": 0.2, "auroc": 0.7,
+             "accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58}]
+    (folder / "table.json").write_text(json.dumps(rows))
+    (folder / "settings.json").write_text(json.dumps({"k": 4, "dataset": "arith@test", "item_ids": ["a"] * 300}))
+    text = build(tmp_path)
+    assert text == build(tmp_path)
+    assert "| CaT-stream@4 | 0.520 [0.460, 0.580] | 120.0 | 0.30 |" in text
+    assert "- test-k4 CaT-stream ≥ SC@4 at ≤ 0.35x tokens: held" in text
+    assert "No RL results yet." in text and "No CASPO results yet." in text

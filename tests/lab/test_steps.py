@@ -1,0 +1,34 @@
+"""Step-level calibration metrics of lab.steps, computed by hand."""
+
+import math
+
+import pytest
+
+from lab.steps import step_metrics, step_stats
+
+
+def test_step_stats():
+    s = step_stats([-0.1, -0.3], [0.2, 0.4], [-0.1, -0.2])
+    assert s["mean_entropy"] == pytest.approx(0.3)
+    assert s["confidence"] == pytest.approx(math.exp(-0.3))
+    assert s["max_prob"] == pytest.approx((math.exp(-0.1) + math.exp(-0.2)) / 2)
+    assert s["perplexity"] == pytest.approx(math.exp(0.2))
+
+
+def row(correct, entropy, max_prob, ppl):
+    return {"correct": correct, "mean_entropy": entropy, "confidence": math.exp(-entropy), "max_prob": max_prob,
+            "perplexity": ppl}
+
+
+def test_step_metrics_hand_computed():
+    rows = [row(True, 0.1, 0.9, 1.1), row(True, 0.3, 0.6, 1.5), row(False, 0.5, 0.7, 1.0), row(False, 0.2, 0.4, 2.0)]
+    m = step_metrics(rows)
+    assert m["step_accuracy"] == 0.5
+    assert (m["entropy_correct"], m["entropy_incorrect"]) == pytest.approx((0.2, 0.35))
+    assert m["entropy_gap"] == pytest.approx(0.15)
+    # correct vs wrong pairs ranked right: -entropy 3 of 4, max prob 3 of 4, -perplexity 2 of 4
+    assert (m["auroc_entropy"], m["auroc_max_prob"], m["auroc_perplexity"]) == pytest.approx((0.75, 0.75, 0.5))
+    c = [math.exp(-0.1), math.exp(-0.3), math.exp(-0.5), math.exp(-0.2)]  # four different bins of 15
+    assert m["ece"] == pytest.approx(((1 - c[0]) + (1 - c[1]) + c[2] + c[3]) / 4)
+    assert m["brier"] == pytest.approx(((1 - c[0]) ** 2 + (1 - c[1]) ** 2 + c[2] ** 2 + c[3] ** 2) / 4)
+    assert step_metrics([row(True, 0.1, 0.9, 1.1)])["entropy_gap"] is None
