@@ -103,7 +103,7 @@ def arith_step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperatur
     from lab.arith import Critic
 
     critic = Critic.from_reference(ex.steps)
-    prompt = chat_prompt_ids(tokenizer, ex.question)
+    prompt = question_prompt_ids(tokenizer, ex.question)
     reference = list(ex.clean_steps) + [f"#### {ex.gold}"]
     prefix_lines: list[str] = []
     out = []

@@ -129,12 +129,11 @@ def dev_metrics(engine, tokenizer, examples: Sequence[GSM8KExample], args: RLArg
     from cat_serve.search.answers import grade
     from cat_serve.search.types import GenParams
     from eval.metrics import auc_mean, ece
-    from training.rollout import sample_groups
 
     params = GenParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                        top_logprobs=0, include_stop_str=True, seed=seed)
-    groups = sample_groups(engine, [chat_prompt_ids(tokenizer, ex.question) for ex in examples], args.eval_samples,
-                           params)
+    groups = engine.sample_groups([question_prompt_ids(tokenizer, ex.question) for ex in examples],
+                                  args.eval_samples, params)
     per_q, conf, correct = [], [], []
     for ex, group in zip(examples, groups):
         mean_lp = [sum(st.logprobs) / max(len(st.logprobs), 1) for st in group]

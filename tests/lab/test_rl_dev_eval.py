@@ -15,8 +15,8 @@ SAMPLES = [  # (text, token logprobs) per question
 ]
 
 
-class ScriptedEngine:
-    async def extend(self, prompts, n, params):
+class ScriptedEngine:  # a RolloutEngine (training/rollout.py) that returns fixed samples
+    def sample_groups(self, prompts, n, params):
         assert len(prompts) == len(SAMPLES) and n == 2 and params.seed == 7
         return [[Step(token_ids=tuple(range(len(lp))), logprobs=lp, entropies=(0.0,) * len(lp), text=t)
                  for t, lp in group] for group in SAMPLES]
