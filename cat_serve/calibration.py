@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,15 +184,8 @@ class CalibrationProfile:
 
 
 def calibrate_result(result: SearchResult, score_map: ScoreMap | None) -> SearchResult:
-    """Apply ``score_map`` to ``result.confidence``; None (no profile / no map) is the identity.
-
-    Always sets ``raw_confidence``; ``calibrated`` is True only when a map was applied, which it
-    is not for a result without an answer (its confidence stays 0).
-    """
-    raw = result.confidence if result.raw_confidence is None else result.raw_confidence
-    if score_map is None or result.answer is None:
-        return replace(result, raw_confidence=raw, calibrated=False)
-    return replace(result, confidence=score_map(raw), raw_confidence=raw, calibrated=True)
+    """Apply ``score_map`` to ``result`` (``SearchResult.calibrated_by``; None is the identity)."""
+    return result.calibrated_by(score_map)
 
 
 # ---------------------------------------------------------------------- which profile, which model

@@ -20,7 +20,7 @@ from cat_serve.files import DATA_ENV
 from eval import bench, calibrate, datasets, runner
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser, *, base_url_required: bool = True) -> None:
     d = p.add_argument_group("dataset")
     d.add_argument("--dataset", required=True,
                    help="built-in name (" + ", ".join(datasets.builtin_specs())
@@ -37,7 +37,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="skip the first OFFSET items of the seeded order (e.g. those a profile was fitted on)")
 
     s = p.add_argument_group("server")
-    s.add_argument("--base-url", required=p.prog.split()[-1] != "calibrate", help="e.g. http://127.0.0.1:8000/v1")
+    s.add_argument("--base-url", required=base_url_required, help="e.g. http://127.0.0.1:8000/v1")
     s.add_argument("--model", default=None, help="default: the first id of /v1/models")
     s.add_argument("--api-key", default="EMPTY")
     s.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help='per-strategy overrides, e.g. \'{"cat": {"tau": 0.8}}\'')
 
     cal_p = sub.add_parser("calibrate", help="fit a calibration profile (raw score -> P(correct), CaT thresholds)")
-    add_common(cal_p)
+    add_common(cal_p, base_url_required=False)
     cal_p.add_argument("--strategies", default=",".join(calibrate.STRATEGIES))
     cal_p.add_argument("--holdout", type=float, default=1 / 3, help="fraction of the items held out (the last ones)")
     cal_p.add_argument("--branching-rate", type=float, default=0.1,
@@ -150,6 +150,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import os  # noqa: PLC0415
     import shlex  # noqa: PLC0415
 
+    if not args.serve_model and not args.base_url and not args.evaluate_only:
+        raise SystemExit("calibrate needs --base-url or --serve-model")
     profile_path = args.profile or calibrate.default_profile_path(args.serve_model or "")
     if args.evaluate_only:
         from cat_serve.calibration import CalibrationProfile  # noqa: PLC0415

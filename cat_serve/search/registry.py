@@ -14,9 +14,8 @@ candidate), but the HTTP layer must not present ``result.answer`` as the answer.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from cat_serve.calibration import CalibrationProfile, calibrate_result
 from cat_serve.search import cat, deepconf, perplexity, self_consistency
 from cat_serve.search.generator import OnEvent, StepGenerator
 from cat_serve.search.params import (
@@ -29,6 +28,9 @@ from cat_serve.search.params import (
     SelfConsistencyParams,
 )
 from cat_serve.search.types import SearchResult
+
+if TYPE_CHECKING:  # the profile is built outside the search core (cat_serve/calibration.py)
+    from cat_serve.calibration import CalibrationProfile
 
 RunFn = Callable[..., Awaitable[SearchResult]]
 
@@ -91,5 +93,5 @@ async def run_search(name: str, generator: StepGenerator, prompt_ids: Sequence[i
     if not isinstance(params, strategy.params_cls):
         raise TypeError(f"strategy {name!r} needs {strategy.params_cls.__name__}, got {type(params).__name__}")
     result = await strategy.run(generator, prompt_ids, params, on_event=on_event)
-    result = calibrate_result(result, profile.maps.get(name) if profile is not None else None)
+    result = result.calibrated_by(profile.maps.get(name) if profile is not None else None)
     return result, abstains(result, params)

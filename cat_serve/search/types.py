@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 # finish reasons of one generated segment
 STOP = "stop"        # a stop string / step delimiter matched (the segment may continue later)
@@ -98,3 +99,14 @@ class SearchResult:
     # and the strategy's own score moves here; None until calibration has looked at the result
     raw_confidence: float | None = None
     calibrated: bool = False
+
+    def calibrated_by(self, score_map: Callable[[float], float] | None) -> SearchResult:
+        """This result with ``confidence = score_map(raw score)``; None is the identity.
+
+        Always sets ``raw_confidence``; ``calibrated`` is True only when a map was applied, which it
+        is not for a result without an answer (its confidence stays 0).
+        """
+        raw = self.confidence if self.raw_confidence is None else self.raw_confidence
+        if score_map is None or self.answer is None:
+            return replace(self, raw_confidence=raw, calibrated=False)
+        return replace(self, confidence=score_map(raw), raw_confidence=raw, calibrated=True)
