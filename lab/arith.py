@@ -179,8 +179,12 @@ def generate_one(rng: random.Random, cfg: ArithConfig) -> Problem:
     return Problem(start=start, ops=tuple(ops), question=" ".join(sentences))
 
 
-def generate(split: str, n: int, cfg: ArithConfig = ArithConfig(), *, seed: int = 0) -> list[Problem]:
-    """The first ``n`` distinct problems of ``split`` drawn from the stream seeded by (seed, config)."""
+def generate(split: str, n: int, cfg: ArithConfig = ArithConfig(), *, seed: int = 0,
+             exact: bool = True) -> list[Problem]:
+    """The first ``n`` distinct problems of ``split`` drawn from the stream seeded by (seed, config).
+
+    A small space (``ops=2,digits=1``) may hold fewer: ``exact`` raises then, otherwise the problems found
+    within the draw budget are returned (the same ones every time)."""
     if split not in SPLITS:
         raise ValueError(f"arith: unknown split {split!r}; one of {sorted(SPLITS)}")
     rng = random.Random(f"arith|{seed}|{cfg.ops}|{cfg.digits}|{cfg.distractors}")
@@ -189,6 +193,8 @@ def generate(split: str, n: int, cfg: ArithConfig = ArithConfig(), *, seed: int 
     while len(out) < n:
         attempts += 1
         if attempts > 200 * n + 10_000:
+            if not exact:
+                break
             raise RuntimeError(f"arith: could not draw {n} distinct {split} problems for {cfg}")
         p = generate_one(rng, cfg)
         if split_of(p) == split and p.math_hash not in seen:
@@ -216,7 +222,8 @@ class ArithSpec:
         return self.n if self.n is not None else DEFAULT_N[self.split]
 
     def problems(self) -> list[Problem]:
-        return generate(self.split, self.size, self.config, seed=self.seed)
+        """``n`` problems when ``n`` is given (an error if the space is too small), else up to the default."""
+        return generate(self.split, self.size, self.config, seed=self.seed, exact=self.n is not None)
 
     def with_split(self, split: str) -> ArithSpec:
         return replace(self, split=split)

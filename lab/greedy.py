@@ -24,7 +24,10 @@ def greedy_accuracy(model_dir: str, spec: str, *, limit: int, batch_size: int = 
     from training.models import load_model_and_tokenizer
 
     suffix = EVAL_SUFFIX if suffix is None else suffix
-    problems = parse_spec(spec, default_split="dev").problems()[:limit]
+    parsed = parse_spec(spec, default_split="dev")
+    if parsed.n is None:  # draw only what is evaluated (a prefix of the full split: same stream)
+        parsed = type(parsed)(config=parsed.config, split=parsed.split, n=limit, seed=parsed.seed)
+    problems = parsed.problems()[:limit]
     model, tok = load_model_and_tokenizer(model_dir, None, seed=0)
     model.eval()
     tok.padding_side = "left"

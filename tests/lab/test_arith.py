@@ -130,3 +130,11 @@ def test_training_mixture_interleaves_its_parts():
     assert [len(e.steps) for e in examples] == [2, 4, 2, 4, 2, 4]
     first = generate("train", 3, ArithConfig(2, 1, 0))
     assert [e.question for e in examples[::2]] == [p.question for p in first]
+
+
+def test_a_small_space_gives_what_it_has_unless_n_is_explicit():
+    small = parse_spec("arith:ops=2,digits=1@dev").problems()  # default size 500: more than the space holds
+    assert 0 < len(small) < 500 and len({p.math_hash for p in small}) == len(small)
+    assert [p.math_hash for p in small[:20]] == [p.math_hash for p in parse_spec("arith:ops=2,digits=1,n=20@dev").problems()]
+    with pytest.raises(RuntimeError):
+        parse_spec("arith:ops=2,digits=1,n=5000@dev").problems()
