@@ -74,7 +74,7 @@ def sft_section(results: Path) -> list[str]:
         return out + ["No SFT training segment recorded yet (`make lab-sft`).", ""]
     out += ["| from step | to step | wall s | CPU s | started (UTC) |", "|---|---|---|---|---|"]
     out += [f"| {s['from_step']} | {s['to_step']} | {s['wall_s']} | {s['cpu_s']} | {s['started_utc']} |" for s in segs]
-    return out + [f"", f"Total wall time {sum(s['wall_s'] for s in segs):.0f} s (other jobs shared the CPU).", ""]
+    return out + [f"", f"Total wall time {sum(s['wall_s'] for s in segs):.0f} s; see lab/README.md for the load each segment ran under.", ""]
 
 
 def search_section(results: Path) -> tuple[list[str], list[str]]:
