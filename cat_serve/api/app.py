@@ -25,13 +25,14 @@ log = logging.getLogger("cat_serve")
 
 def build_engine(config: ServerConfig) -> Engine:
     path, name = resolve_model(config.model)
-    options = {"max_model_len": config.max_model_len}
-    if config.engine != "transformers":
-        options.update(dtype=config.dtype, kv_cache_gib=config.kv_cache_gib,
-                       gpu_memory_utilization=config.gpu_memory_utilization, **config.engine_options())
-    if config.engine == "transformers" or (config.engine == "auto" and not vllm_available()):
-        options.update(device=config.device, dtype=config.dtype)
-    return create_engine(config.engine, path, name, **options)
+    kind = config.engine if config.engine != "auto" else ("vllm" if vllm_available() else "transformers")
+    options = {"max_model_len": config.max_model_len, "dtype": config.dtype}
+    if kind == "vllm":
+        options.update(kv_cache_gib=config.kv_cache_gib, gpu_memory_utilization=config.gpu_memory_utilization,
+                       **config.engine_options())
+    else:
+        options.update(device=config.device)
+    return create_engine(kind, path, name, **options)
 
 
 def _local_model_path(model: str) -> str | None:
