@@ -19,7 +19,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksu
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
+.PHONY: install serve test model calibrate clean-venv lab-calibrate lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ clean-venv:
 #   make serve MODEL=$$($(PY) -m lab.recipe path)
 lab-sft: install
 	$(PY) -m lab.recipe sft
+
+# lab-calibrate: the SFT model's calibration profile (<ckpt>/cat_calibration.json, lab/results/calibration/)
+lab-calibrate: lab-sft
+	$(PY) -m lab.recipe calibrate
 
 # lab-search: serve the SFT checkpoint, run every strategy at K=4 and K=8 on the test split (settings fixed on dev)
 LAB_LIMIT ?= 300

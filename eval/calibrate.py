@@ -44,6 +44,9 @@ STRATEGIES = ("cat", "self_consistency", "ppl_consistency", "rpc", "deepconf")
 # CaT is collected in the served default mode with pruning off (tau is then fitted from the paths)
 # and with its candidate paths, whose step confidences set the thresholds.
 COLLECT_PARAMS = {"cat": {"mode": "stream", "confident_threshold": 0.25, "tau": 0.0, "return_candidates": True}}
+# collection params that shape the search itself (not a threshold being fitted): a profile fitted with them
+# serves them as defaults too, so served requests look like the fitted ones (e.g. one CaT step per line)
+CARRIED_PARAMS = {"cat": ("step_delimiters",)}
 EPS = 1e-3  # predictions are clipped to [EPS, 1 - EPS] when scoring log-loss
 
 
@@ -174,6 +177,10 @@ class CalibrateConfig:
     command: str = ""
     dataset_spec: dict | None = None
     strategy_limits: dict | None = None  # strategy -> number of items (default: all items)
+    search_params: dict | None = None  # strategy -> collection params over COLLECT_PARAMS (--search-params)
+
+    def collect_params(self, strategy: str) -> dict:
+        return {**COLLECT_PARAMS.get(strategy, {}), **((self.search_params or {}).get(strategy) or {})}
 
 
 def split(items: Sequence[Item], holdout: float) -> tuple[list[Item], list[Item]]:
@@ -193,7 +200,7 @@ def collect(cfg: CalibrateConfig, items: Sequence[Item]) -> dict[str, list[dict]
     for strategy in cfg.strategies:
         mine = strategy_items(cfg, items, strategy)
         rc = replace(cfg.base, search=strategy, out_dir=Path(cfg.base.out_dir) / strategy,
-                     search_params=COLLECT_PARAMS.get(strategy, {}))
+                     search_params=cfg.collect_params(strategy))
         runner.run(rc, mine)
         latest = runner.latest_by_id(runner.read_rows(rc.out_dir / runner.RESULTS))
         out[strategy] = [latest[it.id] for it in mine if it.id in latest]
@@ -211,7 +218,12 @@ def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], model: dict
         if strategy == "cat":
             defaults["cat"] = cat_thresholds(fit_rows, branching_rate=cfg.branching_rate,
                                              tau_prune=cfg.tau_prune)
+        carried = {p: cfg.collect_params(strategy)[p] for p in CARRIED_PARAMS.get(strategy, ())
+                   if p in cfg.collect_params(strategy)}
+        if carried:
+            defaults.setdefault(strategy, {}).update(carried)
     fitted_defaults = {k: {p: v for p, v in d.items() if p != "fit"} for k, d in defaults.items()}
+    threshold_fits = {k: d["fit"] for k, d in defaults.items() if "fit" in d}
     provenance = {
         "dataset": cfg.base.dataset, "split": cfg.dataset_spec,
         "items": {s: {"fit": len(split(r, cfg.holdout)[0]), "held_out": len(split(r, cfg.holdout)[1])}
@@ -219,9 +231,9 @@ def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], model: dict
         "model": model.get("id"), "model_fingerprint": model.get("fingerprint"),
         "command": cfg.command, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "collection": {"temperature": runner.effective_temperature(replace(cfg.base, search="cat")),
-                       "max_tokens": cfg.base.max_tokens, "params": {s: COLLECT_PARAMS.get(s, {}) for s in rows},
+                       "max_tokens": cfg.base.max_tokens, "params": {s: cfg.collect_params(s) for s in rows},
                        "runs": str(cfg.base.out_dir)},
-        "fits": fits, "cat_threshold_fit": {k: d["fit"] for k, d in defaults.items()},
+        "fits": fits, "cat_threshold_fit": threshold_fits,
     }
     return CalibrationProfile(maps=maps, search_defaults=fitted_defaults, provenance=provenance,
                               evaluation=evaluation)

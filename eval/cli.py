@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal_p.add_argument("--serve-model", default=None,
                        help="start `cat-serve --model M --calibration none` for the collection (then "
                             "--base-url is ignored); extra server flags via $CAT_SERVE_ARGS")
+    cal_p.add_argument("--search-params", type=json.loads, default={},
+                       help='collection params per strategy over the built-in ones, e.g. '
+                            '\'{"cat": {"step_delimiters": ["\\n"]}, "rpc": {"n": 4}}\'; CaT\'s step_delimiters '
+                            'are also written to the profile as a serving default')
     cal_p.add_argument("--evaluate-only", action="store_true",
                        help="print the held-out table of an existing --profile")
 
@@ -159,6 +163,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         calibrate.print_evaluation(CalibrationProfile.load(profile_path))
         return 0
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    if not isinstance(args.search_params, dict) or not all(isinstance(v, dict) for v in args.search_params.values()):
+        raise SystemExit("--search-params for calibrate must map strategy -> JSON object")
     asked = {k: int(v) for k, v in (kv.split("=") for kv in args.strategy_limits.split(",") if kv)}
     limits = {s: asked.get(s, args.limit) for s in strategies}  # None: all items
     if args.limit is not None and asked:
@@ -176,7 +182,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             base=run_config(args, search="none", search_params={}),
             strategies=strategies, strategy_limits=limits,
             holdout=args.holdout, branching_rate=args.branching_rate, tau_prune=args.tau_prune,
-            folds=args.folds, command=calibrate.command_line(),
+            folds=args.folds, command=calibrate.command_line(), search_params=args.search_params,
             dataset_spec={"dataset": args.dataset, "seed": args.seed, "offset": args.offset,
                           "limit": args.limit, "strategy_limits": limits, "holdout": args.holdout},
         )

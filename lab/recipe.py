@@ -41,6 +41,16 @@ SFT_RECIPE = {
 LAB_DIFFICULTY = "ops=3,digits=1,distractors=1"
 
 
+def record_segment(kind: str, t0: float, **extra) -> None:
+    """Append this invocation's command and wall time to lab/results/<kind>/segments.jsonl (a resumed
+    experiment appends a second segment; the report sums them)."""
+    (RESULTS / kind).mkdir(parents=True, exist_ok=True)
+    row = {"command": "python -m lab.recipe " + " ".join(sys.argv[1:]), "wall_s": round(time.time() - t0, 1),
+           "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), **extra}
+    with open(RESULTS / kind / "segments.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("CAT_SERVE_CACHE", Path.home() / ".cache" / "cat-serve")) / "lab"
 
@@ -98,9 +108,34 @@ def train_sft(recipe: dict = SFT_RECIPE) -> Path:
     return out
 
 
+# The lab model's calibration profile (issue #9 item 4): dev items 100.. (lab-search-dev uses dev items 0-99 of the
+# same seeded order, lab-search the test split), every sampling strategy at n = 4 (the lab's K), CaT steps = lines
+CALIBRATE_ARGS = ["--seed", "0", "--offset", "100", "--limit", "300", "--max-tokens", "160", "--concurrency", "16",
+                  "--search-params", json.dumps({"cat": {"branches": 4, "step_delimiters": ["\n"]},
+                                                 **{s: {"n": 4} for s in ("self_consistency", "ppl_consistency",
+                                                                          "rpc", "deepconf")}})]
+
+
+def calibrate_lab(model: Path | None = None) -> Path:
+    """``cat-eval calibrate`` of the SFT model (resumable runs under lab/results/calibration/runs); the
+    profile goes to <model>/cat_calibration.json (served automatically) and lab/results/calibration/."""
+    model = model or train_sft()
+    out = RESULTS / "calibration"
+    cmd = [sys.executable, "-m", "eval.cli", "calibrate", "--serve-model", str(model), "--no-progress",
+           "--dataset", f"arith:{LAB_DIFFICULTY}@dev", *CALIBRATE_ARGS, "--out", str(out / "runs")]
+    print(" ".join(cmd), flush=True)
+    env = {**os.environ, "CAT_SERVE_ARGS": os.environ.get("CAT_SERVE_ARGS", "--kv-cache-gib 2 --max-model-len 1024")}
+    t0 = time.time()
+    subprocess.run(cmd, cwd=REPO, check=True, env=env)
+    profile = model / "cat_calibration.json"
+    (out / "sft_profile.json").write_text(profile.read_text())
+    record_segment("calibration", t0)
+    return profile
+
+
 # RL (issue item 3b): the same seed, steps, group size, prompts and dev set for every objective.
 RL_RECIPE = {
-    "group_size": 8, "prompts_per_step": 2, "max_steps": 40, "learning_rate": 1e-6, "temperature": 1.0,
+    "group_size": 8, "prompts_per_step": 2, "max_steps": 40, "learning_rate": 1e-5, "temperature": 1.0,
     "max_new_tokens": 96, "seed": 0, "save_steps": 5, "limit": 2000,
     "eval_limit": 32, "eval_samples": 8, "eval_every": 5,
 }
@@ -170,7 +205,7 @@ def plot_rl(results: Path | None = None) -> list[Path]:
 
 
 # CASPO (issue item 3c): two rounds from SFT, on-policy contexts (Eq. 1), the exact arith critic as judge
-CASPO_RECIPE = {"rounds": 2, "limit": 64, "max_steps": 20, "candidates_per_step": 4, "learning_rate": 1e-6,
+CASPO_RECIPE = {"rounds": 2, "limit": 64, "max_steps": 20, "candidates_per_step": 4, "learning_rate": 1e-5,
                 "max_step_tokens": 32, "seed": 0}
 
 
@@ -197,6 +232,7 @@ def train_caspo(*, model: Path | None = None, overrides: dict | None = None, out
 def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, overrides: dict | None = None,
                      out: Path | None = None) -> dict:
     """Train CASPO (cached), then step-level calibration of SFT and CASPO on the same split."""
+    t0 = time.time()
     sft = model or train_sft()
     caspo = train_caspo(model=sft, overrides=overrides, out=out)
     spec = f"arith:{LAB_DIFFICULTY}@{split}"
@@ -207,6 +243,7 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
                         "--out", str(dest)], cwd=REPO, check=True)
         result[name] = json.loads((dest / "summary.json").read_text())
     (RESULTS / "caspo" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    record_segment("caspo", t0)
     return result
 
 
@@ -216,6 +253,7 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
     from lab.search import run_search
     from training.checkpoint import is_checkpoint
 
+    t0 = time.time()
     models = {"sft": train_sft(), "caspo": caspo_dir(), "capo": rl_dir("capo")}
     result = {}
     for name, path in models.items():
@@ -230,7 +268,11 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
                                                                  "tokens_per_query", "ece", "auroc")} for r in rows}
     (RESULTS / "transfer").mkdir(parents=True, exist_ok=True)
     (RESULTS / "transfer" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    record_segment("transfer", t0)
     return result
+
+
+SEARCH_CONCURRENCY = 8  # requests in flight: the same for every strategy, so latencies compare
 
 
 def _free_port() -> int:
@@ -277,11 +319,14 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sft")
     sub.add_parser("path")
+    sub.add_parser("calibrate")
     s = sub.add_parser("search")
     s.add_argument("--split", choices=("dev", "test"), default="test")
     s.add_argument("--k", type=int, nargs="+", default=[4, 8])
     s.add_argument("--limit", type=int, default=300)
     s.add_argument("--only", default=None)
+    s.add_argument("--cat-params", default="{}", help="JSON settings for every CaT mode (chosen on dev)")
+    s.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY)
     s.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
     r = sub.add_parser("rl")
     r.add_argument("--objective", choices=OBJECTIVES, required=True)
@@ -318,16 +363,22 @@ def main(argv=None) -> int:
     if args.cmd == "path":
         print(sft_dir())
         return 0
+    if args.cmd == "calibrate":
+        print(calibrate_lab())
+        return 0
     if args.cmd == "sft":
         print(train_sft())
         return 0
     from lab.search import run_search
 
+    t0 = time.time()
     model = Path(args.model) if args.model else train_sft()
     with served(model, log=RESULTS / "search" / f"server-{args.split}.log") as base_url:
         for k in args.k:
             run_search(base_url, split=args.split, k=k, limit=args.limit, out=RESULTS / "search",
-                       difficulty=LAB_DIFFICULTY, only=args.only.split(",") if args.only else None)
+                       difficulty=LAB_DIFFICULTY, only=args.only.split(",") if args.only else None,
+                       cat_params=json.loads(args.cat_params), concurrency=args.concurrency)
+    record_segment("search", t0)
     return 0
 
 

@@ -11,6 +11,10 @@ Verdict rules (stated in the report as well):
   *did not hold* if either counts the other way, else *inconclusive*.
 * CASPO halves ECE (arXiv 2605.07353, Table 6): *held* if ECE after <= 0.5x before, *did not hold* otherwise
   (point estimates on the same steps; no interval).
+* Calibration -> search (make lab-transfer): for each CaT mode and PC, a trained checkpoint *buys accuracy* if
+  its accuracy interval lies wholly above SFT's, *costs accuracy* if wholly below, else the accuracy change is
+  *within noise*; its token change is reported as a ratio to SFT's.
+* The lab profile (issue #9's target): calibrated ECE <= 0.5x raw, or <= 0.05, on the held-out dev items.
 """
 
 from __future__ import annotations
@@ -95,6 +99,10 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
                        f"{_f(r['latency_p50_s'], 2)} | {_f(r['latency_p95_s'], 2)} | {_f(r['ece'])} | "
                        f"{_f(r['brier'])} | {_f(r['auroc'])} |")
         out += ["", f"![cost vs accuracy](../lab/results/search/{folder.name}/cost_accuracy.png)", ""]
+        diagrams = sorted(p.parent.name for p in folder.glob("*/reliability.png"))
+        if diagrams:
+            out += ["Reliability diagrams of the returned confidence: " + " · ".join(
+                f"[{d}](../lab/results/search/{folder.name}/{d}/reliability.png)" for d in diagrams), ""]
         by = {r["strategy"]: r for r in rows}
         sc = by.get(f"SC@{k}", {})
         for mode in ("faithful", "adaptive", "stream"):
@@ -144,15 +152,92 @@ def caspo_section(results: Path) -> tuple[list[str], list[str]]:
     return out, verdicts or ["- CASPO halves ECE: no comparison yet."]
 
 
+def calibration_section(results: Path) -> tuple[list[str], list[str]]:
+    out = ["## The SFT model's calibration profile (make lab-calibrate)", ""]
+    f = results / "calibration" / "sft_profile.json"
+    if not f.exists():
+        return out + ["No profile yet.", ""], ["- Lab profile meets issue #9's ECE target: not run."]
+    prof = json.loads(f.read_text())
+    prov = prof.get("provenance", {})
+    out += [f"Fitted on `{prov.get('dataset')}` ({json.dumps(prov.get('split'))}); command `{prov.get('command')}`.",
+            "", "| strategy | held-out n | accuracy | raw ECE | calibrated ECE | raw Brier | calibrated Brier | "
+            "AUROC | map | target met |", "|---|---|---|---|---|---|---|---|---|---|"]
+    met = []
+    for strategy, e in prof.get("evaluation", {}).items():
+        chosen = prov.get("fits", {}).get(strategy, {}).get("chosen")
+        out.append(f"| {strategy} | {e['n']} | {_f(e['accuracy'])} | {_f(e['raw']['ece'])} | "
+                   f"{_f(e['calibrated']['ece'])} | {_f(e['raw']['brier'])} | {_f(e['calibrated']['brier'])} | "
+                   f"{_f(e['calibrated']['auroc'])} | {chosen} | {e['meets_target']} |")
+        met.append((strategy, e["meets_target"]))
+    out += ["", f"Served defaults: `{json.dumps(prof.get('search_defaults', {}), sort_keys=True)}`", ""]
+    failed = [s for s, ok in met if not ok]
+    verdict = "held for every strategy" if not failed else "did not hold for " + ", ".join(failed)
+    return out, [f"- Lab profile: calibrated ECE <= half raw or <= 0.05 (issue #9): {verdict}"]
+
+
+def transfer_verdict(model: dict, sft: dict) -> str:
+    if not model or not sft or model.get("accuracy") is None or sft.get("accuracy") is None:
+        return "missing"
+    if model["acc_lo95"] > sft["acc_hi95"]:
+        acc = "buys accuracy"
+    elif model["acc_hi95"] < sft["acc_lo95"]:
+        acc = "costs accuracy"
+    else:
+        acc = f"accuracy within noise ({model['accuracy'] - sft['accuracy']:+.3f})"
+    tok = (f", tokens {model['tokens_per_query'] / sft['tokens_per_query']:.2f}x SFT's"
+           if model.get("tokens_per_query") and sft.get("tokens_per_query") else "")
+    return acc + tok
+
+
+def transfer_section(results: Path) -> tuple[list[str], list[str]]:
+    out, verdicts = ["## Calibration → search (make lab-transfer)", ""], []
+    files = sorted((results / "transfer").glob("compare_*.json"))
+    if not files:
+        return out + ["No transfer results yet.", ""], ["- Better calibration buys accuracy or tokens: not run."]
+    for f in files:
+        data = json.loads(f.read_text())
+        out += [f"### {f.stem}", "", "| model | strategy | accuracy [95% CI] | tokens/query | ECE | AUROC |",
+                "|---|---|---|---|---|---|"]
+        for model, strategies in data.items():
+            for strategy, r in strategies.items():
+                out.append(f"| {model} | {strategy} | {_f(r['accuracy'])} [{_f(r['acc_lo95'])}, {_f(r['acc_hi95'])}] | "
+                           f"{_f(r['tokens_per_query'], 1)} | {_f(r['ece'])} | {_f(r['auroc'])} |")
+        out.append("")
+        sft = data.get("sft", {})
+        for model in data:
+            if model == "sft":
+                continue
+            for strategy in data[model]:
+                verdicts.append(f"- {f.stem} {model} vs SFT, {strategy}: "
+                                f"{transfer_verdict(data[model][strategy], sft.get(strategy, {}))}")
+    return out, verdicts or ["- Better calibration buys accuracy or tokens: SFT only so far."]
+
+
+def commands_section(results: Path) -> list[str]:
+    out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
+    for kind in ("sft", "calibration", "search", "rl", "caspo", "transfer"):
+        files = [results / kind / "segments.jsonl"] if kind != "rl" else sorted((results / "rl").glob("*/segments.jsonl"))
+        for f in files:
+            segs = _jsonl(f)
+            if not segs:
+                continue
+            name = kind if kind != "rl" else f"rl/{f.parent.name}"
+            cmds = sorted({s.get("command", "make lab-sft" if kind == "sft" else f"make lab-{kind}") for s in segs})
+            out.append(f"| {name} | {'<br>'.join(f'`{c}`' for c in cmds)} | {len(segs)} | "
+                       f"{sum(float(s['wall_s']) for s in segs):.0f} |")
+    return out + [""]
+
+
 def build(results: Path) -> str:
     lines = ["# Calibration lab results", "",
              "Generated by `make lab-report` from `lab/results/` (do not edit). Design and commands: lab/README.md.", ""]
     lines += sft_section(results)
     verdicts = []
-    for section in (search_section, rl_section, caspo_section):
+    for section in (calibration_section, search_section, rl_section, caspo_section, transfer_section):
         body, v = section(results)
         lines += body
         verdicts += v
+    lines += commands_section(results)
     lines += ["## Verdicts", "", *verdicts, "", "Rules: see `lab/report.py`'s docstring.", ""]
     return "\n".join(lines)
 

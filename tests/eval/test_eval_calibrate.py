@@ -73,3 +73,33 @@ def test_summaries_report_the_raw_score_calibration_too():
     rows = [{"raw_confidence": 0.9, "correct": True}, {"raw_confidence": 0.9, "correct": False}]
     out = raw_calibration(rows)
     assert out["raw_ece"] == pytest.approx(0.4) and out["raw_brier"] == pytest.approx((0.01 + 0.81) / 2)
+
+
+def test_collection_params_and_carried_step_delimiters():
+    from pathlib import Path
+
+    from eval import runner
+    from eval.calibrate import CalibrateConfig, build_profile
+
+    base = runner.RunConfig(base_url="http://x/v1", out_dir=Path("/nonexistent"), dataset="arith")
+    cfg = CalibrateConfig(base=base, strategies=("cat", "self_consistency"), holdout=0.5, folds=2,
+                          search_params={"cat": {"step_delimiters": ["\n"], "branches": 4},
+                                         "self_consistency": {"n": 4}})
+    # the user's params go over the built-in collection params (pruning stays off, candidates on)
+    assert cfg.collect_params("cat")["tau"] == 0.0 and cfg.collect_params("cat")["step_delimiters"] == ["\n"]
+    assert cfg.collect_params("self_consistency") == {"n": 4}
+
+    def r(conf, ok, steps):
+        return {"raw_confidence": conf, "correct": ok, "search": {"answer": "1"},
+                "samples": [{"correct": ok, "step_confidences": steps}]}
+
+    rows = {"cat": [r(0.9, True, [0.9, 1.0]), r(0.2, False, [0.2, 1.0])] * 4,
+            "self_consistency": [r(0.75, True, []), r(0.25, False, [])] * 4}
+    profile = build_profile(cfg, rows, {"id": "m", "fingerprint": "f"})
+    # step_delimiters is served as a default beside the fitted thresholds; SC gets no defaults
+    assert profile.search_defaults["cat"]["step_delimiters"] == ["\n"]
+    assert {"confident_threshold", "tau"} <= set(profile.search_defaults["cat"])
+    assert "self_consistency" not in profile.search_defaults
+    assert profile.provenance["collection"]["params"]["self_consistency"] == {"n": 4}
+    # and a request that names its own delimiters keeps them
+    assert "step_delimiters" not in profile.defaults_for("cat", {"step_delimiters": ["\n\n"]})

@@ -41,3 +41,16 @@ def test_report_is_reproducible_and_reads_results(tmp_path):
     assert "| CaT-stream@4 | 0.520 [0.460, 0.580] | 120.0 | 0.30 |" in text
     assert "- test-k4 CaT-stream ≥ SC@4 at ≤ 0.35x tokens: held" in text
     assert "No RL results yet." in text and "No CASPO results yet." in text
+
+
+def test_transfer_verdicts():
+    from lab.report import transfer_verdict
+
+    sft = {"accuracy": 0.50, "acc_lo95": 0.44, "acc_hi95": 0.56, "tokens_per_query": 100.0}
+    assert transfer_verdict({"accuracy": 0.65, "acc_lo95": 0.58, "acc_hi95": 0.71, "tokens_per_query": 80.0},
+                            sft) == "buys accuracy, tokens 0.80x SFT's"
+    assert transfer_verdict({"accuracy": 0.35, "acc_lo95": 0.30, "acc_hi95": 0.41, "tokens_per_query": 100.0},
+                            sft).startswith("costs accuracy")
+    assert transfer_verdict({"accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58}, sft) == \
+        "accuracy within noise (+0.020)"
+    assert transfer_verdict({}, sft) == "missing"
