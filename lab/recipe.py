@@ -134,10 +134,13 @@ def calibrate_lab(model: Path | None = None) -> Path:
 
 
 # RL (issue item 3b): the same seed, steps, group size, prompts and dev set for every objective.
+# Measured here (2 cores, a vLLM server beside it): 2 prompts x 8 took 80 s per step and a dev evaluation
+# (32 x 8 samples) 204 s, about 70 min per objective; one prompt x 8 per step and an evaluation every 10
+# steps halve that. Arith solutions are ~35 tokens, so 64 new tokens cut nothing but runaway samples.
 RL_RECIPE = {
-    "group_size": 8, "prompts_per_step": 2, "max_steps": 40, "learning_rate": 1e-5, "temperature": 1.0,
-    "max_new_tokens": 96, "seed": 0, "save_steps": 5, "limit": 2000,
-    "eval_limit": 32, "eval_samples": 8, "eval_every": 5,
+    "group_size": 8, "prompts_per_step": 1, "max_steps": 40, "learning_rate": 1e-5, "temperature": 1.0,
+    "max_new_tokens": 64, "seed": 0, "save_steps": 5, "limit": 2000,
+    "eval_limit": 32, "eval_samples": 8, "eval_every": 10,
 }
 OBJECTIVES = ("grpo", "gspo", "capo", "c2gspg")
 
@@ -255,15 +258,20 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
 
     t0 = time.time()
     models = {"sft": train_sft(), "caspo": caspo_dir(), "capo": rl_dir("capo")}
+    # every model searches with the SFT profile's CaT settings and reports its raw confidence (no map), so
+    # the three differ only in their weights
+    profile = json.loads((models["sft"] / "cat_calibration.json").read_text())
+    cat_params = {k: v for k, v in profile["search_defaults"].get("cat", {}).items() if k != "aggregation"}
     result = {}
     for name, path in models.items():
         if not is_checkpoint(path):
             print(f"skip {name}: no checkpoint at {path} (run make lab-caspo / make lab-rl OBJECTIVE=capo)")
             continue
         out = RESULTS / "transfer" / name
-        with served(path, log=out / f"server-{split}.log") as base_url:
+        with served(path, log=out / f"server-{split}.log", extra=("--calibration", "none")) as base_url:
             rows = run_search(base_url, split=split, k=k, limit=limit, out=out, difficulty=LAB_DIFFICULTY,
-                              only=["PC", "CaT-faithful", "CaT-adaptive", "CaT-stream"])
+                              only=["PC", "CaT-faithful", "CaT-adaptive", "CaT-stream"], cat_params=cat_params,
+                              concurrency=SEARCH_CONCURRENCY)
         result[name] = {r["strategy"]: {key: r[key] for key in ("accuracy", "acc_lo95", "acc_hi95",
                                                                  "tokens_per_query", "ece", "auroc")} for r in rows}
     (RESULTS / "transfer").mkdir(parents=True, exist_ok=True)
@@ -282,14 +290,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def served(model: Path, *, log: Path, timeout: float = 900):
+def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ...] = ()):
     """A cat-serve (vLLM, 1 GiB KV cache) on ``model``; yields its /v1 base URL; stopped on exit."""
     import httpx
 
     port = _free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cat_serve", "--model", str(model), "--engine", "vllm", "--port", str(port),
-           "--kv-cache-gib", "1", "--max-model-len", "1024"]
+           "--kv-cache-gib", "1", "--max-model-len", "1024", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
