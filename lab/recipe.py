@@ -25,6 +25,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from cat_serve.calibration import PROFILE_FILE  # <model dir>/cat_calibration.json: served automatically
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("LAB_RESULTS", REPO / "lab" / "results"))  # tests and smoke runs point it elsewhere
 
@@ -127,7 +129,7 @@ def calibrate_lab(model: Path | None = None) -> Path:
     env = {**os.environ, "CAT_SERVE_ARGS": os.environ.get("CAT_SERVE_ARGS", "--kv-cache-gib 2 --max-model-len 1024")}
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, check=True, env=env)
-    profile = model / "cat_calibration.json"
+    profile = model / PROFILE_FILE
     (out / "sft_profile.json").write_text(profile.read_text())
     record_segment("calibration", t0)
     return profile
@@ -260,7 +262,7 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
     models = {"sft": train_sft(), "caspo": caspo_dir(), "capo": rl_dir("capo")}
     # every model searches with the SFT profile's CaT settings and reports its raw confidence (no map), so
     # the three differ only in their weights
-    profile = json.loads((models["sft"] / "cat_calibration.json").read_text())
+    profile = json.loads((models["sft"] / PROFILE_FILE).read_text())
     cat_params = {k: v for k, v in profile["search_defaults"].get("cat", {}).items() if k != "aggregation"}
     result = {}
     for name, path in models.items():
@@ -281,6 +283,68 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
 
 
 SEARCH_CONCURRENCY = 8  # requests in flight: the same for every strategy, so latencies compare
+# The dev sweep of CaT's settings (make lab-search-dev): confident_threshold at these quantiles of the profile's
+# step confidences (the share of steps that branch), stream and adaptive beam 1; adaptive with the full beam
+# at the profile's threshold. TOKEN_TARGET is the product's cost target (x SC@K's tokens).
+SWEEP_RATES = (0.1, 0.25, 0.5)
+TOKEN_TARGET = 0.35
+
+
+def sweep_variants(profile: dict) -> list[tuple[str, str, dict]]:
+    """(name, mode, CaT params) of the dev sweep, from the profile's fitted step-confidence quantiles."""
+    q = profile["provenance"]["cat_threshold_fit"]["cat"]["step_confidence_quantiles"]
+    out = []
+    for rate in SWEEP_RATES:
+        thr = q[str(rate)]
+        out.append((f"stream-b{rate}", "stream", {"confident_threshold": thr}))
+        out.append((f"adaptive1-b{rate}", "adaptive", {"confident_threshold": thr, "beam": 1}))
+    out.append(("adaptiveK-b0.1", "adaptive", {"confident_threshold": q["0.1"]}))
+    return out
+
+
+def choose(variants: list[dict], target: float = TOKEN_TARGET) -> dict:
+    """Per mode: the most accurate variant within ``target`` x SC's tokens (ties: fewer tokens); when none
+    is within it, the cheapest. ``variants``: rows with mode, params, accuracy, tokens_vs_sc."""
+    chosen = {}
+    for mode in sorted({v["mode"] for v in variants}):
+        mine = [v for v in variants if v["mode"] == mode and v.get("tokens_vs_sc") is not None]
+        within = [v for v in mine if v["tokens_vs_sc"] <= target]
+        best = (max(within, key=lambda v: (v["accuracy"], -v["tokens_vs_sc"])) if within
+                else min(mine, key=lambda v: v["tokens_vs_sc"]))
+        chosen[mode] = {"name": best["name"], "params": best["params"], "within_target": bool(within),
+                        "accuracy": best["accuracy"], "tokens_vs_sc": best["tokens_vs_sc"]}
+    return chosen
+
+
+def dev_sweep(base_url: str, model: Path, *, k: int = 4, limit: int = 100) -> dict:
+    """greedy and SC@K, then every sweep variant of CaT, on dev items 0..limit-1 (the calibration profile was
+    fitted on dev items 100-399); writes search/dev-sweep/chosen.json, which make lab-search reads."""
+    from lab.search import run_search
+
+    profile = json.loads((model / PROFILE_FILE).read_text())
+    out = RESULTS / "search" / "dev-sweep"
+    base = {r["strategy"]: r for r in run_search(base_url, split="dev", k=k, limit=limit, out=out / "baselines",
+                                                 only=["greedy", "SC"], concurrency=SEARCH_CONCURRENCY)}
+    sc_tokens = base[f"SC@{k}"]["tokens_per_query"]
+    variants = []
+    for name, mode, params in sweep_variants(profile):
+        [row] = run_search(base_url, split="dev", k=k, limit=limit, out=out / name, only=[f"CaT-{mode}"],
+                           by_mode={mode: params}, concurrency=SEARCH_CONCURRENCY)
+        variants.append({"name": name, "mode": mode, "params": params, "accuracy": row["accuracy"],
+                         "tokens_per_query": row["tokens_per_query"], "tokens_vs_sc": row["tokens_per_query"] / sc_tokens,
+                         "latency_p50_s": row["latency_p50_s"]})
+    result = {"k": k, "limit": limit, "baselines": {s: {"accuracy": r["accuracy"], "tokens_per_query": r["tokens_per_query"],
+                                                          "latency_p50_s": r["latency_p50_s"]} for s, r in base.items()},
+              "variants": variants, "chosen": choose(variants), "rule": f"per mode: most accurate within "
+              f"{TOKEN_TARGET}x SC@{k}'s tokens (ties: fewer tokens), else the cheapest"}
+    (out / "chosen.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def chosen_by_mode() -> dict:
+    """The dev sweep's per-mode CaT settings ({} before make lab-search-dev)."""
+    f = RESULTS / "search" / "dev-sweep" / "chosen.json"
+    return {m: c["params"] for m, c in json.loads(f.read_text())["chosen"].items()} if f.exists() else {}
 
 
 def _free_port() -> int:
@@ -381,12 +445,18 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     model = Path(args.model) if args.model else train_sft()
+    if not (model / PROFILE_FILE).exists():
+        raise SystemExit(f"no calibration profile in {model}: run make lab-calibrate first")
     with served(model, log=RESULTS / "search" / f"server-{args.split}.log") as base_url:
-        for k in args.k:
-            run_search(base_url, split=args.split, k=k, limit=args.limit, out=RESULTS / "search",
-                       difficulty=LAB_DIFFICULTY, only=args.only.split(",") if args.only else None,
-                       cat_params=json.loads(args.cat_params), concurrency=args.concurrency)
-    record_segment("search", t0)
+        if args.split == "dev":  # choose CaT's settings (the test split never is)
+            print(json.dumps(dev_sweep(base_url, model, k=args.k[0], limit=args.limit)["chosen"], indent=2))
+        else:
+            for k in args.k:
+                run_search(base_url, split=args.split, k=k, limit=args.limit, out=RESULTS / "search",
+                           difficulty=LAB_DIFFICULTY, only=args.only.split(",") if args.only else None,
+                           cat_params=json.loads(args.cat_params), concurrency=args.concurrency,
+                           by_mode=chosen_by_mode())
+    record_segment("search", t0, split=args.split)
     return 0
 
 

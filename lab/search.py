@@ -29,16 +29,21 @@ from eval.datasets import load_dataset
 from lab.recipe import LAB_DIFFICULTY
 
 
-def strategies(k: int, cat_params: dict | None = None) -> list[tuple[str, str, dict]]:
-    """(label, search name, search params) of every strategy at K."""
-    cat_params = cat_params or {}
-    out = [("greedy", "none", {})]
-    for label, name in (("SC", "self_consistency"), ("PC", "ppl_consistency"), ("RPC", "rpc"),
-                        ("DeepConf", "deepconf")):
-        out.append((f"{label}@{k}", name, default_search_params(name, k)))
-    for mode in ("faithful", "adaptive", "stream"):
-        out.append((f"CaT-{mode}@{k}", "cat", {**default_search_params("cat", k), **cat_params, "mode": mode}))
-    return out
+def strategies(k: int, cat_params: dict | None = None, by_mode: dict | None = None) -> list[tuple[str, str, dict]]:
+    """(label, search name, search params) of every strategy at K; ``by_mode`` adds per-mode CaT settings
+    (chosen on dev) over ``cat_params``."""
+    cat_params, by_mode = cat_params or {}, by_mode or {}
+
+    def cat(mode: str) -> tuple[str, str, dict]:
+        return (f"CaT-{mode}@{k}", "cat", {**default_search_params("cat", k), **cat_params, **by_mode.get(mode, {}),
+                                           "mode": mode})
+
+    def sampled(label: str, name: str) -> tuple[str, str, dict]:
+        return (f"{label}@{k}", name, default_search_params(name, k))
+
+    # cheapest first, so that an interrupted run has the headline comparison (CaT vs SC) soonest
+    return [("greedy", "none", {}), sampled("SC", "self_consistency"), cat("stream"), cat("adaptive"),
+            sampled("PC", "ppl_consistency"), sampled("RPC", "rpc"), sampled("DeepConf", "deepconf"), cat("faithful")]
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
@@ -102,7 +107,7 @@ def cost_plot(rows: list[dict], path: Path, title: str) -> None:
 
 def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, difficulty: str = LAB_DIFFICULTY,
                cat_params: dict | None = None, only: list[str] | None = None, concurrency: int = 4,
-               max_tokens: int = 160, seed: int = 0) -> list[dict]:
+               max_tokens: int = 160, seed: int = 0, by_mode: dict | None = None) -> list[dict]:
     dataset = f"arith:{difficulty}@{split}"
     items = load_dataset(dataset, limit=limit, seed=seed)
     folder = out / f"{split}-k{k}"
@@ -110,7 +115,7 @@ def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, diff
     base = runner.RunConfig(base_url=base_url, out_dir=folder, dataset=dataset, concurrency=concurrency,
                             max_tokens=max_tokens, progress=False)
     summaries = {}
-    for label, name, params in strategies(k, cat_params):
+    for label, name, params in strategies(k, cat_params, by_mode):
         if only and label.split("@")[0] not in only:
             continue
         cfg = replace(base, search=name, search_params=params, out_dir=folder / label.replace("@", "_k"))
@@ -122,7 +127,7 @@ def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, diff
     write_table(rows, folder)
     (folder / "settings.json").write_text(json.dumps(
         {"dataset": dataset, "limit": limit, "seed": seed, "k": k, "max_tokens": max_tokens,
-         "concurrency": concurrency, "cat_params": cat_params or {},
+         "concurrency": concurrency, "cat_params": cat_params or {}, "cat_params_by_mode": by_mode or {},
          "item_ids": [it.id for it in items]}, indent=2) + "\n")
     cost_plot(rows, folder / "cost_accuracy.png", f"{dataset}, {len(items)} items, K={k}")
     return rows

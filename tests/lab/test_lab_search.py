@@ -15,10 +15,34 @@ def test_wilson_interval_hand_computed():
 
 def test_every_strategy_once_per_k():
     labels = [label for label, _, _ in strategies(8, {"tau": 0.5})]
-    assert labels == ["greedy", "SC@8", "PC@8", "RPC@8", "DeepConf@8", "CaT-faithful@8", "CaT-adaptive@8",
-                      "CaT-stream@8"]
+    assert labels == ["greedy", "SC@8", "CaT-stream@8", "CaT-adaptive@8", "PC@8", "RPC@8", "DeepConf@8",
+                      "CaT-faithful@8"]
     cat = dict((label, p) for label, _, p in strategies(8, {"tau": 0.5}))["CaT-stream@8"]
     assert cat["branches"] == 8 and cat["mode"] == "stream" and cat["tau"] == 0.5
+    # per-mode settings (the dev sweep's choice) go over the shared ones, for their mode only
+    by = dict((label, p) for label, _, p in strategies(4, {"tau": 0.5, "confident_threshold": 0.3},
+                                                         {"adaptive": {"beam": 1, "confident_threshold": 0.6}}))
+    assert by["CaT-adaptive@4"]["beam"] == 1 and by["CaT-adaptive@4"]["confident_threshold"] == 0.6
+    assert "beam" not in by["CaT-stream@4"] and by["CaT-stream@4"]["confident_threshold"] == 0.3
+
+
+def test_dev_sweep_choice_rule():
+    from lab.recipe import choose, sweep_variants
+
+    rows = [{"name": "s1", "mode": "stream", "params": {"a": 1}, "accuracy": 0.60, "tokens_vs_sc": 0.30},
+            {"name": "s2", "mode": "stream", "params": {"a": 2}, "accuracy": 0.70, "tokens_vs_sc": 0.34},
+            {"name": "s3", "mode": "stream", "params": {"a": 3}, "accuracy": 0.80, "tokens_vs_sc": 0.50},
+            {"name": "a1", "mode": "adaptive", "params": {"b": 1}, "accuracy": 0.70, "tokens_vs_sc": 0.60},
+            {"name": "a2", "mode": "adaptive", "params": {"b": 2}, "accuracy": 0.75, "tokens_vs_sc": 0.90}]
+    chosen = choose(rows)
+    # stream: s3 is more accurate but over 0.35x SC's tokens; s2 is the most accurate within it
+    assert chosen["stream"]["name"] == "s2" and chosen["stream"]["within_target"] is True
+    # adaptive: nothing within the target -> the cheapest
+    assert chosen["adaptive"]["name"] == "a1" and chosen["adaptive"]["within_target"] is False
+    q = {"0.05": 0.1, "0.1": 0.2, "0.25": 0.3, "0.5": 0.4, "0.75": 0.5, "0.9": 0.6}
+    variants = sweep_variants({"provenance": {"cat_threshold_fit": {"cat": {"step_confidence_quantiles": q}}}})
+    assert ("stream-b0.25", "stream", {"confident_threshold": 0.3}) in variants
+    assert ("adaptive1-b0.5", "adaptive", {"confident_threshold": 0.4, "beam": 1}) in variants
 
 
 def test_ratios_to_sc():
