@@ -284,9 +284,9 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
 
 SEARCH_CONCURRENCY = 8  # requests in flight: the same for every strategy, so latencies compare
 # The dev sweep of CaT's settings (make lab-search-dev): confident_threshold at these quantiles of the profile's
-# step confidences (the share of steps that branch), stream and adaptive beam 1; adaptive with the full beam
-# at the profile's threshold. TOKEN_TARGET is the product's cost target (x SC@K's tokens).
-SWEEP_RATES = (0.1, 0.25, 0.5)
+# step confidences (the share of steps that branch), stream with its trunk sampled or greedy (trunk_temperature
+# 0), and adaptive with beam 1 at the 10 % quantile. TOKEN_TARGET is the product's cost target (x SC@K's tokens).
+SWEEP_RATES = (0.1, 0.25)
 TOKEN_TARGET = 0.35
 
 
@@ -297,8 +297,9 @@ def sweep_variants(profile: dict) -> list[tuple[str, str, dict]]:
     for rate in SWEEP_RATES:
         thr = q[str(rate)]
         out.append((f"stream-b{rate}", "stream", {"confident_threshold": thr}))
-        out.append((f"adaptive1-b{rate}", "adaptive", {"confident_threshold": thr, "beam": 1}))
-    out.append(("adaptiveK-b0.1", "adaptive", {"confident_threshold": q["0.1"]}))
+        out.append((f"stream-t0-b{rate}", "stream", {"confident_threshold": thr, "trunk_temperature": 0.0}))
+    # adaptive asks one request per step and branch: one setting only (2 cores)
+    out.append(("adaptive1-b0.1", "adaptive", {"confident_threshold": q["0.1"], "beam": 1}))
     return out
 
 

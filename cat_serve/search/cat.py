@@ -39,7 +39,10 @@ from beyond the paper. Adaptive mode keeps the same scoring and selection and ad
     follows the most confident path and spends K samples only on its uncertain steps; this is what
     brings its cost below SC@K's, whose K paths run in full.
 
-Stream mode (``mode="stream"``) runs adaptive search with ``beam=1`` without a request per step:
+Stream mode (``mode="stream"``) runs adaptive search with ``beam=1`` without a request per step
+(``trunk_temperature`` sets that request's temperature apart from the alternatives'; 0 makes the followed
+path the most likely continuation, so the search starts from greedy decoding and spends samples only
+where a step is uncertain):
 one streaming request continues the followed path with no stop strings, and its ``early_stop``
 callback splits the text into steps at the delimiters as tokens arrive. Confident steps are accepted
 in flight; the request is cut at the first step that is uncertain (confidence < confident_threshold),
@@ -55,7 +58,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cat_serve.search.answers import cluster_answers, extract_answer, has_final_answer
 from cat_serve.search.confidence import step_confidence
@@ -97,9 +100,12 @@ class _Search:
     calls: int = 0
 
     async def extend(self, parents: Sequence[_Path], n: int, max_tokens: int, seed_offset: int,
-                     early_stop: EarlyStop | None, stop: tuple[str, ...] | None = None) -> list[list[Step]]:
+                     early_stop: EarlyStop | None, stop: tuple[str, ...] | None = None,
+                     temperature: float | None = None) -> list[list[Step]]:
         stop = self.params.step_delimiters if stop is None else stop
         gen = self.params.gen_params(max_tokens, stop=stop, seed_offset=seed_offset)
+        if temperature is not None:
+            gen = replace(gen, temperature=temperature)
         prefixes = [list(self.prompt_ids) + list(p.token_ids) for p in parents]
         self.calls += 1
         rows = await self.generator.extend(prefixes, n, gen, early_stop=early_stop)
@@ -233,7 +239,8 @@ async def follow_stream(search: _Search, path: _Path, depth: int) -> tuple[list[
             accepted.append(piece)
         return False
 
-    [[whole]] = await search.extend([path], 1, params.max_tokens - len(path.token_ids), 0, early_stop, stop=())
+    [[whole]] = await search.extend([path], 1, params.max_tokens - len(path.token_ids), 0, early_stop, stop=(),
+                                    temperature=params.trunk_temperature)
     if not cut and not early_stop(whole):  # engines do not show the callback the final tokens
         tail = whole.token_ids[seg.start:]
         cut.append(slice_step(whole, seg.start, len(whole.token_ids), search.generator.decode(tail),

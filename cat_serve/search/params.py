@@ -180,6 +180,9 @@ class CaTParams(SearchParams):
     confident_threshold: float = _f(0.8, "adaptive/stream: a step with confidence >= this is not branched",
                                     lo=0.0, hi=1.0)
     consensus: int = _f(2, "adaptive: stop once this many completed answers agree (0 = never)", lo=0, hi=1024)
+    trunk_temperature: float | None = _f(None, "stream: temperature of the followed path's own request (default: "
+                                         "the request's; 0 follows the most likely continuation); the K-1 "
+                                         "alternatives at an uncertain step always use the request's", lo=0.0, hi=2.0)
     beam: int | None = _f(None, "adaptive: width of the active set (default K); 1 follows the most "
                           "confident path and branches only at uncertain steps", lo=1, hi=64)
 

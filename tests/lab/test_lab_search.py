@@ -42,7 +42,8 @@ def test_dev_sweep_choice_rule():
     q = {"0.05": 0.1, "0.1": 0.2, "0.25": 0.3, "0.5": 0.4, "0.75": 0.5, "0.9": 0.6}
     variants = sweep_variants({"provenance": {"cat_threshold_fit": {"cat": {"step_confidence_quantiles": q}}}})
     assert ("stream-b0.25", "stream", {"confident_threshold": 0.3}) in variants
-    assert ("adaptive1-b0.5", "adaptive", {"confident_threshold": 0.4, "beam": 1}) in variants
+    assert ("adaptive1-b0.1", "adaptive", {"confident_threshold": 0.2, "beam": 1}) in variants
+    assert ("stream-t0-b0.1", "stream", {"confident_threshold": 0.2, "trunk_temperature": 0.0}) in variants
 
 
 def test_ratios_to_sc():

@@ -289,6 +289,24 @@ async def test_stream_mode_accepts_confident_steps_in_one_request():
     assert (s.steps, s.engine_calls, s.tokens_generated, s.pruned) == (2, 1, 4, 0)
 
 
+async def test_stream_trunk_temperature_applies_to_the_followed_path_only():
+    """The same tree as the test below, with trunk_temperature 0 and request temperature 0.7: both
+    streamed requests (the trunk) go out at temperature 0, the one alternative at the uncertain step at
+    0.7. Without trunk_temperature every call uses 0.7. The search itself is unchanged (answer 5)."""
+    for trunk, expected in ((0.0, [0.0, 0.7, 0.0]), (None, [0.7, 0.7, 0.7])):
+        gen = FakeGenerator()
+        prompt = gen.encode("Q", NL)
+        _, add = gen.script(prompt, cont("Mul", NL, "\\boxed{6}", entropy=[2.0, 2.0, 0.1]),
+                            cont("Add", NL, entropy=0.1, finish=STOP))
+        gen.script(add, cont("\\boxed{5}", entropy=0.1))
+        p = CaTParams.from_dict({"mode": "stream", "branches": 2, "confident_threshold": 0.5, "tau": 0.0,
+                                 "trunk_temperature": trunk}, {"temperature": 0.7})
+        result = await cat.run(gen, prompt, p)
+        assert result.answer == "5"
+        assert [c.params.temperature for c in gen.calls] == expected
+        assert [c.early_stop for c in gen.calls] == [True, False, True]
+
+
 async def test_stream_mode_branches_only_at_the_uncertain_step():
     """The streamed path's first step "Mul\\n\\n" has entropy 2 -> c = e^-2 = 0.135 < 0.5: the request
     is cut there (2 tokens) and K-1 = 1 alternative is sampled with stop = "\\n\\n": "Add\\n\\n",
