@@ -114,6 +114,10 @@ def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, diff
     folder.mkdir(parents=True, exist_ok=True)
     base = runner.RunConfig(base_url=base_url, out_dir=folder, dataset=dataset, concurrency=concurrency,
                             max_tokens=max_tokens, progress=False)
+    (folder / "settings.json").write_text(json.dumps(
+        {"dataset": dataset, "limit": limit, "seed": seed, "k": k, "max_tokens": max_tokens,
+         "concurrency": concurrency, "cat_params": cat_params or {}, "cat_params_by_mode": by_mode or {},
+         "item_ids": [it.id for it in items]}, indent=2) + "\n")
     summaries = {}
     for label, name, params in strategies(k, cat_params, by_mode):
         if only and label.split("@")[0] not in only:
@@ -123,19 +127,28 @@ def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, diff
         s = summaries[label]
         print(json.dumps({"strategy": label, "n": s["n"], "accuracy": s["accuracy"],
                           "tokens_per_query": s["tokens_per_query"], "errors": s["n_errors"]}), flush=True)
+    return tabulate(folder, k, [label for label, _, _ in strategies(k)], summaries)
+
+
+def tabulate(folder: Path, k: int, labels: list[str], summaries: dict[str, dict] | None = None) -> list[dict]:
+    """table.csv/json and cost_accuracy.png of ``folder`` from the strategies that have finished (a
+    ``summary.json``), in ``labels`` order; an interrupted run's table lists what is done."""
+    summaries = dict(summaries or {})
+    for label in labels:
+        f = folder / label.replace("@", "_k") / runner.SUMMARY
+        if label not in summaries and f.exists():
+            summaries[label] = json.loads(f.read_text())
+    summaries = {label: summaries[label] for label in labels if label in summaries}
     rows = table_rows(summaries, k)
     write_table(rows, folder)
-    (folder / "settings.json").write_text(json.dumps(
-        {"dataset": dataset, "limit": limit, "seed": seed, "k": k, "max_tokens": max_tokens,
-         "concurrency": concurrency, "cat_params": cat_params or {}, "cat_params_by_mode": by_mode or {},
-         "item_ids": [it.id for it in items]}, indent=2) + "\n")
-    cost_plot(rows, folder / "cost_accuracy.png", f"{dataset}, {len(items)} items, K={k}")
+    settings = json.loads((folder / "settings.json").read_text())
+    cost_plot(rows, folder / "cost_accuracy.png", f"{settings['dataset']}, {len(settings['item_ids'])} items, K={k}")
     return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base-url", required=True)
+    ap.add_argument("--base-url", default=None, help="required unless --table-only")
     ap.add_argument("--split", choices=("dev", "test"), required=True)
     ap.add_argument("--k", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--limit", type=int, default=300)
@@ -145,7 +158,13 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--out", type=Path, default=Path("lab/results/search"))
+    ap.add_argument("--table-only", action="store_true",
+                    help="rebuild <out>/<split>-k<K>/table.* from the finished strategies (no server)")
     args = ap.parse_args(argv)
+    if args.table_only:
+        for k in args.k:
+            tabulate(args.out / f"{args.split}-k{k}", k, [label for label, _, _ in strategies(k)])
+        return 0
     for k in args.k:
         run_search(args.base_url, split=args.split, k=k, limit=args.limit, out=args.out, difficulty=args.difficulty,
                    cat_params=args.cat_params, only=args.only.split(",") if args.only else None,
