@@ -222,7 +222,8 @@ def commands_section(results: Path) -> list[str]:
             if not segs:
                 continue
             name = kind if kind != "rl" else f"rl/{f.parent.name}"
-            cmds = sorted({s.get("command", "make lab-sft" if kind == "sft" else f"make lab-{kind}") for s in segs})
+            default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}"}.get(kind, f"make lab-{kind}")
+            cmds = sorted({s.get("command", default) for s in segs})
             out.append(f"| {name} | {'<br>'.join(f'`{c}`' for c in cmds)} | {len(segs)} | "
                        f"{sum(float(s['wall_s']) for s in segs):.0f} |")
     return out + [""]
