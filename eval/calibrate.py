@@ -218,8 +218,8 @@ def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], model: dict
         if strategy == "cat":
             defaults["cat"] = cat_thresholds(fit_rows, branching_rate=cfg.branching_rate,
                                              tau_prune=cfg.tau_prune)
-        carried = {p: cfg.collect_params(strategy)[p] for p in CARRIED_PARAMS.get(strategy, ())
-                   if p in cfg.collect_params(strategy)}
+        collected = cfg.collect_params(strategy)
+        carried = {p: collected[p] for p in CARRIED_PARAMS.get(strategy, ()) if p in collected}
         if carried:
             defaults.setdefault(strategy, {}).update(carried)
     fitted_defaults = {k: {p: v for p, v in d.items() if p != "fit"} for k, d in defaults.items()}
