@@ -75,7 +75,7 @@ SPLIT ?= dev
 lab-caspo: lab-sft
 	$(PY) -m lab.recipe caspo --split $(SPLIT)
 
-# lab-transfer: PC@K and CaT on the SFT, CASPO and CAPO checkpoints, same test items (lab/results/transfer/)
+# lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints, same test items (lab/results/transfer/)
 lab-transfer: lab-sft
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT)
 

@@ -44,8 +44,9 @@ LAB_DIFFICULTY = "ops=3,digits=1,distractors=1"
 
 
 def record_segment(kind: str, t0: float, **extra) -> None:
-    """Append this invocation's command and wall time to lab/results/<kind>/segments.jsonl (a resumed
-    experiment appends a second segment; the report sums them)."""
+    """Append this invocation's command, start and wall time (and ``extra``) to
+    lab/results/<kind>/segments.jsonl, ``kind`` e.g. "search" or "rl/capo" (a resumed experiment appends a
+    second segment; the report sums them)."""
     (RESULTS / kind).mkdir(parents=True, exist_ok=True)
     row = {"command": "python -m lab.recipe " + " ".join(sys.argv[1:]), "wall_s": round(time.time() - t0, 1),
            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), **extra}
@@ -101,18 +102,17 @@ def train_sft(recipe: dict = SFT_RECIPE) -> Path:
     t0, r0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, cwd=REPO, check=True)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    seg = {"recipe": recipe_hash(recipe), "from_step": done, "to_step": trained_steps(out),
-           "wall_s": round(time.time() - t0, 1), "cpu_s": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1),
-           "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "cpus": os.cpu_count()}
-    (RESULTS / "sft").mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "sft" / "segments.jsonl", "a") as f:
-        f.write(json.dumps(seg) + "\n")
+    record_segment("sft", t0, recipe=recipe_hash(recipe), from_step=done, to_step=trained_steps(out),
+                   cpu_s=round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1), cpus=os.cpu_count())
     return out
 
 
 # The lab model's calibration profile (issue #9 item 4): dev items 100.. (lab-search-dev uses dev items 0-99 of the
 # same seeded order, lab-search the test split), every sampling strategy at n = 4 (the lab's K), CaT steps = lines
-CALIBRATE_ARGS = ["--seed", "0", "--offset", "100", "--limit", "300", "--max-tokens", "160", "--concurrency", "16",
+# DeepConf gets every remaining dev item (100-499: 400, so 133 held out): with 300 (100 held out) its held-out
+# ECE missed the target in 2 of 3 rotations of the held-out third, at a noise floor of ~0.07 for 100 items
+CALIBRATE_ARGS = ["--seed", "0", "--offset", "100", "--limit", "400", "--max-tokens", "160", "--concurrency", "16",
+                  "--strategy-limits", "cat=300,self_consistency=300,ppl_consistency=300,rpc=300",
                   "--search-params", json.dumps({"cat": {"branches": 4, "step_delimiters": ["\n"]},
                                                  **{s: {"n": 4} for s in ("self_consistency", "ppl_consistency",
                                                                           "rpc", "deepconf")}})]
@@ -171,8 +171,7 @@ def train_rl(objective: str, *, model: Path | None = None, overrides: dict | Non
     with open(dest / "metrics.jsonl", "w") as f:
         for row in read_metrics(out):
             f.write(json.dumps(row) + "\n")
-    with open(dest / "segments.jsonl", "a") as f:
-        f.write(json.dumps({"recipe": recipe, "model": str(model), "wall_s": round(time.time() - t0, 1)}) + "\n")
+    record_segment(f"rl/{objective}", t0, recipe=recipe, model=str(model))
     return out
 
 
@@ -252,9 +251,14 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
     return result
 
 
+# PC@K and CaT in the product's mode (stream, with the dev sweep's settings): ~20 min per model here. The
+# faithful mode (~100 s an item) and adaptive would make it ~4 h for three models.
+TRANSFER_STRATEGIES = ("PC", "CaT-stream")
+
+
 def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
-    """Calibration -> search (issue item 3d): PC@K and CaT (three modes) on the SFT, CASPO and CAPO checkpoints,
-    same items; each model's runs under lab/results/transfer/<model>/, the side-by-side in compare_<split>.json."""
+    """Calibration -> search (issue item 3d): PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints, same
+    items; each model's runs under lab/results/transfer/<model>/, the side-by-side in compare_<split>.json."""
     from lab.search import run_search
     from training.checkpoint import is_checkpoint
 
@@ -264,6 +268,7 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
     # the three differ only in their weights
     profile = json.loads((models["sft"] / PROFILE_FILE).read_text())
     cat_params = {k: v for k, v in profile["search_defaults"].get("cat", {}).items() if k != "aggregation"}
+    by_mode = chosen_by_mode()  # the dev sweep's stream settings, as in make lab-search
     result = {}
     for name, path in models.items():
         if not is_checkpoint(path):
@@ -272,7 +277,7 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
         out = RESULTS / "transfer" / name
         with served(path, log=out / f"server-{split}.log", extra=("--calibration", "none")) as base_url:
             rows = run_search(base_url, split=split, k=k, limit=limit, out=out, difficulty=LAB_DIFFICULTY,
-                              only=["PC", "CaT-faithful", "CaT-adaptive", "CaT-stream"], cat_params=cat_params,
+                              only=list(TRANSFER_STRATEGIES), cat_params=cat_params, by_mode=by_mode,
                               concurrency=SEARCH_CONCURRENCY)
         result[name] = {r["strategy"]: {key: r[key] for key in ("accuracy", "acc_lo95", "acc_hi95",
                                                                  "tokens_per_query", "ece", "auroc")} for r in rows}
@@ -280,6 +285,23 @@ def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
     (RESULTS / "transfer" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     record_segment("transfer", t0)
     return result
+
+
+RUN_LAST = ("CaT-faithful",)  # one engine call per step and branch: the slowest by far (~100 s an item at K=4)
+
+
+def search_labels() -> list[str]:
+    """Strategy labels without @K, cheapest first (lab.search.strategies' order)."""
+    from lab.search import strategies
+
+    return [label.split("@")[0] for label, _, _ in strategies(4)]
+
+
+def search_plan(labels: list[str], ks: list[int]) -> list[tuple[int, list[str]]]:
+    """(K, labels) in run order: every K's cheaper strategies first, then RUN_LAST's for every K, so an
+    interrupted test run has the most strategies finished."""
+    cheap, last = [x for x in labels if x not in RUN_LAST], [x for x in labels if x in RUN_LAST]
+    return [(k, group) for group in (cheap, last) if group for k in ks]
 
 
 SEARCH_CONCURRENCY = 8  # requests in flight: the same for every strategy, so latencies compare
@@ -452,11 +474,11 @@ def main(argv=None) -> int:
         if args.split == "dev":  # choose CaT's settings (the test split never is)
             print(json.dumps(dev_sweep(base_url, model, k=args.k[0], limit=args.limit)["chosen"], indent=2))
         else:
-            for k in args.k:
+            labels = args.only.split(",") if args.only else search_labels()
+            for k, only in search_plan(labels, args.k):
                 run_search(base_url, split=args.split, k=k, limit=args.limit, out=RESULTS / "search",
-                           difficulty=LAB_DIFFICULTY, only=args.only.split(",") if args.only else None,
-                           cat_params=json.loads(args.cat_params), concurrency=args.concurrency,
-                           by_mode=chosen_by_mode())
+                           difficulty=LAB_DIFFICULTY, only=only, cat_params=json.loads(args.cat_params),
+                           concurrency=args.concurrency, by_mode=chosen_by_mode())
     record_segment("search", t0, split=args.split)
     return 0
 

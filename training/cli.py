@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -80,6 +82,9 @@ def run(command: str, args):
 
 def main(argv: Sequence[str] | None = None) -> int:
     command, args = parse_args(argv)
+    # SIGTERM as an exception, so exit handlers run: a colocated vLLM engine (--rollout-engine vllm) shuts
+    # its EngineCore process down on exit; killed without them, that process was left running (4 GB here)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     path = run(command, args)
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process
         print(f"checkpoint written to {path}")

@@ -67,3 +67,13 @@ def test_every_strategy_request_is_valid_for_the_server():
         for label, name, params in strategies(k):
             if name != "none":
                 parse_params(name, params)
+
+
+def test_search_plan_runs_faithful_last_for_every_k():
+    from lab.recipe import search_labels, search_plan
+
+    labels = search_labels()
+    assert labels[0] == "greedy" and labels[-1] == "CaT-faithful"
+    cheap = labels[:-1]
+    assert search_plan(labels, [4, 8]) == [(4, cheap), (8, cheap), (4, ["CaT-faithful"]), (8, ["CaT-faithful"])]
+    assert search_plan(["SC"], [8]) == [(8, ["SC"])]  # --only without a costly strategy: no empty run
