@@ -170,6 +170,13 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
                    f"{_f(e['calibrated']['auroc'])} | {chosen} | {e['meets_target']} |")
         met.append((strategy, e["meets_target"]))
     out += ["", f"Served defaults: `{json.dumps(prof.get('search_defaults', {}), sort_keys=True)}`", ""]
+    check = results / "calibration" / "split_check.md"
+    if check.exists():  # python -m lab.calib_check: the same runs, other splits
+        text = check.read_text()
+        cross = text[text.index("## 3-fold"):].splitlines()[2:]
+        out += ["How much of this verdict is the split (`python -m lab.calib_check`, "
+                "[split_check.md](../lab/results/calibration/split_check.md)): 3-fold cross-fitting, every item "
+                "scored once by a map fitted on the other two thirds:", "", *cross, ""]
     failed = [s for s, ok in met if not ok]
     verdict = "held for every strategy" if not failed else "did not hold for " + ", ".join(failed)
     return out, [f"- Lab profile: calibrated ECE <= half raw or <= 0.05 (issue #9): {verdict}"]
