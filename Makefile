@@ -21,7 +21,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-calibrate lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
+.PHONY: install serve test model calibrate clean-venv lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ lab-sft: install
 # lab-calibrate: the SFT model's calibration profile (<ckpt>/cat_calibration.json, lab/results/calibration/)
 lab-calibrate: lab-sft
 	$(PY) -m lab.recipe calibrate
+
+# lab-calibrate-large: the same collection on 1000 dev items, profile in lab/results/calibration/large/ (issue #9's check)
+lab-calibrate-large: lab-sft
+	$(PY) -m lab.recipe calibrate --large
 
 # lab-search: serve the SFT checkpoint, run every strategy at K=4 and K=8 on the test split (settings fixed on dev)
 LAB_LIMIT ?= 300

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,20 +118,41 @@ CALIBRATE_ARGS = ["--seed", "0", "--offset", "100", "--limit", "300", "--max-tok
                                                                           "rpc", "deepconf")}})]
 
 
-def calibrate_lab(model: Path | None = None) -> Path:
+# The same collection on 1000 dev items of a larger dev set (n=1200: its first 500 are the dev split above, in
+# another seeded order), 333 held out: the 300-item profile's verdict turned on the split (python -m
+# lab.calib_check). Its profile is written beside the results, not into the checkpoint, so the served profile
+# of the search experiments stays the one they ran with. Rows of runs/ whose items recur are reused (same
+# collection settings).
+LARGE_DATASET = f"arith:{LAB_DIFFICULTY},n=1200@dev"
+LARGE_ARGS = [*CALIBRATE_ARGS[:2], "--offset", "0", "--limit", "1000", *CALIBRATE_ARGS[6:]]
+
+
+def calibrate_lab(model: Path | None = None, *, large: bool = False) -> Path:
     """``cat-eval calibrate`` of the SFT model (resumable runs under lab/results/calibration/runs); the
-    profile goes to <model>/cat_calibration.json (served automatically) and lab/results/calibration/."""
+    profile goes to <model>/cat_calibration.json (served automatically) and lab/results/calibration/.
+    ``large``: LARGE_DATASET, runs and profile under lab/results/calibration/large/."""
     model = model or train_sft()
     out = RESULTS / "calibration"
+    if large:
+        runs, profile = out / "large" / "runs", out / "large" / "profile.json"
+        for old in (out / "runs").glob("*/results.jsonl"):
+            dest = runs / old.parent.name / old.name
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(old, dest)
+        extra = [*LARGE_ARGS, "--profile", str(profile)]
+    else:
+        runs, profile = out / "runs", model / PROFILE_FILE
+        extra = CALIBRATE_ARGS
     cmd = [sys.executable, "-m", "eval.cli", "calibrate", "--serve-model", str(model), "--no-progress",
-           "--dataset", f"arith:{LAB_DIFFICULTY}@dev", *CALIBRATE_ARGS, "--out", str(out / "runs")]
+           "--dataset", LARGE_DATASET if large else f"arith:{LAB_DIFFICULTY}@dev", *extra, "--out", str(runs)]
     print(" ".join(cmd), flush=True)
     env = {**os.environ, "CAT_SERVE_ARGS": os.environ.get("CAT_SERVE_ARGS", "--kv-cache-gib 2 --max-model-len 1024")}
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, check=True, env=env)
-    profile = model / PROFILE_FILE
-    (out / "sft_profile.json").write_text(profile.read_text())
-    record_segment("calibration", t0)
+    if not large:
+        (out / "sft_profile.json").write_text(profile.read_text())
+    record_segment("calibration", t0, **({"large": True} if large else {}))
     return profile
 
 
@@ -413,7 +435,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sft")
     sub.add_parser("path")
-    sub.add_parser("calibrate")
+    sub.add_parser("calibrate").add_argument("--large", action="store_true", help="the 1000-item check (LARGE_ARGS)")
     s = sub.add_parser("search")
     s.add_argument("--split", choices=("dev", "test"), default="test")
     s.add_argument("--k", type=int, nargs="+", default=[4, 8])
@@ -458,7 +480,7 @@ def main(argv=None) -> int:
         print(sft_dir())
         return 0
     if args.cmd == "calibrate":
-        print(calibrate_lab())
+        print(calibrate_lab(large=args.large))
         return 0
     if args.cmd == "sft":
         print(train_sft())
