@@ -112,6 +112,25 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
     return out, verdicts or ["- CaT ≥ SC@K at ≤ 0.35x tokens: no test-split run yet."]
 
 
+def _rounded(rows: list[dict], keys: tuple[str, ...]) -> list[list]:
+    return [[round(r[k], 6) if isinstance(r.get(k), float) else r.get(k) for k in keys] for r in rows]
+
+
+def same_curves(curves: dict[str, list[dict]]) -> list[str]:
+    """A note per objective whose dev evaluations equal an earlier one's exactly (GSPO is GRPO when every
+    sampled batch gets one update: the sequence ratio is 1 and both losses are the length-normalised one)."""
+    keys = ("eval_step", "dev_accuracy", "dev_ece", "dev_auc_mean")
+    out, names = [], list(curves)
+    for i, obj in enumerate(names):
+        twin = next((o for o in names[:i] if _rounded(curves[o], keys) == _rounded(curves[obj], keys)), None)
+        if twin:
+            why = (": with one optimiser update per sampled batch (inner_epochs 1) every importance ratio is 1, "
+                   "and at ratio 1 both losses have the same gradient" if {obj, twin} == {"grpo", "gspo"} else "")
+            out.append(f"{obj}'s dev evaluations equal {twin}'s at every step to 6 decimals (the log-probs differ "
+                       f"in float rounding only){why}.")
+    return out + [""] if out else []
+
+
 def rl_section(results: Path) -> tuple[list[str], list[str]]:
     out = ["## RL calibration (make lab-rl)", ""]
     curves = {}
@@ -127,8 +146,9 @@ def rl_section(results: Path) -> tuple[list[str], list[str]]:
         a, b = dev[0], dev[-1]
         out.append(f"| {obj} | {len(dev)} | {_f(a['dev_accuracy'])}→{_f(b['dev_accuracy'])} | "
                    f"{_f(a['dev_ece'])}→{_f(b['dev_ece'])} | {_f(a['dev_auc_mean'])}→{_f(b['dev_auc_mean'])} |")
-    out += [""] + [f"![{k}](../lab/results/rl/{k}.png)" for k in
-                   ("reward", "entropy", "dev_accuracy", "dev_ece", "dev_auc_mean")] + [""]
+    out += [""] + same_curves(curves)
+    out += [f"![{k}](../lab/results/rl/{k}.png)" for k in
+            ("reward", "entropy", "dev_accuracy", "dev_ece", "dev_auc_mean")] + [""]
     auc = {o: [r["dev_auc_mean"] for r in d if r.get("dev_auc_mean") is not None] for o, d in curves.items()}
     return out, [f"- GRPO AUC-mean falls, CAPO's rises: {rl_verdict(auc.get('grpo', []), auc.get('capo', []))}"]
 

@@ -54,3 +54,15 @@ def test_transfer_verdicts():
     assert transfer_verdict({"accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58}, sft) == \
         "accuracy within noise (+0.020)"
     assert transfer_verdict({}, sft) == "missing"
+
+
+def test_identical_rl_curves_are_called_out():
+    from lab.report import same_curves
+
+    a = [{"eval_step": 0, "dev_accuracy": 0.5, "dev_ece": 0.4, "dev_auc_mean": 0.8},
+         {"eval_step": 10, "dev_accuracy": 0.6, "dev_ece": 0.3, "dev_auc_mean": 0.9}]
+    b = [{**r, "dev_ece": r["dev_ece"] + 1e-8} for r in a]  # float rounding of the log-probs only
+    c = [a[0], {**a[1], "dev_auc_mean": 0.85}]
+    notes = same_curves({"grpo": a, "gspo": b, "capo": c})
+    assert len(notes) == 2 and notes[0].startswith("gspo's dev evaluations equal grpo's") and "ratio is 1" in notes[0]
+    assert same_curves({"grpo": a, "capo": c}) == []
