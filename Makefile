@@ -80,8 +80,9 @@ lab-caspo: lab-sft
 	$(PY) -m lab.recipe caspo --split $(SPLIT)
 
 # lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints, same test items (lab/results/transfer/)
+TRANSFER_MODELS ?= sft,caspo,capo
 lab-transfer: lab-sft
-	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT)
+	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT) --models $(TRANSFER_MODELS)
 
 # lab-report: docs/lab.md from lab/results/ alone (byte-for-byte reproducible)
 lab-report:

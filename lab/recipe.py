@@ -277,31 +277,45 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
 TRANSFER_STRATEGIES = ("PC", "CaT-stream")
 
 
-def transfer(split: str, *, k: int = 4, limit: int = 300) -> dict:
+TRANSFER_MODELS = ("sft", "caspo", "capo")
+
+
+def transfer_compare(split: str, k: int) -> dict:
+    """{model: {strategy: headline numbers}} from every model's finished table under lab/results/transfer/."""
+    keys = ("accuracy", "acc_lo95", "acc_hi95", "tokens_per_query", "ece", "auroc")
+    result = {}
+    for name in TRANSFER_MODELS:
+        table = RESULTS / "transfer" / name / f"{split}-k{k}" / "table.json"
+        if table.exists():
+            result[name] = {r["strategy"]: {key: r.get(key) for key in keys} for r in json.loads(table.read_text())}
+    return result
+
+
+def transfer(split: str, *, k: int = 4, limit: int = 300, only_models: tuple[str, ...] = TRANSFER_MODELS) -> dict:
     """Calibration -> search (issue item 3d): PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints, same
     items; each model's runs under lab/results/transfer/<model>/, the side-by-side in compare_<split>.json."""
     from lab.search import run_search
     from training.checkpoint import is_checkpoint
 
     t0 = time.time()
-    models = {"sft": train_sft(), "caspo": caspo_dir(), "capo": rl_dir("capo")}
+    sft = train_sft()
+    models = {"sft": sft, "caspo": caspo_dir(), "capo": rl_dir("capo")}
+    models = {name: path for name, path in models.items() if name in only_models}
     # every model searches with the SFT profile's CaT settings and reports its raw confidence (no map), so
     # the three differ only in their weights
-    profile = json.loads((models["sft"] / PROFILE_FILE).read_text())
+    profile = json.loads((sft / PROFILE_FILE).read_text())
     cat_params = {k: v for k, v in profile["search_defaults"].get("cat", {}).items() if k != "aggregation"}
     by_mode = chosen_by_mode()  # the dev sweep's stream settings, as in make lab-search
-    result = {}
     for name, path in models.items():
         if not is_checkpoint(path):
             print(f"skip {name}: no checkpoint at {path} (run make lab-caspo / make lab-rl OBJECTIVE=capo)")
             continue
         out = RESULTS / "transfer" / name
         with served(path, log=out / f"server-{split}.log", extra=("--calibration", "none")) as base_url:
-            rows = run_search(base_url, split=split, k=k, limit=limit, out=out, difficulty=LAB_DIFFICULTY,
-                              only=list(TRANSFER_STRATEGIES), cat_params=cat_params, by_mode=by_mode,
-                              concurrency=SEARCH_CONCURRENCY)
-        result[name] = {r["strategy"]: {key: r[key] for key in ("accuracy", "acc_lo95", "acc_hi95",
-                                                                 "tokens_per_query", "ece", "auroc")} for r in rows}
+            run_search(base_url, split=split, k=k, limit=limit, out=out, difficulty=LAB_DIFFICULTY,
+                       only=list(TRANSFER_STRATEGIES), cat_params=cat_params, by_mode=by_mode,
+                       concurrency=SEARCH_CONCURRENCY)
+    result = transfer_compare(split, k)  # with the models another `--models` run finished
     (RESULTS / "transfer").mkdir(parents=True, exist_ok=True)
     (RESULTS / "transfer" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     record_segment("transfer", t0)
@@ -454,6 +468,7 @@ def main(argv=None) -> int:
     t.add_argument("--split", choices=("dev", "test"), default="test")
     t.add_argument("--k", type=int, default=4)
     t.add_argument("--limit", type=int, default=300)
+    t.add_argument("--models", default=",".join(TRANSFER_MODELS), help="a subset, e.g. capo (two processes can split them)")
     c = sub.add_parser("caspo")
     c.add_argument("--split", choices=("dev", "test"), default="dev")
     c.add_argument("--limit", type=int, default=64)
@@ -471,7 +486,8 @@ def main(argv=None) -> int:
                                           overrides=json.loads(args.set), out=Path(args.out) if args.out else None)))
         return 0
     if args.cmd == "transfer":
-        print(json.dumps(transfer(args.split, k=args.k, limit=args.limit), indent=2))
+        print(json.dumps(transfer(args.split, k=args.k, limit=args.limit, only_models=tuple(args.models.split(","))),
+                         indent=2))
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())
