@@ -77,3 +77,20 @@ def test_search_plan_runs_faithful_last_for_every_k():
     cheap = labels[:-1]
     assert search_plan(labels, [4, 8]) == [(4, cheap), (8, cheap), (4, ["CaT-faithful"]), (8, ["CaT-faithful"])]
     assert search_plan(["SC"], [8]) == [(8, ["SC"])]  # --only without a costly strategy: no empty run
+
+
+def test_transfer_compare_reads_every_finished_model(tmp_path, monkeypatch):
+    import json
+
+    import lab.recipe as recipe
+
+    monkeypatch.setattr(recipe, "RESULTS", tmp_path)
+    row = {"strategy": "PC@4", "accuracy": 0.5, "acc_lo95": 0.4, "acc_hi95": 0.6, "tokens_per_query": 120.0,
+           "ece": 0.1, "auroc": 0.7, "latency_p50_s": 9.0}
+    for name in ("sft", "capo"):  # caspo not finished (another process, or not trained)
+        (tmp_path / "transfer" / name / "test-k4").mkdir(parents=True)
+        (tmp_path / "transfer" / name / "test-k4" / "table.json").write_text(json.dumps([row]))
+    got = recipe.transfer_compare("test", 4)
+    assert list(got) == ["sft", "capo"]
+    assert got["capo"] == {"PC@4": {k: row[k] for k in ("accuracy", "acc_lo95", "acc_hi95", "tokens_per_query",
+                                                          "ece", "auroc")}}
