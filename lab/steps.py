@@ -49,27 +49,27 @@ def step_metrics(rows: Sequence[dict]) -> dict:
 
 
 def collect(model_dir: str, spec: str, *, limit: int, temperature: float = 1.0, max_step_tokens: int = 32,
-            seed: int = 0) -> list[dict]:
+            seed: int = 0, tokenizer: str | None = None) -> list[dict]:
     """On-policy judged steps of ``limit`` problems of an arith spec (HFEngine on the checkpoint)."""
     import torch
 
     from cat_serve.search.types import GenParams
     from lab.arith import Critic, parse_spec
     from training.models import load_model_and_tokenizer
-    from training.rl import chat_prompt_ids
-    from training.rollout import policy_engine, sample_groups
+    from training.rl import question_prompt_ids
+    from training.rollout import PolicyEngine
 
     torch.manual_seed(seed)
-    model, tok = load_model_and_tokenizer(model_dir, None, seed=seed)
+    model, tok = load_model_and_tokenizer(model_dir, tokenizer, seed=seed)
     model.eval()
-    engine = policy_engine(model, tok)
+    engine = PolicyEngine(model, tok)
     params = GenParams(max_tokens=max_step_tokens, temperature=temperature, stop=("\n",), top_logprobs=1)
     rows = []
     for qi, p in enumerate(parse_spec(spec, default_split="dev").problems()[:limit]):
-        critic, prompt, lines = Critic.from_problem(p), chat_prompt_ids(tok, p.question), []
+        critic, prompt, lines = Critic.from_problem(p), question_prompt_ids(tok, p.question), []
         for j in range(len(p.ops) + 2):
             ids = prompt + tok("".join(s + "\n" for s in lines), add_special_tokens=False)["input_ids"]
-            st = sample_groups(engine, [ids], 1, params)[0][0]
+            st = engine.sample_groups([ids], 1, params)[0][0]
             text = st.text.strip()
             if not st.token_ids:
                 break
