@@ -79,8 +79,8 @@ SPLIT ?= dev
 lab-caspo: lab-sft
 	$(PY) -m lab.recipe caspo --split $(SPLIT)
 
-# lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints, same test items (lab/results/transfer/)
-TRANSFER_MODELS ?= sft,caspo,capo
+# lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints (GRPO's as the control), same test items (lab/results/transfer/)
+TRANSFER_MODELS ?= sft,caspo,capo,grpo
 lab-transfer: lab-sft
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT) --models $(TRANSFER_MODELS)
 

@@ -277,7 +277,7 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
 TRANSFER_STRATEGIES = ("PC", "CaT-stream")
 
 
-TRANSFER_MODELS = ("sft", "caspo", "capo")
+TRANSFER_MODELS = ("sft", "caspo", "capo", "grpo")  # GRPO: the control, RL's accuracy without CAPO's calibration term
 
 
 def transfer_compare(split: str, k: int) -> dict:
@@ -292,14 +292,14 @@ def transfer_compare(split: str, k: int) -> dict:
 
 
 def transfer(split: str, *, k: int = 4, limit: int = 300, only_models: tuple[str, ...] = TRANSFER_MODELS) -> dict:
-    """Calibration -> search (issue item 3d): PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints, same
-    items; each model's runs under lab/results/transfer/<model>/, the side-by-side in compare_<split>.json."""
+    """Calibration -> search (issue item 3d): PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints (and
+    GRPO's, as the control), same items; each model's runs under lab/results/transfer/<model>/, the side-by-side in compare_<split>.json."""
     from lab.search import run_search
     from training.checkpoint import is_checkpoint
 
     t0 = time.time()
     sft = train_sft()
-    models = {"sft": sft, "caspo": caspo_dir(), "capo": rl_dir("capo")}
+    models = {"sft": sft, "caspo": caspo_dir(), "capo": rl_dir("capo"), "grpo": rl_dir("grpo")}
     models = {name: path for name, path in models.items() if name in only_models}
     # every model searches with the SFT profile's CaT settings and reports its raw confidence (no map), so
     # the three differ only in their weights

@@ -13,7 +13,8 @@ Verdict rules (stated in the report as well):
   (point estimates on the same steps; no interval).
 * Calibration -> search (make lab-transfer): for each CaT mode and PC, a trained checkpoint *buys accuracy* if
   its accuracy interval lies wholly above SFT's, *costs accuracy* if wholly below, else the accuracy change is
-  *within noise*; its token change is reported as a ratio to SFT's.
+  *within noise*; its token change is reported as a ratio to SFT's. CAPO is also compared with GRPO (the same
+  RL without the calibration term) by the same rule.
 * The lab profile (issue #9's target): calibrated ECE <= 0.5x raw, or <= 0.05, on the held-out dev items.
 """
 
@@ -202,7 +203,7 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
     return out, [f"- Lab profile: calibrated ECE <= half raw or <= 0.05 (issue #9): {verdict}"]
 
 
-def transfer_verdict(model: dict, sft: dict) -> str:
+def transfer_verdict(model: dict, sft: dict, base: str = "SFT") -> str:
     if not model or not sft or model.get("accuracy") is None or sft.get("accuracy") is None:
         return "missing"
     if model["acc_lo95"] > sft["acc_hi95"]:
@@ -211,7 +212,7 @@ def transfer_verdict(model: dict, sft: dict) -> str:
         acc = "costs accuracy"
     else:
         acc = f"accuracy within noise ({model['accuracy'] - sft['accuracy']:+.3f})"
-    tok = (f", tokens {model['tokens_per_query'] / sft['tokens_per_query']:.2f}x SFT's"
+    tok = (f", tokens {model['tokens_per_query'] / sft['tokens_per_query']:.2f}x {base}'s"
            if model.get("tokens_per_query") and sft.get("tokens_per_query") else "")
     return acc + tok
 
@@ -237,6 +238,10 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
             for strategy in data[model]:
                 verdicts.append(f"- {f.stem} {model} vs SFT, {strategy}: "
                                 f"{transfer_verdict(data[model][strategy], sft.get(strategy, {}))}")
+        if "capo" in data and "grpo" in data:  # the same RL with and without CAPO's calibration term
+            for strategy in data["capo"]:
+                verdicts.append(f"- {f.stem} capo vs GRPO (the calibration term alone), {strategy}: "
+                                f"{transfer_verdict(data['capo'][strategy], data['grpo'].get(strategy, {}), 'GRPO')}")
     return out, verdicts or ["- Better calibration buys accuracy or tokens: SFT only so far."]
 
 

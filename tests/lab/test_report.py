@@ -66,3 +66,11 @@ def test_identical_rl_curves_are_called_out():
     notes = same_curves({"grpo": a, "gspo": b, "capo": c})
     assert len(notes) == 2 and notes[0].startswith("gspo's dev evaluations equal grpo's") and "ratio is 1" in notes[0]
     assert same_curves({"grpo": a, "capo": c}) == []
+
+
+def test_transfer_verdict_against_another_base():
+    from lab.report import transfer_verdict
+
+    grpo = {"accuracy": 0.50, "acc_lo95": 0.44, "acc_hi95": 0.56, "tokens_per_query": 50.0}
+    assert transfer_verdict({"accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58, "tokens_per_query": 40.0},
+                            grpo, "GRPO") == "accuracy within noise (+0.020), tokens 0.80x GRPO's"
