@@ -260,6 +260,10 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
     t0 = time.time()
     sft = model or train_sft()
     caspo = train_caspo(model=sft, overrides=overrides, out=out)
+    train = RESULTS / "caspo" / "train"  # the rounds' metrics and preference pairs, beside the results
+    train.mkdir(parents=True, exist_ok=True)
+    for f in (caspo / "metrics.jsonl", *sorted(caspo.glob("pairs_round*.jsonl"))):
+        shutil.copyfile(f, train / f.name)
     spec = f"arith:{LAB_DIFFICULTY}@{split}"
     result = {}
     for name, ckpt in (("sft", sft), ("caspo", caspo)):

@@ -159,6 +159,14 @@ def caspo_section(results: Path) -> tuple[list[str], list[str]]:
     files = sorted((results / "caspo").glob("compare_*.json"))
     if not files:
         return out + ["No CASPO results yet.", ""], ["- CASPO halves ECE: not run."]
+    rounds = [r for r in _jsonl(results / "caspo" / "train" / "metrics.jsonl") if "pairs" in r]
+    if rounds:
+        out += ["Training rounds (collection on train problems, on-policy contexts, the exact critic; "
+                "`lab/results/caspo/train/`):", "", "| round | temperature | steps judged | step accuracy | "
+                "pairs (incorrect / unconfident) | DPO loss |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['round']} | {r.get('temperature')} | {r['steps']} | {_f(r['step_accuracy'])} | {r['pairs']} "
+                f"({r.get('pairs_incorrect')} / {r.get('pairs_unconfident')}) | {_f(r.get('dpo_loss'))} |" for r in rounds]
+        out.append("")
     keys = ("steps", "step_accuracy", "ece", "brier", "entropy_correct", "entropy_incorrect", "entropy_gap",
             "auroc_entropy", "auroc_max_prob", "auroc_perplexity")
     for f in files:
