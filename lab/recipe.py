@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -449,6 +450,8 @@ def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ..
 
 
 def main(argv=None) -> int:
+    # SIGTERM as SystemExit: `served` stops its cat-serve and an interrupted search records its segment
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sft")
@@ -511,16 +514,20 @@ def main(argv=None) -> int:
     model = Path(args.model) if args.model else train_sft()
     if not (model / PROFILE_FILE).exists():
         raise SystemExit(f"no calibration profile in {model}: run make lab-calibrate first")
-    with served(model, log=RESULTS / "search" / f"server-{args.split}.log") as base_url:
-        if args.split == "dev":  # choose CaT's settings (the test split never is)
-            print(json.dumps(dev_sweep(base_url, model, k=args.k[0], limit=args.limit)["chosen"], indent=2))
-        else:
-            labels = args.only.split(",") if args.only else search_labels()
-            for k, only in search_plan(labels, args.k):
-                run_search(base_url, split=args.split, k=k, limit=args.limit, out=RESULTS / "search",
-                           difficulty=LAB_DIFFICULTY, only=only, cat_params=json.loads(args.cat_params),
-                           concurrency=args.concurrency, by_mode=chosen_by_mode())
-    record_segment("search", t0, split=args.split)
+    finished = False
+    try:
+        with served(model, log=RESULTS / "search" / f"server-{args.split}.log") as base_url:
+            if args.split == "dev":  # choose CaT's settings (the test split never is)
+                print(json.dumps(dev_sweep(base_url, model, k=args.k[0], limit=args.limit)["chosen"], indent=2))
+            else:
+                labels = args.only.split(",") if args.only else search_labels()
+                for k, only in search_plan(labels, args.k):
+                    run_search(base_url, split=args.split, k=k, limit=args.limit, out=RESULTS / "search",
+                               difficulty=LAB_DIFFICULTY, only=only, cat_params=json.loads(args.cat_params),
+                               concurrency=args.concurrency, by_mode=chosen_by_mode())
+        finished = True
+    finally:
+        record_segment("search", t0, split=args.split, **({} if finished else {"interrupted": True}))
     return 0
 
 
