@@ -14,6 +14,7 @@ runs through ``cat-train sft --resume``: an interrupted run continues from its l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -425,8 +426,10 @@ def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ..
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cat_serve", "--model", str(model), "--engine", "vllm", "--port", str(port),
            "--kv-cache-gib", "1", "--max-model-len", "1024", *extra]
+    # its own process group: vLLM's EngineCore and Worker children stop with it even when it is killed
+    # mid start-up (SIGTERM waits there, and SIGKILL to the server alone would orphan them)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -442,11 +445,13 @@ def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ..
             time.sleep(2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
 
 
 def main(argv=None) -> int:
