@@ -21,11 +21,13 @@ Fitting needs scikit-learn; serving the profile does not (numpy only).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -269,6 +271,18 @@ def default_profile_path(model: str) -> Path:
 
 
 # ---------------------------------------------------------------------- a server of our own
+def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM to ``proc``'s process group (start it with ``start_new_session=True``), then SIGKILL to what is
+    left after ``timeout`` s: cat-serve waits out a SIGTERM during vLLM's start-up, and killing it alone would
+    orphan its EngineCore and Worker processes."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 class OwnServer:
     """``python -m cat_serve --model M --calibration none`` on a free port, for ``--serve-model``."""
 
@@ -282,7 +296,7 @@ class OwnServer:
         cmd = [sys.executable, "-m", "cat_serve", "--model", model, "--port", str(self.port),
                "--calibration", "none", *extra]
         self.proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
 
     def wait(self, timeout: float = 900) -> None:
         import httpx  # noqa: PLC0415
@@ -301,11 +315,7 @@ class OwnServer:
         raise SystemExit(f"server not ready after {timeout}s; log: {self.log_path}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process_group(self.proc, timeout=30)
 
 
 def print_evaluation(profile: CalibrationProfile) -> None:

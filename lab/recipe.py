@@ -14,7 +14,6 @@ runs through ``cat-train sft --resume``: an interrupted run continues from its l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -422,6 +421,8 @@ def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ..
     """A cat-serve (vLLM, 1 GiB KV cache) on ``model``; yields its /v1 base URL; stopped on exit."""
     import httpx
 
+    from eval.calibrate import stop_process_group
+
     port = _free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cat_serve", "--model", str(model), "--engine", "vllm", "--port", str(port),
@@ -445,13 +446,7 @@ def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ..
             time.sleep(2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
+        stop_process_group(proc, timeout=60)
 
 
 def main(argv=None) -> int:
