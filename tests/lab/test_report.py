@@ -41,6 +41,33 @@ def test_report_is_reproducible_and_reads_results(tmp_path):
     assert "| CaT-stream@4 | 0.520 [0.460, 0.580] | 120.0 | 0.30 |" in text
     assert "- test-k4 CaT-stream ≥ SC@4 at ≤ 0.35x tokens: held" in text
     assert "No RL results yet." in text and "No CASPO results yet." in text
+    assert "Not finished" not in text
+    # a run stopped part-way is named with its progress, and stays out of the table and the verdicts
+    (folder / "CaT-faithful_k4").mkdir()
+    (folder / "CaT-faithful_k4" / "results.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
+    text = build(tmp_path)
+    assert "Not finished (resumed by the same command): CaT-faithful_k4 (2 of 300 items)" in text
+    assert "CaT-faithful ≥" not in text
+
+
+def _profile(ece_raw: float, ece_cal: float, met: bool) -> dict:
+    e = {"n": 333, "accuracy": 0.5, "meets_target": met, "raw": {"ece": ece_raw, "brier": 0.3},
+         "calibrated": {"ece": ece_cal, "brier": 0.2, "auroc": 0.7}}
+    return {"provenance": {"dataset": "arith@dev", "fits": {"cat": {"chosen": "platt"}}},
+            "evaluation": {"cat": e, "deepconf": {**e, "meets_target": True}}}
+
+
+def test_large_calibration_profile_gets_its_own_table_and_verdict(tmp_path):
+    (tmp_path / "calibration" / "large").mkdir(parents=True)
+    (tmp_path / "calibration" / "sft_profile.json").write_text(json.dumps(_profile(0.3, 0.2, False)))
+    text = build(tmp_path)
+    assert "- Lab profile: calibrated ECE <= half raw or <= 0.05 (issue #9): did not hold for cat" in text
+    assert "on 1000 dev items" not in text
+    (tmp_path / "calibration" / "large" / "profile.json").write_text(json.dumps(_profile(0.3, 0.1, True)))
+    text = build(tmp_path)
+    assert "| cat | 333 | 0.500 | 0.300 | 0.100 | 0.300 | 0.200 | 0.700 | platt | True |" in text
+    assert ("- Lab profile on 1000 dev items: calibrated ECE <= half raw or <= 0.05 (issue #9): "
+            "held for every strategy") in text
 
 
 def test_transfer_verdicts():
