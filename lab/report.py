@@ -72,14 +72,43 @@ def rl_verdict(grpo: list[float], capo: list[float]) -> str:
     return f"inconclusive (GRPO {dg:+.3f} vs noise {ng:.3f}, CAPO {dc:+.3f} vs noise {nc:.3f})"
 
 
+def trainings(segs: list[dict]) -> list[list[dict]]:
+    """SFT segments grouped into trainings: a segment from step 0 starts a new one (a machine without the
+    cache retrains), a later one resumes the training before it."""
+    out: list[list[dict]] = []
+    for s in segs:
+        if s.get("from_step", 0) == 0 or not out:
+            out.append([])
+        out[-1].append(s)
+    return out
+
+
 def sft_section(results: Path) -> list[str]:
     segs = _jsonl(results / "sft" / "segments.jsonl")
     out = ["## SFT model", ""]
     if not segs:
         return out + ["No SFT training segment recorded yet (`make lab-sft`).", ""]
-    out += ["| from step | to step | wall s | CPU s | started (UTC) |", "|---|---|---|---|---|"]
-    out += [f"| {s['from_step']} | {s['to_step']} | {s['wall_s']} | {s['cpu_s']} | {s['started_utc']} |" for s in segs]
-    return out + [f"", f"Total wall time {sum(s['wall_s'] for s in segs):.0f} s; see lab/README.md for the load each segment ran under.", ""]
+    out += ["| training | from step | to step | wall s | CPU s | started (UTC) |", "|---|---|---|---|---|---|"]
+    groups = trainings(segs)
+    out += [f"| {i} | {s['from_step']} | {s['to_step']} | {s['wall_s']} | {s['cpu_s']} | {s['started_utc']} |"
+            for i, group in enumerate(groups, 1) for s in group]
+    walls = ", ".join(f"{sum(s['wall_s'] for s in g):.0f} s" for g in groups)
+    return out + ["", f"Wall time per training: {walls}; a training from step 0 is the same recipe retrained on a "
+                  "machine without the cache. See lab/README.md for the machine and load of each.", ""] + recheck_lines(results)
+
+
+def recheck_lines(results: Path) -> list[str]:
+    """python -m lab.recheck: a retrained checkpoint's greedy test run against the one the results came from."""
+    rows = [(f.parent.name, json.loads(f.read_text())) for f in sorted((results / "sft" / "recheck").glob("*/compare.json"))]
+    if not rows:
+        return []
+    out = ["Retrained checkpoint vs the one the search results came from (`python -m lab.recheck`, greedy, the "
+           "test items of search/test-k4):", "",
+           "| recheck | items | accuracy then | accuracy now | same output | same correctness | CPU bf16 |",
+           "|---|---|---|---|---|---|---|"]
+    out += [f"| {tag} | {c['n']} | {_f(c['accuracy_then'])} | {_f(c['accuracy_now'])} | {_f(c['same_output'])} | "
+            f"{_f(c['same_correctness'])} | {c['machine']['avx512_bf16'] or c['machine']['amx_bf16']} |" for tag, c in rows]
+    return out + [""]
 
 
 def search_section(results: Path) -> tuple[list[str], list[str]]:
@@ -284,6 +313,8 @@ def commands_section(results: Path) -> list[str]:
             segs = _jsonl(f)
             if not segs:
                 continue
+            if kind == "sft":  # the latest training only: an earlier one is the same recipe on another machine
+                segs = trainings(segs)[-1]
             name = kind if kind != "rl" else f"rl/{f.parent.name}"
             default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}"}.get(kind, f"make lab-{kind}")
             cmds = sorted({s.get("command", default) for s in segs})

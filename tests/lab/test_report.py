@@ -101,3 +101,12 @@ def test_transfer_verdict_against_another_base():
     grpo = {"accuracy": 0.50, "acc_lo95": 0.44, "acc_hi95": 0.56, "tokens_per_query": 50.0}
     assert transfer_verdict({"accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58, "tokens_per_query": 40.0},
                             grpo, "GRPO") == "accuracy within noise (+0.020), tokens 0.80x GRPO's"
+
+
+def test_sft_segments_are_grouped_into_trainings():
+    from lab.report import trainings
+
+    segs = [{"from_step": 0, "to_step": 20, "wall_s": 100.0}, {"from_step": 20, "to_step": 45, "wall_s": 50.0},
+            {"from_step": 0, "to_step": 45, "wall_s": 200.0}]
+    assert [[s["wall_s"] for s in g] for g in trainings(segs)] == [[100.0, 50.0], [200.0]]
+    assert trainings([]) == []
