@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -210,6 +211,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM as SystemExit, so `calibrate --serve-model` stops the server it started (its own process
+    # group) instead of leaving vLLM running; finished rows are already on disk
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     args = build_parser().parse_args(argv)
     commands = {"run": cmd_run, "bench": cmd_bench, "calibrate": cmd_calibrate, "report": cmd_report}
     return commands[args.command](args)

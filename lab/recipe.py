@@ -128,7 +128,7 @@ LARGE_DATASET = f"arith:{LAB_DIFFICULTY},n=1200@dev"
 LARGE_ARGS = [*CALIBRATE_ARGS[:2], "--offset", "0", "--limit", "1000", *CALIBRATE_ARGS[6:]]
 
 
-def calibrate_lab(model: Path | None = None, *, large: bool = False) -> Path:
+def calibrate_lab(model: Path | None = None, *, large: bool = False, strategies: str | None = None) -> Path:
     """``cat-eval calibrate`` of the SFT model (resumable runs under lab/results/calibration/runs); the
     profile goes to <model>/cat_calibration.json (served automatically) and lab/results/calibration/.
     ``large``: LARGE_DATASET, runs and profile under lab/results/calibration/large/."""
@@ -145,15 +145,22 @@ def calibrate_lab(model: Path | None = None, *, large: bool = False) -> Path:
     else:
         runs, profile = out / "runs", model / PROFILE_FILE
         extra = CALIBRATE_ARGS
+    if strategies:  # collect these only (two processes can split the strategies, one server each); the profile
+        # is fitted by a run without --strategies, which finds every row collected and only fits
+        profile = runs.parent / f"partial-{strategies.replace(',', '+')}.json"
+        extra = [*extra[:-2], "--profile", str(profile)] if large else [*extra, "--profile", str(profile)]
+        extra += ["--strategies", strategies]
     cmd = [sys.executable, "-m", "eval.cli", "calibrate", "--serve-model", str(model), "--no-progress",
            "--dataset", LARGE_DATASET if large else f"arith:{LAB_DIFFICULTY}@dev", *extra, "--out", str(runs)]
     print(" ".join(cmd), flush=True)
     env = {**os.environ, "CAT_SERVE_ARGS": os.environ.get("CAT_SERVE_ARGS", "--kv-cache-gib 2 --max-model-len 1024")}
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, check=True, env=env)
-    if not large:
+    if strategies:
+        profile.unlink(missing_ok=True)  # a partial profile is not a result
+    elif not large:
         (out / "sft_profile.json").write_text(profile.read_text())
-    record_segment("calibration", t0, **({"large": True} if large else {}))
+    record_segment("calibration", t0, **({"large": True} if large else {}), **({"strategies": strategies} if strategies else {}))
     return profile
 
 
@@ -456,7 +463,10 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sft")
     sub.add_parser("path")
-    sub.add_parser("calibrate").add_argument("--large", action="store_true", help="the 1000-item check (LARGE_ARGS)")
+    cal = sub.add_parser("calibrate")
+    cal.add_argument("--large", action="store_true", help="the 1000-item check (LARGE_ARGS)")
+    cal.add_argument("--strategies", default=None, help="collect only these (comma-separated), e.g. rpc,deepconf; "
+                     "a run without it then fits the profile")
     s = sub.add_parser("search")
     s.add_argument("--split", choices=("dev", "test"), default="test")
     s.add_argument("--k", type=int, nargs="+", default=[4, 8])
@@ -503,7 +513,7 @@ def main(argv=None) -> int:
         print(sft_dir())
         return 0
     if args.cmd == "calibrate":
-        print(calibrate_lab(large=args.large))
+        print(calibrate_lab(large=args.large, strategies=args.strategies))
         return 0
     if args.cmd == "sft":
         print(train_sft())
