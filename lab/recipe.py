@@ -56,6 +56,26 @@ def record_segment(kind: str, t0: float, **extra) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def run_child(cmd: list[str], *, timeout: float = 120, **kw) -> None:
+    """``subprocess.run(cmd, check=True)``, except that an interrupt of this process (SIGTERM arrives here as
+    SystemExit, see ``main``) is passed on as SIGTERM, so the child (eval.cli, training.cli) stops its own
+    server or saves its state; SIGKILL only after ``timeout`` s. subprocess.run would SIGKILL it at once and
+    could orphan the vLLM server it started."""
+    proc = subprocess.Popen(cmd, **kw)
+    try:
+        rc = proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if rc:
+        raise subprocess.CalledProcessError(rc, cmd)
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("CAT_SERVE_CACHE", Path.home() / ".cache" / "cat-serve")) / "lab"
 
@@ -102,7 +122,7 @@ def train_sft(recipe: dict = SFT_RECIPE) -> Path:
     cmd = [sys.executable, "-m", "training.cli", *sft_argv(recipe, out)]
     print(" ".join(cmd), flush=True)
     t0, r0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, cwd=REPO, check=True)
+    run_child(cmd, cwd=REPO)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     record_segment("sft", t0, recipe=recipe_hash(recipe), from_step=done, to_step=trained_steps(out),
                    cpu_s=round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1), cpus=os.cpu_count())
@@ -141,21 +161,21 @@ def calibrate_lab(model: Path | None = None, *, large: bool = False, strategies:
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(old, dest)
-        extra = [*LARGE_ARGS, "--profile", str(profile)]
+        extra = list(LARGE_ARGS)
     else:
         runs, profile = out / "runs", model / PROFILE_FILE
-        extra = CALIBRATE_ARGS
+        extra = list(CALIBRATE_ARGS)
     if strategies:  # collect these only (two processes can split the strategies, one server each); the profile
         # is fitted by a run without --strategies, which finds every row collected and only fits
         profile = runs.parent / f"partial-{strategies.replace(',', '+')}.json"
-        extra = [*extra[:-2], "--profile", str(profile)] if large else [*extra, "--profile", str(profile)]
         extra += ["--strategies", strategies]
+    extra += ["--profile", str(profile)]
     cmd = [sys.executable, "-m", "eval.cli", "calibrate", "--serve-model", str(model), "--no-progress",
            "--dataset", LARGE_DATASET if large else f"arith:{LAB_DIFFICULTY}@dev", *extra, "--out", str(runs)]
     print(" ".join(cmd), flush=True)
     env = {**os.environ, "CAT_SERVE_ARGS": os.environ.get("CAT_SERVE_ARGS", "--kv-cache-gib 2 --max-model-len 1024")}
     t0 = time.time()
-    subprocess.run(cmd, cwd=REPO, check=True, env=env)
+    run_child(cmd, cwd=REPO, env=env)
     if strategies:
         profile.unlink(missing_ok=True)  # a partial profile is not a result
     elif not large:
@@ -194,7 +214,7 @@ def train_rl(objective: str, *, model: Path | None = None, overrides: dict | Non
     for key, value in recipe.items():
         argv += ["--" + key.replace("_", "-"), str(value)]
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=REPO, check=True)
+    run_child([sys.executable, "-m", "training.cli", *argv], cwd=REPO)
     dest = RESULTS / "rl" / objective
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / "metrics.jsonl", "w") as f:
@@ -258,7 +278,7 @@ def train_caspo(*, model: Path | None = None, overrides: dict | None = None, out
             "--contexts", "on_policy", "--data-path", f"arith:{LAB_DIFFICULTY}@train"]
     for key, value in recipe.items():
         argv += ["--" + key.replace("_", "-"), str(value)]
-    subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=REPO, check=True)
+    run_child([sys.executable, "-m", "training.cli", *argv], cwd=REPO)
     return out
 
 
@@ -276,8 +296,8 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
     result = {}
     for name, ckpt in (("sft", sft), ("caspo", caspo)):
         dest = RESULTS / "caspo" / f"{name}_{split}"
-        subprocess.run([sys.executable, "-m", "lab.steps", "--model", str(ckpt), "--spec", spec, "--limit", str(limit),
-                        "--out", str(dest)], cwd=REPO, check=True)
+        run_child([sys.executable, "-m", "lab.steps", "--model", str(ckpt), "--spec", spec, "--limit", str(limit),
+                   "--out", str(dest)], cwd=REPO)
         result[name] = json.loads((dest / "summary.json").read_text())
     (RESULTS / "caspo" / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     record_segment("caspo", t0)
@@ -456,9 +476,14 @@ def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ..
         stop_process_group(proc, timeout=60)
 
 
-def main(argv=None) -> int:
-    # SIGTERM as SystemExit: `served` stops its cat-serve and an interrupted search records its segment
+def exit_on_sigterm() -> None:
+    """SIGTERM as SystemExit: `served` stops its cat-serve, `run_child` passes it on, and an interrupted
+    search records its segment."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def main(argv=None) -> int:
+    exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sft")

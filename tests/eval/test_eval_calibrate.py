@@ -107,27 +107,9 @@ def test_collection_params_and_carried_step_delimiters():
 
 def test_cat_eval_sigterm_runs_exit_handlers(tmp_path):
     """cat-eval turns SIGTERM into SystemExit, so `calibrate --serve-model` leaves through OwnServer.stop
-    (a ``finally``) and stops its server's process group; without the handler the marker is never written
-    (seen: a SIGTERMed collection left its vLLM server running)."""
-    import signal
-    import subprocess
-    import sys
+    (a ``finally``) and stops its server's process group (seen: a SIGTERMed collection left its vLLM
+    server running)."""
+    from tests.sigterm import assert_sigterm_runs_finally, blocking_body
 
-    marker = tmp_path / "cleaned"
-    code = (
-        "import pathlib, sys, time\n"
-        "import eval.cli as cli\n"
-        "def run(args):\n"
-        "    try:\n"
-        "        print('ready', flush=True)\n"
-        "        time.sleep(60)\n"
-        "    finally:\n"
-        "        pathlib.Path(sys.argv[1]).write_text('cleaned')\n"
-        "cli.cmd_report = run\n"
-        "cli.main(['report', '--out', 'x'])\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(marker)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-    assert marker.read_text() == "cleaned"
+    assert_sigterm_runs_finally(tmp_path, blocking_body("run") + "import eval.cli as cli\n"
+                                "cli.cmd_report = run\ncli.main(['report', '--out', 'x'])\n")

@@ -44,26 +44,8 @@ def test_main_rl_end_to_end(tmp_path, tokenizer_dir, capsys):
 
 def test_sigterm_runs_exit_handlers(tmp_path):
     """cat-train turns SIGTERM into SystemExit, so ``finally`` blocks and atexit hooks run (a colocated vLLM
-    engine shuts its EngineCore down in them); without the handler the marker file is never written."""
-    import signal
-    import subprocess
-    import sys
+    engine shuts its EngineCore down in them)."""
+    from tests.sigterm import assert_sigterm_runs_finally, blocking_body
 
-    marker = tmp_path / "cleaned"
-    code = (
-        "import pathlib, sys, time\n"
-        "import training.cli as cli\n"
-        "def run(command, args):\n"
-        "    try:\n"
-        "        print('ready', flush=True)\n"
-        "        time.sleep(60)\n"
-        "    finally:\n"
-        "        pathlib.Path(sys.argv[1]).write_text('cleaned')\n"
-        "cli.run = run\n"
-        "cli.main(['rl'])\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(marker)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-    assert marker.read_text() == "cleaned"
+    assert_sigterm_runs_finally(tmp_path, blocking_body("run") + "import training.cli as cli\n"
+                                "cli.run = run\ncli.main(['rl'])\n")

@@ -1,0 +1,28 @@
+"""lab.recipe.run_child passes an interrupt on to its child as SIGTERM (subprocess.run would SIGKILL it, and a
+child eval.cli could not stop the vLLM server it started)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.sigterm import assert_sigterm_runs_finally, blocking_body
+
+
+def test_sigterm_reaches_the_child_and_its_finally(tmp_path):
+    # the child is the one that blocks and writes the marker; the parent is SIGTERMed
+    child = ("import signal, sys\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+             + blocking_body("work") + "work()\n")
+    parent = ("import sys\nimport lab.recipe as r\nr.exit_on_sigterm()\n"
+              f"r.run_child([sys.executable, '-c', {child!r}, sys.argv[1]])\n")
+    assert_sigterm_runs_finally(tmp_path, parent)
+
+
+def test_a_failing_child_raises_like_check_true():
+    from lab.recipe import run_child
+
+    with pytest.raises(subprocess.CalledProcessError):
+        run_child([sys.executable, "-c", "raise SystemExit(3)"])
+    run_child([sys.executable, "-c", "pass"])
