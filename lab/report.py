@@ -260,6 +260,19 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
         out += ["### The same collection on 1000 dev items (make lab-calibrate-large)", "",
                 "Not served (the search experiments ran with the profile above); it settles the target at a "
                 "held-out n where a perfect map's ECE is smaller.", "", *table, ""]
+        large_check = results / "calibration" / "large" / "split_check.md"
+        if large_check.exists():  # python -m lab.calib_check --large: the same runs, other maps and splits
+            text = large_check.read_text()
+            kinds = text[text.index("## Each kind"):text.index("## 3-fold")].splitlines()[2:-1]
+            cross = text[text.index("## 3-fold"):text.index("## ECE of a perfect")].splitlines()[2:-1]
+            perfect = text[text.index("## ECE of a perfect"):].splitlines()[4:]
+            out += ["The same runs, other maps and splits (`python -m lab.calib_check --large`, "
+                    "[split_check.md](../lab/results/calibration/large/split_check.md)). The held-out third scored "
+                    "by each kind of map fitted on the fit split:", "", *kinds, "",
+                    "3-fold cross-fitting on all the items (each scored once by a map fitted on the other two "
+                    "thirds):", "", *cross, "",
+                    "The ECE that a perfectly calibrated map still shows on the held-out items (outcomes drawn "
+                    "from its own probabilities, 2000 draws):", "", *perfect, ""]
         if missing:
             out += [f"Not fitted yet (their collection is part-way; `make lab-calibrate-large` resumes it): "
                     f"{', '.join(missing)}.", ""]

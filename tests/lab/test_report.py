@@ -118,3 +118,19 @@ def test_sft_segments_are_grouped_into_trainings():
             {"from_step": 0, "to_step": 45, "wall_s": 200.0}]
     assert [[s["wall_s"] for s in g] for g in trainings(segs)] == [[100.0, 50.0], [200.0]]
     assert trainings([]) == []
+
+
+def test_large_split_check_tables_are_quoted(tmp_path):
+    (tmp_path / "calibration" / "large").mkdir(parents=True)
+    (tmp_path / "calibration" / "sft_profile.json").write_text(json.dumps(_profile(0.3, 0.2, False)))
+    (tmp_path / "calibration" / "large" / "profile.json").write_text(json.dumps(_profile(0.3, 0.1, True)))
+    (tmp_path / "calibration" / "large" / "split_check.md").write_text(
+        "# t\n\n## Each kind of map fitted on the fit split, scored on the held-out items\n\n"
+        "| strategy | chosen (CV log-loss) | isotonic ECE | Platt ECE |\n|---|---|---|---|\n| cat | platt | 0.086 | 0.080 |\n"
+        "\n## 3-fold cross-fitting (pooled out-of-fold ECE)\n\n| strategy | items |\n|---|---|\n| cat | 1000 |\n"
+        "\n## ECE of a perfect map on n items (simulated)\n\nOutcomes drawn...\n\n"
+        "| strategy | n | mean ECE | 90th percentile |\n|---|---|---|---|\n| cat | 333 | 0.067 | 0.085 |\n")
+    text = build(tmp_path)
+    kinds = text.index("| cat | platt | 0.086 | 0.080 |")
+    assert kinds < text.index("| cat | 1000 |") < text.index("| cat | 333 | 0.067 | 0.085 |")
+    assert "Outcomes drawn..." not in text
