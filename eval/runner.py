@@ -205,9 +205,21 @@ async def run_async(cfg: RunConfig, items: Sequence[Item]) -> dict:
     latest = latest_by_id(read_rows(results_path))
     rows = [latest[it.id] for it in items if it.id in latest]  # this run's items only
     summary = run_summary(cfg, model, rows, new_rows, wall)
+    stored = read_summary(out)
+    if not new_rows and stored and stored.get("n") == summary.get("n"):
+        # nothing was run: the stored summary (the model, wall time and throughput of the invocation
+        # that ran these rows) stays; the return value describes this invocation
+        return summary
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     report.reliability_diagram_from_rows(rows, out / RELIABILITY, title=f"{cfg.dataset} / {cfg.search}")
     return summary
+
+
+def read_summary(out: Path) -> dict | None:
+    try:
+        return json.loads((out / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run(cfg: RunConfig, items: Sequence[Item]) -> dict:

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from cat_serve.calibration import CalibrationProfile
 from eval import calibrate, metrics
 from eval.datasets import load_dataset
 from lab.recipe import LAB_DIFFICULTY, LARGE_DATASET
@@ -77,6 +78,27 @@ def cross_fit_ece(rows: list[dict], folds: int = 3) -> tuple[float, float]:
     return metrics.ece(raw, ys), metrics.ece(cal, ys)
 
 
+def fresh_section(check: Check, data: dict[str, list[dict]], fresh: Path) -> list[str]:
+    """The large profile's own maps (fitted on items 0-666) on the 200 items after the 1000 (collected by
+    ``python -m lab.recipe calibrate --fresh``), and on those pooled with its 333 held-out items."""
+    profile = CalibrationProfile.load(check.runs.parent / "profile.json")
+    items = load_dataset(check.dataset, limit=1200, seed=0)[check.offset + check.limit:]
+    out = ["", f"## The profile's maps on fresh items {check.offset + check.limit}-1199 and pooled with its held-out "
+           "items", "", "Collected by `python -m lab.recipe calibrate --fresh` (same settings) after the profile "
+           "was fitted; its maps are not refitted.", "",
+           "| strategy | items | n | acc | raw ECE | calibrated ECE | target met |", "|---|---|---|---|---|---|---|"]
+    for s, rows in data.items():
+        if not (fresh / s / "results.jsonl").exists() or not profile.has_map(s):
+            continue
+        new = rows_in_order(s, fresh, replace(check, offset=check.offset + check.limit, limit=len(items)))
+        a, b = check.held_out[0]
+        for label, part in ((f"{b}-1199 (fresh)", new), (f"{a}-1199 (held-out + fresh)", rows[a:b] + new)):
+            e = calibrate.evaluate(profile.maps[s], *calibrate.labelled(part))
+            out.append(f"| {s} | {label} | {e['n']} | {e['accuracy']:.3f} | {e['raw']['ece']:.3f} | "
+                       f"{e['calibrated']['ece']:.3f} | {e['meets_target']} |")
+    return out
+
+
 def build(runs: Path | None = None, check: Check = SMALL) -> str:
     runs = runs or check.runs
     out = ["# Lab profile: how much of the held-out verdict is the split", "",
@@ -108,6 +130,9 @@ def build(runs: Path | None = None, check: Check = SMALL) -> str:
             eces = [metrics.ece([m(v) for v in hx], hy) for m in (calibrate._fit_one(k, x, y) for k in ("isotonic", "platt"))]
             chosen = calibrate.fit_map(x, y)[1]["chosen"]
             out.append(f"| {s} | {chosen} | {eces[0]:.3f} | {eces[1]:.3f} |")
+    fresh = check.runs.parent / "fresh"
+    if check is LARGE and (check.runs.parent / "profile.json").exists() and fresh.exists():
+        out += fresh_section(check, data, fresh)
     out += ["", "## 3-fold cross-fitting (pooled out-of-fold ECE)", "",
             "| strategy | items | raw ECE | calibrated ECE | ratio | target met |", "|---|---|---|---|---|---|"]
     for s, rows in [(s, r[:n]) for s, r in data.items()

@@ -146,41 +146,49 @@ CALIBRATE_ARGS = ["--seed", "0", "--offset", "100", "--limit", "300", "--max-tok
 # collection settings).
 LARGE_DATASET = f"arith:{LAB_DIFFICULTY},n=1200@dev"
 LARGE_ARGS = [*CALIBRATE_ARGS[:2], "--offset", "0", "--limit", "1000", *CALIBRATE_ARGS[6:]]
+# --fresh: the remaining 200 items of LARGE_DATASET, collected the same way into large/fresh/ and scored by the
+# large profile's maps (python -m lab.calib_check --large): more held-out items for the same fixed maps
+FRESH_ARGS = [*CALIBRATE_ARGS[:2], "--offset", "1000", "--limit", "200", *CALIBRATE_ARGS[6:]]
 
 
-def calibrate_lab(model: Path | None = None, *, large: bool = False, strategies: str | None = None) -> Path:
+def calibrate_lab(model: Path | None = None, *, large: bool = False, strategies: str | None = None,
+                  fresh: bool = False) -> Path:
     """``cat-eval calibrate`` of the SFT model (resumable runs under lab/results/calibration/runs); the
     profile goes to <model>/cat_calibration.json (served automatically) and lab/results/calibration/.
-    ``large``: LARGE_DATASET, runs and profile under lab/results/calibration/large/."""
+    ``large``: LARGE_DATASET, runs and profile under lab/results/calibration/large/. ``fresh``: FRESH_ARGS'
+    items collected into large/fresh/ (the profile cat-eval fits on them is not a result and is removed)."""
     model = model or train_sft()
     out = RESULTS / "calibration"
-    if large:
-        runs, profile = out / "large" / "runs", out / "large" / "profile.json"
+    if fresh:
+        runs, extra = out / "large" / "fresh", list(FRESH_ARGS)
+        profile = runs / "partial-profile.json"
+    elif large:
+        runs, profile, extra = out / "large" / "runs", out / "large" / "profile.json", list(LARGE_ARGS)
         for old in (out / "runs").glob("*/results.jsonl"):
             dest = runs / old.parent.name / old.name
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(old, dest)
-        extra = list(LARGE_ARGS)
     else:
-        runs, profile = out / "runs", model / PROFILE_FILE
-        extra = list(CALIBRATE_ARGS)
+        runs, profile, extra = out / "runs", model / PROFILE_FILE, list(CALIBRATE_ARGS)
     if strategies:  # collect these only (two processes can split the strategies, one server each); the profile
         # is fitted by a run without --strategies, which finds every row collected and only fits
-        profile = runs.parent / f"partial-{strategies.replace(',', '+')}.json"
         extra += ["--strategies", strategies]
+        profile = profile if fresh else runs.parent / f"partial-{strategies.replace(',', '+')}.json"
     extra += ["--profile", str(profile)]
+    dataset = LARGE_DATASET if large or fresh else f"arith:{LAB_DIFFICULTY}@dev"
     cmd = [sys.executable, "-m", "eval.cli", "calibrate", "--serve-model", str(model), "--no-progress",
-           "--dataset", LARGE_DATASET if large else f"arith:{LAB_DIFFICULTY}@dev", *extra, "--out", str(runs)]
+           "--dataset", dataset, *extra, "--out", str(runs)]
     print(" ".join(cmd), flush=True)
     env = {**os.environ, "CAT_SERVE_ARGS": os.environ.get("CAT_SERVE_ARGS", "--kv-cache-gib 2 --max-model-len 1024")}
     t0 = time.time()
     run_child(cmd, cwd=REPO, env=env)
-    if strategies:
-        profile.unlink(missing_ok=True)  # a partial profile is not a result
+    if strategies or fresh:
+        profile.unlink(missing_ok=True)  # a partial profile (or one fitted on the fresh items) is not a result
     elif not large:
         (out / "sft_profile.json").write_text(profile.read_text())
-    record_segment("calibration", t0, **({"large": True} if large else {}), **({"strategies": strategies} if strategies else {}))
+    record_segment("calibration", t0, **({"large": True} if large else {}), **({"fresh": True} if fresh else {}),
+                   **({"strategies": strategies} if strategies else {}))
     return profile
 
 
@@ -490,6 +498,7 @@ def main(argv=None) -> int:
     sub.add_parser("path")
     cal = sub.add_parser("calibrate")
     cal.add_argument("--large", action="store_true", help="the 1000-item check (LARGE_ARGS)")
+    cal.add_argument("--fresh", action="store_true", help="the 200 items after the large check's 1000, for its maps")
     cal.add_argument("--strategies", default=None, help="collect only these (comma-separated), e.g. rpc,deepconf; "
                      "a run without it then fits the profile")
     s = sub.add_parser("search")
@@ -538,7 +547,7 @@ def main(argv=None) -> int:
         print(sft_dir())
         return 0
     if args.cmd == "calibrate":
-        print(calibrate_lab(large=args.large, strategies=args.strategies))
+        print(calibrate_lab(large=args.large, strategies=args.strategies, fresh=args.fresh))
         return 0
     if args.cmd == "sft":
         print(train_sft())

@@ -263,13 +263,16 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
         large_check = results / "calibration" / "large" / "split_check.md"
         if large_check.exists():  # python -m lab.calib_check --large: the same runs, other maps and splits
             text = large_check.read_text()
-            kinds = text[text.index("## Each kind"):text.index("## 3-fold")].splitlines()[2:-1]
-            cross = text[text.index("## 3-fold"):text.index("## ECE of a perfect")].splitlines()[2:-1]
-            perfect = text[text.index("## ECE of a perfect"):].splitlines()[4:]
+            kinds, fresh = _md_table(text, "## Each kind"), _md_table(text, "## The profile's maps on fresh")
+            cross, perfect = _md_table(text, "## 3-fold"), _md_table(text, "## ECE of a perfect")
             out += ["The same runs, other maps and splits (`python -m lab.calib_check --large`, "
                     "[split_check.md](../lab/results/calibration/large/split_check.md)). The held-out third scored "
-                    "by each kind of map fitted on the fit split:", "", *kinds, "",
-                    "3-fold cross-fitting on all the items (each scored once by a map fitted on the other two "
+                    "by each kind of map fitted on the fit split:", "", *kinds, ""]
+            if fresh:
+                out += ["The profile's maps (not refitted) on the 200 dev items after its 1000, collected afterwards "
+                        "with the same settings (`python -m lab.recipe calibrate --fresh`), alone and pooled with "
+                        "its 333 held-out items:", "", *fresh, ""]
+            out += ["3-fold cross-fitting on all the items (each scored once by a map fitted on the other two "
                     "thirds):", "", *cross, "",
                     "The ECE that a perfectly calibrated map still shows on the held-out items (outcomes drawn "
                     "from its own probabilities, 2000 draws):", "", *perfect, ""]
@@ -280,6 +283,14 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
             f"{_target(failed).replace('every strategy', 'every fitted strategy')}; {', '.join(missing)} not fitted yet")
         verdicts.append(f"- Lab profile on 1000 dev items: calibrated ECE <= half raw or <= 0.05 (issue #9): {verdict}")
     return out, verdicts
+
+
+def _md_table(text: str, heading: str) -> list[str]:
+    """The table lines (starting with ``|``) of the section of ``text`` that begins with ``heading``."""
+    if heading not in text:
+        return []
+    section = text[text.index(heading):].split("\n## ")[0]
+    return [line for line in section.splitlines() if line.startswith("|")]
 
 
 def transfer_verdict(model: dict, sft: dict, base: str = "SFT") -> str:

@@ -118,6 +118,13 @@ def test_finished_items_are_not_requested(tmp_path):
     assert len(runner.read_rows(out / runner.RESULTS)) == 2
     summary = json.loads((out / runner.SUMMARY).read_text())
     assert summary["n_requested"] == 0 and summary["n_resumed"] == 2
+    # a second resume with nothing to run keeps the summary of the run that made the rows (its model and
+    # wall time; seen: re-running a finished lab search wrote wall_time_s 4e-06 and model null over them)
+    (out / runner.SUMMARY).write_text(json.dumps({**summary, "model": "m", "wall_time_s": 12.5}))
+    assert main(["run", "--dataset", str(data), "--base-url", dead_base_url(), "--out", str(out),
+                 "--no-progress"]) == 0
+    kept = json.loads((out / runner.SUMMARY).read_text())
+    assert (kept["model"], kept["wall_time_s"]) == ("m", 12.5)
     assert summary["accuracy"] == 0.5 and summary["n_errors"] == 0
 
 

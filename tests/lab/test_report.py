@@ -127,10 +127,13 @@ def test_large_split_check_tables_are_quoted(tmp_path):
     (tmp_path / "calibration" / "large" / "split_check.md").write_text(
         "# t\n\n## Each kind of map fitted on the fit split, scored on the held-out items\n\n"
         "| strategy | chosen (CV log-loss) | isotonic ECE | Platt ECE |\n|---|---|---|---|\n| cat | platt | 0.086 | 0.080 |\n"
+        "\n## The profile's maps on fresh items 1000-1199 and pooled\n\nCollected...\n\n| strategy | items |\n"
+        "|---|---|\n| cat | 1000-1199 (fresh) |\n"
         "\n## 3-fold cross-fitting (pooled out-of-fold ECE)\n\n| strategy | items |\n|---|---|\n| cat | 1000 |\n"
         "\n## ECE of a perfect map on n items (simulated)\n\nOutcomes drawn...\n\n"
         "| strategy | n | mean ECE | 90th percentile |\n|---|---|---|---|\n| cat | 333 | 0.067 | 0.085 |\n")
     text = build(tmp_path)
     kinds = text.index("| cat | platt | 0.086 | 0.080 |")
-    assert kinds < text.index("| cat | 1000 |") < text.index("| cat | 333 | 0.067 | 0.085 |")
-    assert "Outcomes drawn..." not in text
+    assert kinds < text.index("| cat | 1000-1199 (fresh) |") < text.index("| cat | 1000 |")
+    assert text.index("| cat | 1000 |") < text.index("| cat | 333 | 0.067 | 0.085 |")
+    assert "Outcomes drawn..." not in text and "Collected..." not in text
