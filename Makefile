@@ -21,7 +21,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
 
 install: $(STAMP)
 
@@ -83,6 +83,12 @@ lab-caspo: lab-sft
 TRANSFER_MODELS ?= sft,caspo,capo,grpo
 lab-transfer: lab-sft
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT) --models $(TRANSFER_MODELS)
+
+# lab-all: every experiment above in order (dev sweep before the test split), then the report; one "all"
+# segment in lab/results/all/segments.jsonl holds the total wall time (issue #10's 4 h budget)
+lab-all: lab-sft
+	$(PY) -m lab.recipe all
+	$(PY) -m lab.report
 
 # lab-report: docs/lab.md from lab/results/ alone (byte-for-byte reproducible)
 lab-report:

@@ -484,6 +484,27 @@ def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ..
         stop_process_group(proc, timeout=60)
 
 
+# `make lab-all`: the whole lab in order (issue #10's "<= 4 h in total"), every step resuming; the settings the
+# test split runs with are chosen by the dev sweep before it. lab-calibrate-large is issue #9's check, not here.
+ALL_STEPS = (["sft"], ["calibrate"], ["search", "--split", "dev", "--k", "4", "--limit", "100"],
+             ["search", "--split", "test", "--k", "4", "8", "--limit", "300"],
+             *(["rl", "--objective", o] for o in OBJECTIVES), ["caspo", "--split", "dev"], ["caspo", "--split", "test"],
+             ["transfer", "--split", "test", "--k", "4", "--limit", "300"])
+
+
+def run_all(steps=ALL_STEPS) -> None:
+    """Every step of ALL_STEPS through ``main``, then one "all" segment with the total wall time (an interrupted
+    run records its segment as interrupted; re-running skips what is finished)."""
+    t0, finished = time.time(), False
+    try:
+        for step in steps:
+            print("== lab.recipe " + " ".join(step), flush=True)
+            main(list(step))
+        finished = True
+    finally:
+        record_segment("all", t0, steps=len(steps), **({} if finished else {"interrupted": True}))
+
+
 def exit_on_sigterm() -> None:
     """SIGTERM as SystemExit: `served` stops its cat-serve, `run_child` passes it on, and an interrupted
     search records its segment."""
@@ -495,6 +516,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sft")
+    sub.add_parser("all", help="every experiment in order (make lab-all)")
     sub.add_parser("path")
     cal = sub.add_parser("calibrate")
     cal.add_argument("--large", action="store_true", help="the 1000-item check (LARGE_ARGS)")
@@ -551,6 +573,9 @@ def main(argv=None) -> int:
         return 0
     if args.cmd == "sft":
         print(train_sft())
+        return 0
+    if args.cmd == "all":
+        run_all()
         return 0
     from lab.search import run_search
 

@@ -337,7 +337,7 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
 
 def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
-    for kind in ("sft", "calibration", "search", "rl", "caspo", "transfer"):
+    for kind in ("sft", "calibration", "search", "rl", "caspo", "transfer", "all"):
         files = [results / kind / "segments.jsonl"] if kind != "rl" else sorted((results / "rl").glob("*/segments.jsonl"))
         for f in files:
             segs = _jsonl(f)

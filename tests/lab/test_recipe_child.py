@@ -26,3 +26,17 @@ def test_a_failing_child_raises_like_check_true():
     with pytest.raises(subprocess.CalledProcessError):
         run_child([sys.executable, "-c", "raise SystemExit(3)"])
     run_child([sys.executable, "-c", "pass"])
+
+
+def test_run_all_records_one_total_segment(tmp_path, monkeypatch, capsys):
+    import json
+
+    import lab.recipe as recipe
+
+    monkeypatch.setattr(recipe, "RESULTS", tmp_path)
+    recipe.run_all(steps=(["path"], ["path"]))
+    assert capsys.readouterr().out.count("== lab.recipe path") == 2
+    with pytest.raises(SystemExit):  # a failing step stops the run, and its segment says so
+        recipe.run_all(steps=(["path"], ["no-such-step"]))
+    rows = [json.loads(line) for line in (tmp_path / "all" / "segments.jsonl").read_text().splitlines()]
+    assert [(r["steps"], r.get("interrupted")) for r in rows] == [(2, None), (2, True)]
