@@ -247,11 +247,9 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
     verdicts = [f"- Lab profile: calibrated ECE <= half raw or <= 0.05 (issue #9): {_target(failed)}"]
     check = results / "calibration" / "split_check.md"
     if check.exists():  # python -m lab.calib_check: the same runs, other splits
-        text = check.read_text()
-        cross = text[text.index("## 3-fold"):].splitlines()[2:]
         out += ["How much of this verdict is the split (`python -m lab.calib_check`, "
-                "[split_check.md](../lab/results/calibration/split_check.md)): 3-fold cross-fitting, every item "
-                "scored once by a map fitted on the other two thirds:", "", *cross, ""]
+                "[split_check.md](../lab/results/calibration/split_check.md)).", "",
+                *_cross_and_perfect(check.read_text())]
     large = results / "calibration" / "large" / "profile.json"
     if large.exists():  # make lab-calibrate-large: the same collection on 1000 dev items, 333 held out
         large_prof = json.loads(large.read_text())
@@ -264,7 +262,6 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
         if large_check.exists():  # python -m lab.calib_check --large: the same runs, other maps and splits
             text = large_check.read_text()
             kinds, fresh = _md_table(text, "## Each kind"), _md_table(text, "## The profile's maps on fresh")
-            cross, perfect = _md_table(text, "## 3-fold"), _md_table(text, "## ECE of a perfect")
             out += ["The same runs, other maps and splits (`python -m lab.calib_check --large`, "
                     "[split_check.md](../lab/results/calibration/large/split_check.md)). The held-out third scored "
                     "by each kind of map fitted on the fit split:", "", *kinds, ""]
@@ -272,10 +269,7 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
                 out += ["The profile's maps (not refitted) on the 200 dev items after its 1000, collected afterwards "
                         "with the same settings (`python -m lab.recipe calibrate --fresh`), alone and pooled with "
                         "its 333 held-out items:", "", *fresh, ""]
-            out += ["3-fold cross-fitting on all the items (each scored once by a map fitted on the other two "
-                    "thirds):", "", *cross, "",
-                    "The ECE that a perfectly calibrated map still shows on the held-out items (outcomes drawn "
-                    "from its own probabilities, 2000 draws):", "", *perfect, ""]
+            out += _cross_and_perfect(text)
         if missing:
             out += [f"Not fitted yet (their collection is part-way; `make lab-calibrate-large` resumes it): "
                     f"{', '.join(missing)}.", ""]
@@ -291,6 +285,14 @@ def _md_table(text: str, heading: str) -> list[str]:
         return []
     section = text[text.index(heading):].split("\n## ")[0]
     return [line for line in section.splitlines() if line.startswith("|")]
+
+
+def _cross_and_perfect(text: str) -> list[str]:
+    """A split_check.md's 3-fold cross-fitting and perfect-map tables, each with a line saying what it is."""
+    return ["3-fold cross-fitting (every item scored once by a map fitted on the other two thirds):", "",
+            *_md_table(text, "## 3-fold"), "",
+            "The ECE that a perfectly calibrated map still shows on the held-out items (outcomes drawn from its own "
+            "probabilities, 2000 draws):", "", *_md_table(text, "## ECE of a perfect"), ""]
 
 
 def transfer_verdict(model: dict, sft: dict, base: str = "SFT") -> str:
