@@ -1,0 +1,387 @@
+"""The docs cannot drift: every command in README.md and docs/*.md is checked against the code.
+
+What counts as a command:
+- every line of a fenced ```bash block (a trailing backslash joins the next line; a `# comment` and a
+  trailing `&` are dropped; `&&`, `||`, `;`, `|` and `&` separate commands; a leading `VAR=value` or
+  `time` is skipped; each `$(...)` is a command of its own);
+- every inline code span whose first word is a command word: make, cat-serve, cat-eval, cat-train,
+  cat-client, python, .venv/bin/python, bash, curl (so `make lab-search` in prose is checked too).
+A `<placeholder>` in a command is a dummy word; `$(...)` inside one is checked, then replaced by one.
+
+How each is checked (nothing long runs; the whole file takes seconds):
+- make: `make -n TARGET... VAR=value...` must succeed: the target exists and the variables parse.
+- cat-serve, cat-eval, cat-train, cat-client (the entry points of pyproject.toml's [project.scripts]) and
+  `python -m MODULE`: `--help` must exit 0 (one subprocess per distinct command and subcommand). Where the
+  parser has subcommands, the docs' first positional word must be one; every `--option` the docs use must
+  appear in that (sub)command's --help; an option value that starts with `{` must be JSON.
+  Modules without a command line (NO_CLI: running them does work) are only found, not run.
+- `python FILE.py`: the file exists and `FILE.py --help` exits 0. `bash FILE`: the file exists and `bash -n`
+  passes (never run: they are long jobs).
+- curl: the URL's path is a route of the app (`create_app`), and a `-d` body is JSON. Not run: no server.
+- ```python blocks must compile (the README's SDK example also runs against a real server, marked vllm);
+  ```json blocks must parse. Other fences (```text or bare) are program output, not checked.
+- Paths: every word of a command or code span that starts at a tracked top-level entry (`cat_serve/`,
+  `lab/results/...`, `Makefile`; not `runs/`, which is output) must exist; `file.py: name` must define name,
+  `file.py::test` must define test; a relative Markdown link must point at a file that exists.
+- A bash line whose first word is none of the above must be an EXTERNAL tool (named, not checked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+SCRIPTS = {name: target for name, target in
+           tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"].items()}
+PYTHONS = {"python", "python3", ".venv/bin/python"}
+COMMAND_WORDS = {"make", "bash", "curl", *SCRIPTS, *PYTHONS}
+EXTERNAL = {"docker", "podman", "ray", "debootstrap", "chroot", "pip", "accelerate", "trl", "git", "cd",
+            "export", "nvidia-smi", "ls", "cat"}
+NO_CLI = {"cat_serve.models": "prints the embedded checkpoint's path, converting the model first if needed"}
+SEPARATORS = {"&&", "||", ";", "|", "&"}
+DUMMY = "PLACEHOLDER"
+
+
+@dataclass(frozen=True)
+class Command:
+    doc: str  # README.md:12
+    words: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.doc}: {shlex.join(self.words)}"
+
+
+# ---- reading the docs
+
+
+def _fences(text: str):
+    """(language, first line number, lines) of each fenced block, and the text with fences blanked out."""
+    blocks, outside, block = [], [], None
+    for n, line in enumerate(text.splitlines(), 1):
+        fence = re.match(r"^\s*```\s*([\w-]*)\s*$", line)
+        if block is None and fence:
+            block = (fence.group(1).lower(), n + 1, [])
+            outside.append("")
+        elif block is not None and re.match(r"^\s*```\s*$", line):
+            blocks.append(block)
+            block = None
+            outside.append("")
+        elif block is not None:
+            block[2].append(line)
+            outside.append("")
+        else:
+            outside.append(line)
+    assert block is None, "an unclosed ``` fence"
+    return blocks, "\n".join(outside)
+
+
+def _spans(prose: str):
+    """(line number, text) of each inline code span (a span may wrap onto the next line)."""
+    for m in re.finditer(r"`([^`]+)`", prose):
+        if "\n\n" not in m.group(1):
+            yield prose.count("\n", 0, m.start()) + 1, " ".join(m.group(1).split())
+
+
+def split_commands(line: str) -> list[tuple[str, ...]]:
+    """The commands of one shell line, `$(...)` substitutions first, as word tuples."""
+    inner = re.findall(r"\$\(([^()]*)\)", line)
+    line = re.sub(r"\$\(([^()]*)\)", DUMMY, line)
+    line = re.sub(r"<[^<>\n]*>", DUMMY, line)
+    lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    commands, words = [], []
+    for token in [*lex, ";"]:
+        if token in SEPARATORS:
+            while words and (re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]) or words[0] == "time"):
+                words.pop(0)
+            if words:
+                commands.append(tuple(words))
+            words = []
+        else:
+            words.append(token)
+    return [c for i in inner for c in split_commands(i)] + commands
+
+
+def _bash_lines(lines: list[str]):
+    """Logical lines of a bash block: continuations joined, blank lines skipped; (offset, text)."""
+    start, buf = 0, ""
+    for i, line in enumerate(lines):
+        if not buf:
+            start = i
+        if line.rstrip().endswith("\\"):
+            buf += line.rstrip()[:-1] + " "
+            continue
+        buf += line
+        if buf.strip():
+            yield start, buf
+        buf = ""
+
+
+def read_docs():
+    commands, python_blocks, json_blocks, spans, links, unknown = [], [], [], [], [], []
+    for path in DOCS:
+        name = path.relative_to(REPO).as_posix()
+        blocks, prose = _fences(path.read_text(encoding="utf-8"))
+        for lang, first, lines in blocks:
+            where = f"{name}:{first}"
+            if lang in ("bash", "sh", "shell"):
+                for offset, line in _bash_lines(lines):
+                    for words in split_commands(line):
+                        if words[0] in COMMAND_WORDS:
+                            commands.append(Command(f"{name}:{first + offset}", words))
+                        elif words[0] not in EXTERNAL:
+                            unknown.append(f"{name}:{first + offset}: {shlex.join(words)}")
+            elif lang == "python":
+                python_blocks.append((where, "\n".join(lines)))
+            elif lang == "json":
+                json_blocks.append((where, "\n".join(lines)))
+        for n, span in _spans(prose):
+            spans.append((f"{name}:{n}", span))
+            if span.split()[0] in COMMAND_WORDS:
+                commands.extend(Command(f"{name}:{n}", w) for w in split_commands(span) if w[0] in COMMAND_WORDS)
+        for m in re.finditer(r"\]\(([^)\s]+)\)", prose):
+            target = m.group(1).split("#")[0]
+            if target and not re.match(r"^[a-z]+:", target):
+                links.append((f"{name}:{prose.count(chr(10), 0, m.start()) + 1}", path.parent / target))
+    return commands, python_blocks, json_blocks, spans, links, unknown
+
+
+COMMANDS, PYTHON_BLOCKS, JSON_BLOCKS, SPANS, LINKS, UNKNOWN = read_docs()
+
+
+# ---- checking one command
+
+
+def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+class Helps:
+    """`--help` of each distinct (program, subcommand), run once per test session."""
+
+    def __init__(self):
+        self._cache: dict[tuple[str, ...], str] = {}
+
+    def get(self, prefix: tuple[str, ...], sub: tuple[str, ...] = ()) -> str:
+        key = prefix + sub
+        if key not in self._cache:
+            r = _run([*prefix, *sub, "--help"])
+            assert r.returncode == 0 and "usage:" in r.stdout, \
+                f"{shlex.join(key)} --help failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+            self._cache[key] = r.stdout
+        return self._cache[key]
+
+
+@pytest.fixture(scope="session")
+def helps():
+    return Helps()
+
+
+def _entry_point(script: str) -> tuple[str, ...]:
+    module, func = SCRIPTS[script].split(":")
+    code = f"import sys; sys.argv[0] = {script!r}; from {module} import {func}; sys.exit({func}())"
+    return (sys.executable, "-c", code)
+
+
+def check_cli(prefix: tuple[str, ...], args: tuple[str, ...], helps: Helps) -> None:
+    """`args` as the docs give them must fit the parser: subcommand, options, JSON values."""
+    top = helps.get(prefix)
+    subs = re.search(r"positional arguments:\n\s+\{([^}]+)\}", top)
+    sub: tuple[str, ...] = ()
+    if subs:
+        positional = [a for a in args if not a.startswith("-")]
+        if positional:  # a bare `cat-eval` names the program; with words, the first must be a subcommand
+            assert positional[0] in subs.group(1).split(","), f"{positional[0]!r} is not one of {{{subs.group(1)}}}"
+            sub = (positional[0],)
+    text = top + (helps.get(prefix, sub) if sub else "")
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        option, _, value = arg.partition("=")
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), \
+            f"{option} is not an option of {shlex.join(prefix[-1:] + sub)} (its --help does not list it)"
+        value = value or (args[i + 1] if i + 1 < len(args) else "")
+        if value.startswith("{"):
+            json.loads(value)
+
+
+def check_make(words: tuple[str, ...]) -> None:
+    r = _run(["make", "-n", *words[1:]])
+    assert r.returncode == 0, f"make -n {shlex.join(words[1:])}: {r.stderr[-2000:]}"
+
+
+def check_python(words: tuple[str, ...], helps: Helps) -> None:
+    args = words[1:]
+    if args[:1] == ("-m",):
+        module, rest = args[1], args[2:]
+        if module in NO_CLI:
+            assert importlib.util.find_spec(module) is not None, f"no module {module}"
+            return
+        check_cli((sys.executable, "-m", module), rest, helps)
+    else:
+        script = REPO / args[0]
+        assert script.is_file(), f"{args[0]} does not exist"
+        check_cli((sys.executable, args[0]), args[1:], helps)
+
+
+def check_bash(words: tuple[str, ...]) -> None:
+    script = REPO / words[1]
+    assert script.is_file(), f"{words[1]} does not exist"
+    r = _run(["bash", "-n", str(script)])
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="session")
+def routes() -> set[str]:
+    from cat_serve.api.app import create_app
+    from cat_serve.config import ServerConfig
+    from tests.fakes import FakeEngine
+
+    app = create_app(ServerConfig(), engine=FakeEngine())
+    return {route.path for route in app.routes}
+
+
+def check_curl(words: tuple[str, ...], routes: set[str]) -> None:
+    urls = [w for w in words if w.startswith(("http://", "https://"))]
+    assert len(urls) == 1, "a curl line names one URL"
+    path = urlparse(urls[0]).path
+    assert path in routes, f"{path} is not a route of the app ({sorted(routes)})"
+    for flag, value in zip(words, words[1:]):
+        if flag in ("-d", "--data", "--data-raw"):
+            json.loads(value)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=str)
+def test_command(command: Command, helps, routes):
+    words = command.words
+    if words[0] == "make":
+        check_make(words)
+    elif words[0] in SCRIPTS:
+        check_cli(_entry_point(words[0]), words[1:], helps)
+    elif words[0] in PYTHONS:
+        check_python(words, helps)
+    elif words[0] == "bash":
+        check_bash(words)
+    elif words[0] == "curl":
+        check_curl(words, routes)
+    for word in words:
+        check_path(word.partition("=")[2] if re.match(r"^[A-Z_]+=", word) else word)
+
+
+# ---- paths, links, blocks
+
+
+def _top_level() -> set[str]:
+    r = _run(["git", "ls-files"])
+    names = r.stdout.split() if r.returncode == 0 and r.stdout else [p.name for p in REPO.iterdir()]
+    return {n.split("/")[0] for n in names} - {".git", ".venv", "runs"}
+
+
+TOP = _top_level()
+
+
+def is_repo_path(word: str) -> bool:
+    if re.search(r"[$<>…{}]|\.\.\.", word) or not re.match(r"^[\w.][\w.*/-]*$", word):
+        return False
+    first = word.split("/")[0]
+    return first in TOP and ("/" in word or (REPO / first).is_file())
+
+
+def check_path(word: str) -> None:
+    word = word.rstrip(".,;:)")
+    if is_repo_path(word):
+        assert list(REPO.glob(word.rstrip("/"))), f"{word} does not exist"
+
+
+def _defines(path: Path, name: str) -> bool:
+    pattern = rf"^\s*((async\s+)?def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*[:=]"
+    return re.search(pattern, path.read_text(encoding="utf-8"), re.M) is not None
+
+
+def check_span(span: str) -> None:
+    symbol = re.match(r"^([\w/.-]+\.py)(: |::)(\w+)$", span)
+    if symbol:
+        path = REPO / symbol.group(1)
+        assert path.is_file(), f"{symbol.group(1)} does not exist"
+        assert _defines(path, symbol.group(3)), f"{symbol.group(1)} defines no {symbol.group(3)}"
+        return
+    for word in span.split():
+        check_path(word)
+
+
+def _failures(check, items) -> list[str]:
+    failed = []
+    for where, item in items:
+        try:
+            check(item)
+        except (AssertionError, ValueError, SyntaxError) as e:
+            failed.append(f"{where}: {e}")
+    return failed
+
+
+@pytest.mark.parametrize("doc", [d.relative_to(REPO).as_posix() for d in DOCS])
+def test_paths_symbols_and_links(doc):
+    """Every repository path and `file.py: name` in the doc's code spans, and every relative link, exists."""
+    mine = lambda items: [(w, x) for w, x in items if w.startswith(doc + ":")]  # noqa: E731
+    failed = _failures(check_span, mine(SPANS)) + _failures(
+        lambda target: check_path_exists(target), mine(LINKS))
+    assert not failed, "\n".join(failed)
+
+
+def check_path_exists(target: Path) -> None:
+    assert target.exists(), f"the link target {target.relative_to(REPO)} does not exist"
+
+
+def test_code_blocks_compile_and_parse():
+    failed = _failures(lambda code: compile(code, "<doc>", "exec"), PYTHON_BLOCKS)
+    failed += _failures(json.loads, JSON_BLOCKS)
+    assert PYTHON_BLOCKS and not failed, "\n".join(failed)
+
+
+def test_every_bash_line_is_checked_or_named_external():
+    assert not UNKNOWN, "teach tests/test_docs.py to check these, or name them in EXTERNAL:\n" + "\n".join(UNKNOWN)
+
+
+def test_the_rules_see_what_they_should():
+    """The extraction itself, on a made-up doc line (expected words written out by hand)."""
+    line = "CAT_SERVE_DATA=x make serve MODEL=$(python -m lab.recipe path) & cat-eval run --out <dir> && curl -d '{\"a\": 1}' URL  # note"
+    assert split_commands(line) == [("python", "-m", "lab.recipe", "path"), ("make", "serve", "MODEL=" + DUMMY),
+                                    ("cat-eval", "run", "--out", DUMMY), ("curl", "-d", '{"a": 1}', "URL")]
+    assert list(_bash_lines(["a \\", "  b", "", "c"])) == [(0, "a    b"), (3, "c")]
+    assert is_repo_path("cat_serve/search/") and is_repo_path("Makefile") and is_repo_path("lab/results/*.md")
+    assert not any(map(is_repo_path, ["runs/capo", "~/.cache/cat-serve", "eval", "$WORK/build.log", "a/b"]))
+    # the docs hold commands of each kind, so an extraction that silently finds nothing fails here
+    kinds = {c.words[0] for c in COMMANDS}
+    assert {"make", "cat-eval", "cat-client", "curl", "bash", "python"} <= kinds, kinds
+    assert len(COMMANDS) >= 30 and PYTHON_BLOCKS and SPANS and LINKS
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_readme_sdk_example_runs(vllm_server):
+    """The README's `openai` SDK example, as written, against a real server (only its URL changes)."""
+    (code,) = [code for where, code in PYTHON_BLOCKS if where.startswith("README.md") and "OpenAI(" in code]
+    assert 'base_url="http://127.0.0.1:8000/v1"' in code
+    code = code.replace("http://127.0.0.1:8000/v1", vllm_server.base_url)
+    scope: dict = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), scope)
+    r = scope["r"]
+    assert r.model_extra["search"]["strategy"] == "cat"
+    assert 0.0 <= r.choices[0].model_extra["confidence"] <= 1.0
+    assert len(out.getvalue().splitlines()) >= 2
