@@ -20,6 +20,7 @@ How each is checked (nothing long runs; the whole file takes seconds):
 - curl: the URL's path is a route of the app (`create_app`), and a `-d` body is JSON. Not run: no server.
 - ```python blocks must compile (the README's SDK example also runs against a real server, marked vllm);
   ```json blocks must parse. Other fences (```text or bare) are program output, not checked.
+- docs/service.md: every `--flag` in its code spans must be a cat-serve flag (FLAG_DOCS).
 - Paths: every word of a command or code span that starts at a tracked top-level entry (`cat_serve/`,
   `lab/results/...`, `Makefile`; not `runs/`, which is output) must exist; `file.py: name` must define name,
   `file.py::test` must define test; a relative Markdown link must point at a file that exists.
@@ -32,11 +33,11 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -45,8 +46,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-SCRIPTS = {name: target for name, target in
-           tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"].items()}
+
+
+def _console_scripts() -> dict[str, str]:
+    """pyproject.toml's [project.scripts] (name -> "module:function"); tomllib is 3.11+, the project 3.10+."""
+    section = re.search(r"^\[project\.scripts\]\n(.*?)(?=^\[|\Z)", (REPO / "pyproject.toml").read_text(), re.M | re.S)
+    return dict(re.findall(r'^([\w-]+)\s*=\s*"([\w.]+:\w+)"', section.group(1), re.M))
+
+
+SCRIPTS = _console_scripts()
 PYTHONS = {"python", "python3", ".venv/bin/python"}
 COMMAND_WORDS = {"make", "bash", "curl", *SCRIPTS, *PYTHONS}
 EXTERNAL = {"docker", "podman", "ray", "debootstrap", "chroot", "pip", "accelerate", "trl", "git", "cd",
@@ -92,7 +100,7 @@ def _fences(text: str):
 def _spans(prose: str):
     """(line number, text) of each inline code span (a span may wrap onto the next line)."""
     for m in re.finditer(r"`([^`]+)`", prose):
-        if "\n\n" not in m.group(1):
+        if "\n\n" not in m.group(1) and m.group(1).strip():
             yield prose.count("\n", 0, m.start()) + 1, " ".join(m.group(1).split())
 
 
@@ -131,6 +139,14 @@ def _bash_lines(lines: list[str]):
         buf = ""
 
 
+def is_command(words: tuple[str, ...]) -> bool:
+    """A command word with what it needs: `make` and the console scripts alone are commands (`make` dry-runs
+    its default target, a script shows its --help); `python -m` needs a module, bash, curl and python an argument."""
+    if words[0] in PYTHONS and words[1:2] == ("-m",):
+        return len(words) >= 3
+    return words[0] in COMMAND_WORDS and (len(words) >= 2 or words[0] == "make" or words[0] in SCRIPTS)
+
+
 def read_docs():
     commands, python_blocks, json_blocks, spans, links, unknown = [], [], [], [], [], []
     for path in DOCS:
@@ -141,7 +157,7 @@ def read_docs():
             if lang in ("bash", "sh", "shell"):
                 for offset, line in _bash_lines(lines):
                     for words in split_commands(line):
-                        if words[0] in COMMAND_WORDS:
+                        if is_command(words):
                             commands.append(Command(f"{name}:{first + offset}", words))
                         elif words[0] not in EXTERNAL:
                             unknown.append(f"{name}:{first + offset}: {shlex.join(words)}")
@@ -152,7 +168,7 @@ def read_docs():
         for n, span in _spans(prose):
             spans.append((f"{name}:{n}", span))
             if span.split()[0] in COMMAND_WORDS:
-                commands.extend(Command(f"{name}:{n}", w) for w in split_commands(span) if w[0] in COMMAND_WORDS)
+                commands.extend(Command(f"{name}:{n}", w) for w in split_commands(span) if is_command(w))
         for m in re.finditer(r"\]\(([^)\s]+)\)", prose):
             target = m.group(1).split("#")[0]
             if target and not re.match(r"^[a-z]+:", target):
@@ -166,8 +182,8 @@ COMMANDS, PYTHON_BLOCKS, JSON_BLOCKS, SPANS, LINKS, UNKNOWN = read_docs()
 # ---- checking one command
 
 
-def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def _run(argv: list[str], timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 class Helps:
@@ -197,8 +213,8 @@ def _entry_point(script: str) -> tuple[str, ...]:
     return (sys.executable, "-c", code)
 
 
-def check_cli(prefix: tuple[str, ...], args: tuple[str, ...], helps: Helps) -> None:
-    """`args` as the docs give them must fit the parser: subcommand, options, JSON values."""
+def check_cli(prefix: tuple[str, ...], args: tuple[str, ...], helps: Helps, name: str) -> None:
+    """`args` as the docs give them must fit the parser of `name`: subcommand, options, JSON values."""
     top = helps.get(prefix)
     subs = re.search(r"positional arguments:\n\s+\{([^}]+)\}", top)
     sub: tuple[str, ...] = ()
@@ -213,14 +229,16 @@ def check_cli(prefix: tuple[str, ...], args: tuple[str, ...], helps: Helps) -> N
             continue
         option, _, value = arg.partition("=")
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), \
-            f"{option} is not an option of {shlex.join(prefix[-1:] + sub)} (its --help does not list it)"
+            f"{option} is not an option of {shlex.join((name, *sub))} (its --help does not list it)"
         value = value or (args[i + 1] if i + 1 < len(args) else "")
         if value.startswith("{"):
             json.loads(value)
 
 
 def check_make(words: tuple[str, ...]) -> None:
-    r = _run(["make", "-n", *words[1:]])
+    # under `make test` the parent's flags and command-line variables would reach this make through MAKEFLAGS
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    r = _run(["make", "-n", *words[1:]], env=env)
     assert r.returncode == 0, f"make -n {shlex.join(words[1:])}: {r.stderr[-2000:]}"
 
 
@@ -231,11 +249,11 @@ def check_python(words: tuple[str, ...], helps: Helps) -> None:
         if module in NO_CLI:
             assert importlib.util.find_spec(module) is not None, f"no module {module}"
             return
-        check_cli((sys.executable, "-m", module), rest, helps)
+        check_cli((sys.executable, "-m", module), rest, helps, f"python -m {module}")
     else:
         script = REPO / args[0]
         assert script.is_file(), f"{args[0]} does not exist"
-        check_cli((sys.executable, args[0]), args[1:], helps)
+        check_cli((sys.executable, args[0]), args[1:], helps, args[0])
 
 
 def check_bash(words: tuple[str, ...]) -> None:
@@ -271,7 +289,7 @@ def test_command(command: Command, helps, routes):
     if words[0] == "make":
         check_make(words)
     elif words[0] in SCRIPTS:
-        check_cli(_entry_point(words[0]), words[1:], helps)
+        check_cli(_entry_point(words[0]), words[1:], helps, words[0])
     elif words[0] in PYTHONS:
         check_python(words, helps)
     elif words[0] == "bash":
@@ -329,7 +347,7 @@ def _failures(check, items) -> list[str]:
         try:
             check(item)
         except (AssertionError, ValueError, SyntaxError) as e:
-            failed.append(f"{where}: {e}")
+            failed.append(f"{where}: {str(e).splitlines()[0]}")
     return failed
 
 
@@ -346,6 +364,21 @@ def check_path_exists(target: Path) -> None:
     assert target.exists(), f"the link target {target.relative_to(REPO)} does not exist"
 
 
+# a doc whose option spans (`--max-n`, `--max-concurrent/--max-queue`) all name flags of one program
+FLAG_DOCS = {"docs/service.md": "cat-serve"}
+
+
+@pytest.mark.parametrize("doc,program", FLAG_DOCS.items())
+def test_flags_named_in_prose_exist(doc, program, helps):
+    text = helps.get(_entry_point(program))
+    spans = [span for where, span in SPANS
+             if where.startswith(doc + ":") and span.split()[0] not in COMMAND_WORDS | EXTERNAL]
+    flags = {flag for span in spans for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", span)}
+    assert len(flags) >= 10, flags  # the service table alone names more
+    missing = sorted(f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text))
+    assert not missing, f"{doc} names flags that {program} --help does not list: {missing}"
+
+
 def test_code_blocks_compile_and_parse():
     failed = _failures(lambda code: compile(code, "<doc>", "exec"), PYTHON_BLOCKS)
     failed += _failures(json.loads, JSON_BLOCKS)
@@ -358,16 +391,41 @@ def test_every_bash_line_is_checked_or_named_external():
 
 def test_the_rules_see_what_they_should():
     """The extraction itself, on a made-up doc line (expected words written out by hand)."""
-    line = "CAT_SERVE_DATA=x make serve MODEL=$(python -m lab.recipe path) & cat-eval run --out <dir> && curl -d '{\"a\": 1}' URL  # note"
+    line = ("CAT_SERVE_DATA=x make serve MODEL=$(python -m lab.recipe path) & "
+            "cat-eval run --out <dir> && curl -d '{\"a\": 1}' URL  # note")
     assert split_commands(line) == [("python", "-m", "lab.recipe", "path"), ("make", "serve", "MODEL=" + DUMMY),
                                     ("cat-eval", "run", "--out", DUMMY), ("curl", "-d", '{"a": 1}', "URL")]
     assert list(_bash_lines(["a \\", "  b", "", "c"])) == [(0, "a    b"), (3, "c")]
+    assert not is_command(("python", "-m")) and not is_command(("bash",)) and is_command(("cat-eval",))
     assert is_repo_path("cat_serve/search/") and is_repo_path("Makefile") and is_repo_path("lab/results/*.md")
     assert not any(map(is_repo_path, ["runs/capo", "~/.cache/cat-serve", "eval", "$WORK/build.log", "a/b"]))
     # the docs hold commands of each kind, so an extraction that silently finds nothing fails here
     kinds = {c.words[0] for c in COMMANDS}
     assert {"make", "cat-eval", "cat-client", "curl", "bash", "python"} <= kinds, kinds
     assert len(COMMANDS) >= 30 and PYTHON_BLOCKS and SPANS and LINKS
+    assert {"cat-serve", "cat-eval", "cat-train", "cat-client"} <= SCRIPTS.keys()
+    assert SCRIPTS["cat-eval"] == "eval.cli:main"
+
+
+def test_the_checks_catch_drift(helps, routes):
+    """Each check fails on a command, path or name that the code does not have."""
+    cat_eval = _entry_point("cat-eval")
+    drifted = [
+        lambda: check_make(("make", "no-such-target")),
+        lambda: check_cli(cat_eval, ("bench", "--no-such-option", "1"), helps, "cat-eval"),
+        lambda: check_cli(cat_eval, ("no-such-subcommand",), helps, "cat-eval"),
+        lambda: check_cli(cat_eval, ("bench", "--search-params", "{not json"), helps, "cat-eval"),
+        lambda: check_python(("python", "scripts/no_such_script.py"), helps),
+        lambda: check_bash(("bash", "scripts/no_such_script.sh")),
+        lambda: check_curl(("curl", "http://127.0.0.1:8000/v1/no-such-route"), routes),
+        lambda: check_curl(("curl", "http://127.0.0.1:8000/health", "-d", "{not json"), routes),
+        lambda: check_path("cat_serve/no_such_module.py"),
+        lambda: check_span("cat_serve/api/serving.py: no_such_function"),
+    ]
+    for i, check in enumerate(drifted):
+        with pytest.raises((AssertionError, ValueError)):
+            check()
+            pytest.fail(f"drifted case {i} passed")
 
 
 @pytest.mark.vllm
