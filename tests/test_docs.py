@@ -23,7 +23,8 @@ How each is checked (nothing long runs; the whole file takes seconds):
 - docs/service.md: every `--flag` in its code spans must be a cat-serve flag (FLAG_DOCS).
 - Paths: every word of a command or code span that starts at a tracked top-level entry (`cat_serve/`,
   `lab/results/...`, `Makefile`; not `runs/`, which is output) must exist; `file.py: name` must define name,
-  `file.py::test` must define test; a relative Markdown link must point at a file that exists.
+  `file.py::test` must define test; a `/v1/...`, `/health` or `/metrics` span must be a route; a relative
+  Markdown link must point at a file that exists.
 - A bash line whose first word is none of the above must be an EXTERNAL tool (named, not checked).
 """
 
@@ -186,36 +187,103 @@ def _run(argv: list[str], timeout: float = 60, env: dict | None = None) -> subpr
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+# A program whose --help the checks read: ("script", "cat-eval"), ("module", "lab.recipe") or ("file", "scripts/x.py").
+Program = tuple[str, str]
+
+# Runs one program's `main` once per argv in ONE interpreter (imports paid once), printing [[exit code, stdout]...].
+BATCH = """
+import contextlib, importlib, io, json, runpy, sys
+kind, target, name, argvs = json.load(sys.stdin)
+results = []
+for argv in argvs:
+    out, code = io.StringIO(), 0
+    sys.argv = [name, *argv]
+    try:
+        with contextlib.redirect_stdout(out):
+            if kind == "script":
+                module, func = target.split(":")
+                code = getattr(importlib.import_module(module), func)()
+            else:
+                runpy.run_module(target, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except Exception as e:
+        code = repr(e)
+    results.append([code, out.getvalue()])
+sys.__stdout__.write(json.dumps(results))
+"""
+
+
+def cli_of(words: tuple[str, ...]) -> tuple[Program, tuple[str, ...]] | None:
+    """The program a command runs and its arguments; None for make, bash, curl and NO_CLI modules."""
+    if words[0] in SCRIPTS:
+        return ("script", words[0]), words[1:]
+    if words[0] in PYTHONS and words[1] == "-m":
+        module = words[2]
+        scripts = [name for name, target in SCRIPTS.items() if target.split(":")[0] in (module, module + ".__main__")]
+        if scripts:  # `python -m eval.cli` is `cat-eval`: one program, one interpreter
+            return ("script", scripts[0]), words[3:]
+        return None if module in NO_CLI else (("module", module), words[3:])
+    if words[0] in PYTHONS:
+        return ("file", words[1]), words[2:]
+    return None
+
+
+def program_name(program: Program) -> str:
+    kind, target = program
+    return {"script": target, "module": f"python -m {target}", "file": f"python {target}"}[kind]
+
+
 class Helps:
-    """`--help` of each distinct (program, subcommand), run once per test session."""
+    """`--help` of each (program, subcommand) the docs use, run once per test session: one interpreter per
+    program runs the top-level --help and every subcommand's (files, which runpy cannot import cleanly, one
+    subprocess per --help)."""
 
-    def __init__(self):
-        self._cache: dict[tuple[str, ...], str] = {}
+    def __init__(self, commands: list[Command]):
+        self._cache: dict[tuple[Program, tuple[str, ...]], tuple[object, str]] = {}
+        self._plan: dict[Program, set[tuple[str, ...]]] = {}
+        for command in commands:
+            cli = cli_of(command.words)
+            if cli:
+                program, args = cli
+                positional = [a for a in args if not a.startswith("-")]
+                subs = self._plan.setdefault(program, {()})
+                if positional and re.match(r"^[a-z][a-z0-9-]*$", positional[0]):
+                    subs.add((positional[0],))  # a subcommand, if the parser has subcommands
 
-    def get(self, prefix: tuple[str, ...], sub: tuple[str, ...] = ()) -> str:
-        key = prefix + sub
-        if key not in self._cache:
-            r = _run([*prefix, *sub, "--help"])
-            assert r.returncode == 0 and "usage:" in r.stdout, \
-                f"{shlex.join(key)} --help failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
-            self._cache[key] = r.stdout
-        return self._cache[key]
+    def _fetch(self, program: Program, subs: list[tuple[str, ...]]) -> None:
+        kind, target = program
+        if kind == "file":
+            for sub in subs:
+                r = _run([sys.executable, target, *sub, "--help"])
+                self._cache[program, sub] = (r.returncode, r.stdout + r.stderr[-2000:])
+            return
+        spec = [kind, SCRIPTS[target] if kind == "script" else target, target, [[*sub, "--help"] for sub in subs]]
+        r = subprocess.run([sys.executable, "-c", BATCH], cwd=REPO, input=json.dumps(spec), capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, f"{program_name(program)}: {r.stderr[-3000:]}"
+        for sub, (code, out) in zip(subs, json.loads(r.stdout)):
+            self._cache[program, sub] = (code, out)
+
+    def get(self, program: Program, sub: tuple[str, ...] = ()) -> str:
+        if (program, sub) not in self._cache:
+            self._fetch(program, sorted(self._plan.get(program, set()) | {(), sub}))
+        code, out = self._cache[program, sub]
+        assert code == 0 and "usage:" in out, \
+            f"{program_name(program)} {shlex.join(sub)} --help failed ({code}):\n{out[-2000:]}"
+        return out
 
 
 @pytest.fixture(scope="session")
 def helps():
-    return Helps()
+    return Helps(COMMANDS)
 
 
-def _entry_point(script: str) -> tuple[str, ...]:
-    module, func = SCRIPTS[script].split(":")
-    code = f"import sys; sys.argv[0] = {script!r}; from {module} import {func}; sys.exit({func}())"
-    return (sys.executable, "-c", code)
-
-
-def check_cli(prefix: tuple[str, ...], args: tuple[str, ...], helps: Helps, name: str) -> None:
-    """`args` as the docs give them must fit the parser of `name`: subcommand, options, JSON values."""
-    top = helps.get(prefix)
+def check_cli(program: Program, args: tuple[str, ...], helps: Helps) -> None:
+    """`args` as the docs give them must fit the program's parser: subcommand, options, JSON values."""
+    if program[0] == "file":
+        assert (REPO / program[1]).is_file(), f"{program[1]} does not exist"
+    top = helps.get(program)
     subs = re.search(r"positional arguments:\n\s+\{([^}]+)\}", top)
     sub: tuple[str, ...] = ()
     if subs:
@@ -223,13 +291,13 @@ def check_cli(prefix: tuple[str, ...], args: tuple[str, ...], helps: Helps, name
         if positional:  # a bare `cat-eval` names the program; with words, the first must be a subcommand
             assert positional[0] in subs.group(1).split(","), f"{positional[0]!r} is not one of {{{subs.group(1)}}}"
             sub = (positional[0],)
-    text = top + (helps.get(prefix, sub) if sub else "")
+    text = top + (helps.get(program, sub) if sub else "")
     for i, arg in enumerate(args):
         if not arg.startswith("--"):
             continue
         option, _, value = arg.partition("=")
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), \
-            f"{option} is not an option of {shlex.join((name, *sub))} (its --help does not list it)"
+            f"{option} is not an option of {' '.join((program_name(program), *sub))} (its --help does not list it)"
         value = value or (args[i + 1] if i + 1 < len(args) else "")
         if value.startswith("{"):
             json.loads(value)
@@ -240,20 +308,6 @@ def check_make(words: tuple[str, ...]) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     r = _run(["make", "-n", *words[1:]], env=env)
     assert r.returncode == 0, f"make -n {shlex.join(words[1:])}: {r.stderr[-2000:]}"
-
-
-def check_python(words: tuple[str, ...], helps: Helps) -> None:
-    args = words[1:]
-    if args[:1] == ("-m",):
-        module, rest = args[1], args[2:]
-        if module in NO_CLI:
-            assert importlib.util.find_spec(module) is not None, f"no module {module}"
-            return
-        check_cli((sys.executable, "-m", module), rest, helps, f"python -m {module}")
-    else:
-        script = REPO / args[0]
-        assert script.is_file(), f"{args[0]} does not exist"
-        check_cli((sys.executable, args[0]), args[1:], helps, args[0])
 
 
 def check_bash(words: tuple[str, ...]) -> None:
@@ -286,12 +340,13 @@ def check_curl(words: tuple[str, ...], routes: set[str]) -> None:
 @pytest.mark.parametrize("command", COMMANDS, ids=str)
 def test_command(command: Command, helps, routes):
     words = command.words
+    cli = cli_of(words) if words[0] in SCRIPTS or words[0] in PYTHONS else None
     if words[0] == "make":
         check_make(words)
-    elif words[0] in SCRIPTS:
-        check_cli(_entry_point(words[0]), words[1:], helps, words[0])
-    elif words[0] in PYTHONS:
-        check_python(words, helps)
+    elif cli:
+        check_cli(*cli, helps)
+    elif words[0] in PYTHONS:  # a NO_CLI module: running it does work, so only find it
+        assert importlib.util.find_spec(words[2]) is not None, f"no module {words[2]}"
     elif words[0] == "bash":
         check_bash(words)
     elif words[0] == "curl":
@@ -351,12 +406,18 @@ def _failures(check, items) -> list[str]:
     return failed
 
 
+def check_route_span(span: str, routes: set[str]) -> None:
+    if re.match(r"^/(v1/[\w/.-]+|health|metrics|openapi\.json)$", span):
+        assert span in routes, f"{span} is not a route of the app"
+
+
 @pytest.mark.parametrize("doc", [d.relative_to(REPO).as_posix() for d in DOCS])
-def test_paths_symbols_and_links(doc):
-    """Every repository path and `file.py: name` in the doc's code spans, and every relative link, exists."""
+def test_paths_symbols_routes_and_links(doc, routes):
+    """Every repository path, `file.py: name` and `/v1/...` route in the doc's code spans, and every relative
+    link, exists."""
     mine = lambda items: [(w, x) for w, x in items if w.startswith(doc + ":")]  # noqa: E731
-    failed = _failures(check_span, mine(SPANS)) + _failures(
-        lambda target: check_path_exists(target), mine(LINKS))
+    failed = _failures(check_span, mine(SPANS)) + _failures(check_path_exists, mine(LINKS))
+    failed += _failures(lambda span: check_route_span(span, routes), mine(SPANS))
     assert not failed, "\n".join(failed)
 
 
@@ -370,7 +431,7 @@ FLAG_DOCS = {"docs/service.md": "cat-serve"}
 
 @pytest.mark.parametrize("doc,program", FLAG_DOCS.items())
 def test_flags_named_in_prose_exist(doc, program, helps):
-    text = helps.get(_entry_point(program))
+    text = helps.get(("script", program))
     spans = [span for where, span in SPANS
              if where.startswith(doc + ":") and span.split()[0] not in COMMAND_WORDS | EXTERNAL]
     flags = {flag for span in spans for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", span)}
@@ -405,22 +466,26 @@ def test_the_rules_see_what_they_should():
     assert len(COMMANDS) >= 30 and PYTHON_BLOCKS and SPANS and LINKS
     assert {"cat-serve", "cat-eval", "cat-train", "cat-client"} <= SCRIPTS.keys()
     assert SCRIPTS["cat-eval"] == "eval.cli:main"
+    assert cli_of(("python", "-m", "cat_serve", "--help")) == (("script", "cat-serve"), ("--help",))
+    assert cli_of(("python", "-m", "cat_serve.models")) is None
 
 
 def test_the_checks_catch_drift(helps, routes):
     """Each check fails on a command, path or name that the code does not have."""
-    cat_eval = _entry_point("cat-eval")
+    cat_eval = ("script", "cat-eval")
     drifted = [
         lambda: check_make(("make", "no-such-target")),
-        lambda: check_cli(cat_eval, ("bench", "--no-such-option", "1"), helps, "cat-eval"),
-        lambda: check_cli(cat_eval, ("no-such-subcommand",), helps, "cat-eval"),
-        lambda: check_cli(cat_eval, ("bench", "--search-params", "{not json"), helps, "cat-eval"),
-        lambda: check_python(("python", "scripts/no_such_script.py"), helps),
+        lambda: check_cli(cat_eval, ("bench", "--no-such-option", "1"), helps),
+        lambda: check_cli(cat_eval, ("no-such-subcommand",), helps),
+        lambda: check_cli(cat_eval, ("bench", "--search-params", "{not json"), helps),
+        lambda: check_cli(("file", "scripts/no_such_script.py"), (), helps),
+        lambda: check_cli(("module", "no_such_module"), (), helps),
         lambda: check_bash(("bash", "scripts/no_such_script.sh")),
         lambda: check_curl(("curl", "http://127.0.0.1:8000/v1/no-such-route"), routes),
         lambda: check_curl(("curl", "http://127.0.0.1:8000/health", "-d", "{not json"), routes),
         lambda: check_path("cat_serve/no_such_module.py"),
         lambda: check_span("cat_serve/api/serving.py: no_such_function"),
+        lambda: check_route_span("/v1/no-such-route", routes),
     ]
     for i, check in enumerate(drifted):
         with pytest.raises((AssertionError, ValueError)):
