@@ -12,7 +12,11 @@ Streaming a search sends progress chunks first: ordinary chunks with an empty de
 top-level ``search_event`` object (``{"type": ..., ...}``), then the chosen text as one content delta,
 then a chunk with ``finish_reason``, ``confidence`` and ``search``, then usage (if asked), then [DONE].
 
-Errors: every exception on the way to a response goes through :func:`to_api_error`, so one cause
+The route parses the search params once (:meth:`Serving.parse_search`) and hands the same object
+here. ``Serving`` writes what the log line and the metrics report (strategy, stream, prompt tokens,
+expanded, pruned, abstained) onto the request's ``RequestRecord`` (``cat_serve/api/service.py``).
+
+Errors: every exception on the way to a response goes through ``errors.to_api_error``, so one cause
 has one body wherever it happens (before the engine, inside it, during a stream).
 """
 
@@ -26,6 +30,7 @@ from typing import Any
 
 from fastapi import Request
 
+from cat_serve.api.errors import to_api_error
 from cat_serve.api.protocol import (
     NO_SEARCH,
     APIError,
@@ -34,9 +39,12 @@ from cat_serve.api.protocol import (
     new_id,
     now,
 )
+from cat_serve.api.service import RequestRecord
 from cat_serve.engine.base import Engine, PromptTooLongError, chat_prompt_ids, check_room
 from cat_serve.engine.output import sample_seed
+from cat_serve.search import registry
 from cat_serve.search.confidence import path_probability
+from cat_serve.search.params import SearchParams
 from cat_serve.search.types import LENGTH, SearchResult, Step
 
 ABSTAIN_TEXT = "I am not confident enough to answer this."  # returned when search abstains
@@ -45,15 +53,6 @@ ABSTAIN_TEXT = "I am not confident enough to answer this."  # returned when sear
 def openai_finish(reason: str | None) -> str:
     """An engine or search finish reason as OpenAI's: ``length`` when cut at max_tokens, else ``stop``."""
     return "length" if reason == LENGTH else "stop"
-
-
-def to_api_error(e: BaseException) -> APIError:
-    """THE mapping of an exception to the error the client sees."""
-    if isinstance(e, APIError):
-        return e
-    if isinstance(e, PromptTooLongError):
-        return APIError(400, str(e), param="messages", code="context_length_exceeded")
-    return APIError(500, f"engine error: {e}", type="server_error")
 
 
 def sse(obj: dict | str) -> str:
@@ -74,7 +73,18 @@ class Serving:
         self._token_text: dict[int, str] = {}
 
     # ------------------------------------------------------------------ entry points
-    async def chat(self, req: ChatCompletionRequest, request: Request):
+    def parse_search(self, req, rec: RequestRecord) -> SearchParams | None:
+        """The request's search params, validated once with the calibration profile's defaults
+        (None for ``search: none``); raises SearchParamsError (a 400). Labels the record first, so
+        a refused request is counted under the strategy it asked for ("invalid" for an unknown one)."""
+        known = req.search == NO_SEARCH or req.search in registry.available()
+        rec.strategy, rec.stream = (req.search if known else "invalid"), req.stream
+        if req.search == NO_SEARCH:
+            return None
+        return registry.parse_params(req.search, req.search_params, req.search_defaults(), self.calibration)
+
+    async def chat(self, req: ChatCompletionRequest, search: SearchParams | None, request: Request,
+                   rec: RequestRecord):
         self._check_model(req.model)
         messages = [m.as_template_dict() for m in req.messages]
         try:
@@ -83,9 +93,10 @@ class Serving:
             raise APIError(400, f"chat template failed: {e}", param="messages") from e
         fmt = ChatFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
                          want_logprobs=bool(req.logprobs))
-        return await self._serve(req, [prompt], fmt, request)
+        return await self._serve(req, search, [prompt], fmt, request, rec)
 
-    async def completion(self, req: CompletionRequest, request: Request):
+    async def completion(self, req: CompletionRequest, search: SearchParams | None, request: Request,
+                         rec: RequestRecord):
         self._check_model(req.model)
         prompts = [p if isinstance(p, list) else self._encode(p) for p in req.prompts()]
         for p in prompts:
@@ -93,7 +104,7 @@ class Serving:
                 raise APIError(400, "prompt token ids out of vocabulary range", param="prompt")
         fmt = TextFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
                          want_logprobs=req.logprobs is not None)
-        return await self._serve(req, prompts, fmt, request)
+        return await self._serve(req, search, prompts, fmt, request, rec)
 
     def models(self) -> dict:
         return {
@@ -114,16 +125,17 @@ class Serving:
         return out
 
     # ------------------------------------------------------------------ dispatch
-    async def _serve(self, req, prompts: list[list[int]], fmt: Format, request: Request):
+    async def _serve(self, req, search: SearchParams | None, prompts: list[list[int]], fmt: Format,
+                     request: Request, rec: RequestRecord):
         for p in prompts:
             self._check_length(p)
-        if req.search != NO_SEARCH:
-            search = self._parse_search(req)
+        rec.prompt_tokens = sum(map(len, prompts))
+        if search is not None:
             if req.stream:
-                return self._stream_search(req, prompts[0], fmt, search)
-            return await until_disconnect(request, self._search(req, prompts[0], fmt, search))
+                return self._stream_search(req, prompts[0], fmt, search, rec)
+            return await until_disconnect(request, self._search(req, prompts[0], fmt, search, rec))
         if req.stream:
-            return self._stream_plain(req, prompts, fmt)
+            return self._stream_plain(req, prompts, fmt, rec)
         return await until_disconnect(request, self._plain(req, prompts, fmt))
 
     # ------------------------------------------------------------------ plain generation
@@ -138,7 +150,7 @@ class Serving:
                                           path_probability(step.logprobs), fmt.logprobs(step)))
         return fmt.response(choices, usage(sum(map(len, prompts)), completion_tokens))
 
-    async def _stream_plain(self, req, prompts, fmt: Format) -> AsyncIterator[str]:
+    async def _stream_plain(self, req, prompts, fmt: Format, rec: RequestRecord) -> AsyncIterator[str]:
         params = req.gen_params(self.default_max_tokens)
         rid, created = new_id(fmt.id_prefix), now()
         events = _Events()
@@ -181,41 +193,32 @@ class Serving:
                 yield sse(fmt.usage_chunk(rid, created, usage(sum(map(len, prompts)), completion_tokens)))
             yield sse("[DONE]")
         except Exception as e:  # noqa: BLE001  (the stream has started: the error is its last event)
-            yield sse(to_api_error(e).body())
+            yield _error_event(e, rec)
             yield sse("[DONE]")
         finally:
             for t in tasks:
                 t.cancel()
 
     # ------------------------------------------------------------------ search
-    def _parse_search(self, req):
-        from cat_serve.search import registry
-        from cat_serve.search.params import SearchParamsError
+    async def _run_search(self, req, prompt, params, rec: RequestRecord, on_event=None) -> tuple[SearchResult, bool]:
+        result, abstained = await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event,
+                                                      profile=self.calibration)
+        rec.expanded, rec.pruned, rec.abstained = result.stats.expanded, result.stats.pruned, abstained
+        return result, abstained
 
-        try:
-            return registry.parse_params(req.search, req.search_params, req.search_defaults(), self.calibration)
-        except SearchParamsError as e:
-            raise APIError(400, str(e), param="search_params" if req.search in registry.available() else "search") from e
-
-    async def _run_search(self, req, prompt, params, on_event=None) -> tuple[SearchResult, bool]:
-        from cat_serve.search import registry
-
-        return await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event,
-                                         profile=self.calibration)
-
-    async def _search(self, req, prompt, fmt: Format, params) -> dict:
-        result, abstained = await self._run_search(req, prompt, params)
+    async def _search(self, req, prompt, fmt: Format, params, rec: RequestRecord) -> dict:
+        result, abstained = await self._run_search(req, prompt, params, rec)
         text = ABSTAIN_TEXT if abstained else result.text
         choice = fmt.choice(0, text, openai_finish(result.finish_reason), result.confidence, None)
         return fmt.response([choice], usage(len(prompt), result.stats.tokens_generated),
                             search=search_object(result, abstained, params))
 
-    async def _stream_search(self, req, prompt, fmt: Format, params) -> AsyncIterator[str]:
+    async def _stream_search(self, req, prompt, fmt: Format, params, rec: RequestRecord) -> AsyncIterator[str]:
         rid, created = new_id(fmt.id_prefix), now()
         events = _Events()
 
         async def run() -> None:
-            out = await self._run_search(req, prompt, params, on_event=lambda ev: events.put("event", ev))
+            out = await self._run_search(req, prompt, params, rec, on_event=lambda ev: events.put("event", ev))
             events.put("final", out)
 
         task = events.produce(run())
@@ -237,7 +240,7 @@ class Serving:
                 yield sse("[DONE]")
                 return
         except Exception as e:  # noqa: BLE001  (the stream has started: the error is its last event)
-            yield sse(to_api_error(e).body())
+            yield _error_event(e, rec)
             yield sse("[DONE]")
         finally:
             task.cancel()  # client gone or done: abort every engine request of this search
@@ -376,6 +379,13 @@ def search_object(result: SearchResult, abstained: bool, params) -> dict:
                               **({"step_confidences": c.meta["step_confidences"]}
                                  if "step_confidences" in c.meta else {})} for c in result.candidates]
     return out
+
+
+def _error_event(e: Exception, rec: RequestRecord) -> str:
+    """A stream's last event for ``e`` (the HTTP status is already sent); recorded for the log."""
+    err = to_api_error(e)
+    rec.error = err.code or err.type
+    return sse(err.body())
 
 
 def _safe_prefix(text: str, holdback: int) -> str:
