@@ -1,7 +1,9 @@
 """Request -> engine or search strategy -> OpenAI response (JSON or SSE chunks).
 
-One ``Serving`` object per app (kept in ``app.state``). Chat and text completions share every
-code path; ``ChatFormat`` / ``TextFormat`` build the JSON where the two formats differ.
+One ``Serving`` object per app (kept in ``app.state``): dispatch only. Chat and text completions
+share every code path; the wire format (``ChatFormat`` / ``TextFormat``, SSE, usage, the ``search``
+object) is ``cat_serve/api/wire.py``, the async plumbing (stream event queue, cancel on
+disconnect) ``cat_serve/api/aio.py``.
 
 Search responses (``search != "none"``) add, beyond the OpenAI schema:
 - ``choices[i].confidence`` in [0, 1] (plain requests carry exp(mean token logprob) there);
@@ -23,13 +25,13 @@ has one body wherever it happens (before the engine, inside it, during a stream)
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
 
 from fastapi import Request
 
+from cat_serve.api.aio import Events, until_disconnect
 from cat_serve.api.errors import to_api_error
 from cat_serve.api.protocol import (
     NO_SEARCH,
@@ -40,28 +42,24 @@ from cat_serve.api.protocol import (
     now,
 )
 from cat_serve.api.service import RequestRecord
+from cat_serve.api.wire import (
+    ChatFormat,
+    Format,
+    TextFormat,
+    openai_finish,
+    safe_prefix,
+    search_object,
+    sse,
+    usage,
+)
 from cat_serve.engine.base import Engine, PromptTooLongError, chat_prompt_ids, check_room
 from cat_serve.engine.output import sample_seed
 from cat_serve.search import registry
 from cat_serve.search.confidence import path_probability
 from cat_serve.search.params import SearchParams
-from cat_serve.search.types import LENGTH, SearchResult, Step
+from cat_serve.search.types import SearchResult, Step
 
 ABSTAIN_TEXT = "I am not confident enough to answer this."  # returned when search abstains
-
-
-def openai_finish(reason: str | None) -> str:
-    """An engine or search finish reason as OpenAI's: ``length`` when cut at max_tokens, else ``stop``."""
-    return "length" if reason == LENGTH else "stop"
-
-
-def sse(obj: dict | str) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
 
 
 class Serving:
@@ -153,7 +151,7 @@ class Serving:
     async def _stream_plain(self, req, prompts, fmt: Format, rec: RequestRecord) -> AsyncIterator[str]:
         params = req.gen_params(self.default_max_tokens)
         rid, created = new_id(fmt.id_prefix), now()
-        events = _Events()
+        events = Events()
         holdback = max((len(s) for s in params.stop), default=1) - 1
 
         async def one(index: int, prompt: list[int]) -> None:
@@ -175,7 +173,7 @@ class Serving:
                 yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, first=True)))
             while done < n_streams:
                 kind, (index, step, sent) = await events.next()
-                text = step.text if kind == "final" else _safe_prefix(step.text, holdback)
+                text = step.text if kind == "final" else safe_prefix(step.text, holdback)
                 delta_text = text[sent["chars"]:] if len(text) > sent["chars"] else ""
                 new_tokens = step.num_tokens - sent["tokens"]
                 lp = fmt.logprobs(step, start=sent["tokens"]) if new_tokens else None
@@ -215,7 +213,7 @@ class Serving:
 
     async def _stream_search(self, req, prompt, fmt: Format, params, rec: RequestRecord) -> AsyncIterator[str]:
         rid, created = new_id(fmt.id_prefix), now()
-        events = _Events()
+        events = Events()
 
         async def run() -> None:
             out = await self._run_search(req, prompt, params, rec, on_event=lambda ev: events.put("event", ev))
@@ -274,177 +272,8 @@ class Serving:
         return self._token_text[token_id]
 
 
-# ---------------------------------------------------------------------- response builders
-class Format:
-    """The envelope shared by both formats; subclasses build the choices."""
-
-    id_prefix = ""
-    obj = ""
-    chunk_obj = ""
-
-    def __init__(self, model: str, tok: Callable[[int], str], *, top_n: int, want_logprobs: bool):
-        self.model, self.tok, self.top_n, self.want_logprobs = model, tok, top_n, want_logprobs
-
-    def response(self, choices: list[dict], usage: dict, *, search: dict | None = None) -> dict:
-        out = {"id": new_id(self.id_prefix), "object": self.obj, "created": now(), "model": self.model,
-               "choices": choices, "usage": usage}
-        if search is not None:
-            out["search"] = search  # cat-serve extension
-        return out
-
-    def chunk(self, rid: str, created: int, choice: dict, *, search: dict | None = None,
-              search_event: dict | None = None) -> dict:
-        out = {"id": rid, "object": self.chunk_obj, "created": created, "model": self.model, "choices": [choice]}
-        if search is not None:
-            out["search"] = search  # cat-serve extension
-        if search_event is not None:
-            out["search_event"] = search_event  # cat-serve extension
-        return out
-
-    def usage_chunk(self, rid: str, created: int, usage: dict) -> dict:
-        return {"id": rid, "object": self.chunk_obj, "created": created, "model": self.model, "choices": [],
-                "usage": usage}
-
-    def logprobs(self, step: Step, start: int = 0) -> dict | None:
-        """The format's logprobs of tokens ``start..`` of ``step``; None when the request did not ask."""
-        return self._logprobs(step, start) if self.want_logprobs else None
-
-    # per format
-    def choice(self, index: int, text: str, finish: str, confidence: float | None, logprobs: dict | None) -> dict:
-        raise NotImplementedError
-
-    def delta_choice(self, index: int, text: str | None = None, *, first: bool = False, finish: str | None = None,
-                     logprobs: dict | None = None) -> dict:
-        raise NotImplementedError
-
-    def _logprobs(self, step: Step, start: int) -> dict:
-        raise NotImplementedError
-
-
-class ChatFormat(Format):
-    id_prefix, obj, chunk_obj = "chatcmpl", "chat.completion", "chat.completion.chunk"
-
-    def choice(self, index, text, finish, confidence, logprobs) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                "finish_reason": finish, "confidence": confidence}
-
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
-        delta = {"role": "assistant", "content": ""} if first else {} if text is None else {"content": text}
-        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-
-    def _logprobs(self, step: Step, start: int) -> dict:
-        entries = []
-        for pos in range(start, step.num_tokens):
-            t = self.tok(step.token_ids[pos])
-            tops = step.top_logprobs[pos][:self.top_n] if pos < len(step.top_logprobs) else ()
-            entries.append({"token": t, "logprob": step.logprobs[pos], "bytes": list(t.encode()),
-                            "top_logprobs": [{"token": self.tok(i), "logprob": lp,
-                                              "bytes": list(self.tok(i).encode())} for i, lp in tops]})
-        return {"content": entries}
-
-
-class TextFormat(Format):
-    id_prefix, obj, chunk_obj = "cmpl", "text_completion", "text_completion"
-
-    def choice(self, index, text, finish, confidence, logprobs) -> dict:
-        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
-                "confidence": confidence}
-
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
-        return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
-
-    def _logprobs(self, step: Step, start: int) -> dict:
-        tokens = [self.tok(t) for t in step.token_ids[start:]]
-        offsets, off = [], 0
-        for t in tokens:
-            offsets.append(off)
-            off += len(t)
-        tops = [{self.tok(i): lp for i, lp in step.top_logprobs[p][:self.top_n]}
-                for p in range(start, min(step.num_tokens, len(step.top_logprobs)))]
-        return {"tokens": tokens, "token_logprobs": list(step.logprobs[start:]),
-                "top_logprobs": tops, "text_offset": offsets}
-
-
-def search_object(result: SearchResult, abstained: bool, params) -> dict:
-    st = result.stats
-    out: dict[str, Any] = {
-        "strategy": st.strategy, "params": st.params, "steps": st.steps, "expanded": st.expanded,
-        "pruned": st.pruned, "tokens_generated": st.tokens_generated, "engine_calls": st.engine_calls,
-        "wall_time_s": round(st.wall_time_s, 4), "abstained": abstained, "answer": result.answer,
-        "raw_confidence": result.raw_confidence, "calibrated": result.calibrated,
-    }
-    if getattr(params, "return_candidates", False):
-        out["candidates"] = [{"text": c.text, "answer": c.answer, "score": c.score, "steps": c.steps,
-                              "finished": c.finished,
-                              **({"step_confidences": c.meta["step_confidences"]}
-                                 if "step_confidences" in c.meta else {})} for c in result.candidates]
-    return out
-
-
 def _error_event(e: Exception, rec: RequestRecord) -> str:
     """A stream's last event for ``e`` (the HTTP status is already sent); recorded for the log."""
     err = to_api_error(e)
     rec.error = err.code or err.type
     return sse(err.body())
-
-
-def _safe_prefix(text: str, holdback: int) -> str:
-    """Text that can be sent now: hold back what could still become a stop string or a split char."""
-    if holdback > 0:
-        text = text[:-holdback] if len(text) > holdback else ""
-    return text.rstrip("\ufffd")
-
-
-class _Events:
-    """The queue between a stream's producer tasks and its SSE loop.
-
-    A producer that fails puts its exception in the queue, so the loop re-raises it at once
-    instead of polling the tasks."""
-
-    def __init__(self):
-        self._queue: asyncio.Queue = asyncio.Queue()
-
-    def put(self, kind: str, payload) -> None:
-        self._queue.put_nowait((kind, payload))
-
-    def produce(self, work: Awaitable) -> asyncio.Task:
-        async def guarded():
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001  (handed to the consumer, which raises it)
-                self.put("error", e)
-
-        return asyncio.create_task(guarded())
-
-    async def next(self) -> tuple[str, Any]:
-        kind, payload = await self._queue.get()
-        if kind == "error":
-            raise payload
-        return kind, payload
-
-
-async def until_disconnect(request: Request, work: Awaitable):
-    """Run ``work`` while watching ``request.receive()``; cancel it (aborting its engine requests)
-    as soon as the client disconnects. The same race as vLLM's ``with_cancellation``."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            try:
-                return task.result()
-            except Exception as e:
-                raise to_api_error(e) from e
-        task.cancel()
-        raise APIError(499, "client disconnected", type="client_closed_request")
-    finally:
-        for t in (task, watcher):
-            if not t.done():
-                t.cancel()

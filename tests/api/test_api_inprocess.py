@@ -333,7 +333,7 @@ async def test_disconnect_cancels_the_work_at_once():
     import time
 
     from cat_serve.api.protocol import APIError
-    from cat_serve.api.serving import until_disconnect
+    from cat_serve.api.aio import until_disconnect
 
     cancelled, gone = asyncio.Event(), asyncio.Event()
 
