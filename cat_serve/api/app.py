@@ -17,7 +17,8 @@ from cat_serve.config import ServerConfig
 from cat_serve.engine import Engine, create_engine, vllm_available
 from cat_serve.engine.counting import CountingEngine
 from cat_serve.calibration import CalibrationProfile, model_fingerprint, resolve_profile
-from cat_serve.models import EMBEDDED, EMBEDDED_NAME, resolve_model
+from cat_serve.engine.dtype import machine_weights_dtype
+from cat_serve.models import EMBEDDED, EMBEDDED_NAME, embedded_checkpoint, is_embedded, resolve_model
 
 log = logging.getLogger("cat_serve")
 
@@ -25,6 +26,8 @@ log = logging.getLogger("cat_serve")
 def build_engine(config: ServerConfig) -> Engine:
     path, name = resolve_model(config.model)
     kind = config.engine if config.engine != "auto" else ("vllm" if vllm_available() else "transformers")
+    if is_embedded(config.model):  # its weights cached in the served dtype: no per-weight cast warnings
+        path = str(embedded_checkpoint(machine_weights_dtype(kind, config.dtype)))
     options = {"max_model_len": config.max_model_len, "dtype": config.dtype}
     if kind == "vllm":
         options.update(kv_cache_gib=config.kv_cache_gib, gpu_memory_utilization=config.gpu_memory_utilization,
