@@ -41,7 +41,9 @@ from cat_serve.api.protocol import (
     new_id,
     now,
 )
+from cat_serve.api import structured
 from cat_serve.api.service import RequestRecord
+from cat_serve.api.structured import Structured
 from cat_serve.api.wire import (
     ChatFormat,
     Format,
@@ -84,25 +86,27 @@ class Serving:
     async def chat(self, req: ChatCompletionRequest, search: SearchParams | None, request: Request,
                    rec: RequestRecord):
         self._check_model(req.model)
+        st = self._structured(req, chat=True)
         messages = [m.as_template_dict() for m in req.messages]
         try:
-            prompt = chat_prompt_ids(self.engine.tokenizer, messages)
+            prompt = chat_prompt_ids(self.engine.tokenizer, messages, st.tools)
         except Exception as e:  # a template that rejects this conversation (e.g. role order)
             raise APIError(400, f"chat template failed: {e}", param="messages") from e
         fmt = ChatFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
                          want_logprobs=bool(req.logprobs))
-        return await self._serve(req, search, [prompt], fmt, request, rec)
+        return await self._serve(req, search, [prompt], fmt, request, rec, st)
 
     async def completion(self, req: CompletionRequest, search: SearchParams | None, request: Request,
                          rec: RequestRecord):
         self._check_model(req.model)
+        st = self._structured(req, chat=False)
         prompts = [p if isinstance(p, list) else self._encode(p) for p in req.prompts()]
         for p in prompts:
             if any(t < 0 or t >= self.engine.vocab_size for t in p):
                 raise APIError(400, "prompt token ids out of vocabulary range", param="prompt")
         fmt = TextFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
                          want_logprobs=req.logprobs is not None)
-        return await self._serve(req, search, prompts, fmt, request, rec)
+        return await self._serve(req, search, prompts, fmt, request, rec, st)
 
     def models(self) -> dict:
         return {
@@ -124,7 +128,7 @@ class Serving:
 
     # ------------------------------------------------------------------ dispatch
     async def _serve(self, req, search: SearchParams | None, prompts: list[list[int]], fmt: Format,
-                     request: Request, rec: RequestRecord):
+                     request: Request, rec: RequestRecord, st: Structured):
         for p in prompts:
             self._check_length(p)
         rec.prompt_tokens = sum(map(len, prompts))
@@ -133,23 +137,25 @@ class Serving:
                 return self._stream_search(req, prompts[0], fmt, search, rec)
             return await until_disconnect(request, self._search(req, prompts[0], fmt, search, rec))
         if req.stream:
-            return self._stream_plain(req, prompts, fmt, rec)
-        return await until_disconnect(request, self._plain(req, prompts, fmt))
+            return self._stream_plain(req, prompts, fmt, rec, st)
+        return await until_disconnect(request, self._plain(req, prompts, fmt, st))
 
     # ------------------------------------------------------------------ plain generation
-    async def _plain(self, req, prompts, fmt: Format) -> dict:
-        params = req.gen_params(self.default_max_tokens)
+    async def _plain(self, req, prompts, fmt: Format, st: Structured) -> dict:
+        params = replace(req.gen_params(self.default_max_tokens), structured=st.constraint)
         results = await asyncio.gather(*(self.engine.extend([p], req.n, params) for p in prompts))
         choices, completion_tokens = [], 0
         for i, steps in enumerate(results):
             for j, step in enumerate(steps[0]):
                 completion_tokens += step.num_tokens
-                choices.append(fmt.choice(i * req.n + j, step.text, openai_finish(step.finish_reason),
-                                          path_probability(step.logprobs), fmt.logprobs(step)))
+                choices.append(fmt.choice(i * req.n + j, step.text, st.finish(openai_finish(step.finish_reason)),
+                                          path_probability(step.logprobs), fmt.logprobs(step),
+                                          tool_calls=st.tool_calls(step.text)))
         return fmt.response(choices, usage(sum(map(len, prompts)), completion_tokens))
 
-    async def _stream_plain(self, req, prompts, fmt: Format, rec: RequestRecord) -> AsyncIterator[str]:
-        params = req.gen_params(self.default_max_tokens)
+    async def _stream_plain(self, req, prompts, fmt: Format, rec: RequestRecord,
+                            st: Structured) -> AsyncIterator[str]:
+        params = replace(req.gen_params(self.default_max_tokens), structured=st.constraint)
         rid, created = new_id(fmt.id_prefix), now()
         events = Events()
         holdback = max((len(s) for s in params.stop), default=1) - 1
@@ -175,6 +181,8 @@ class Serving:
                 kind, (index, step, sent) = await events.next()
                 text = step.text if kind == "final" else safe_prefix(step.text, holdback)
                 delta_text = text[sent["chars"]:] if len(text) > sent["chars"] else ""
+                if st.tool_choice is not None:
+                    delta_text = ""  # the text is the tool calls: sent whole, parsed, at the end
                 new_tokens = step.num_tokens - sent["tokens"]
                 lp = fmt.logprobs(step, start=sent["tokens"]) if new_tokens else None
                 if delta_text or lp:
@@ -184,7 +192,10 @@ class Serving:
                 if kind == "final":
                     done += 1
                     completion_tokens += step.num_tokens
-                    final = fmt.delta_choice(index, finish=openai_finish(step.finish_reason))
+                    calls = st.tool_calls(step.text)
+                    if calls:
+                        yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, tool_calls=calls)))
+                    final = fmt.delta_choice(index, finish=st.finish(openai_finish(step.finish_reason)))
                     final["confidence"] = path_probability(step.logprobs)  # cat-serve extension
                     yield sse(fmt.chunk(rid, created, final))
             if req.include_usage():
@@ -244,6 +255,16 @@ class Serving:
             task.cancel()  # client gone or done: abort every engine request of this search
 
     # ------------------------------------------------------------------ helpers
+    def _structured(self, req, *, chat: bool) -> Structured:
+        """The request's response_format/tools (``structured.py``); a 400 where the engine cannot
+        constrain its decoding."""
+        st = structured.parse(req, chat=chat)
+        if st.constraint is not None and not getattr(self.engine, "supports_structured_output", False):
+            what = "tool_choice" if st.tool_choice else "response_format"
+            raise APIError(400, f"{what} is not supported by the {self.engine.kind} engine; serve with the vLLM "
+                                "engine (--engine vllm)", param=what)
+        return st
+
     def _check_model(self, name: str | None) -> None:
         if name is not None and name != self.engine.model_name:
             raise APIError(404, f"The model `{name}` does not exist.", type="NotFoundError",

@@ -64,12 +64,13 @@ class Format:
         """The format's logprobs of tokens ``start..`` of ``step``; None when the request did not ask."""
         return self._logprobs(step, start) if self.want_logprobs else None
 
-    # per format
-    def choice(self, index: int, text: str, finish: str, confidence: float | None, logprobs: dict | None) -> dict:
+    # per format; tool_calls (chat only): the message's calls, None when the request forces none
+    def choice(self, index: int, text: str, finish: str, confidence: float | None, logprobs: dict | None, *,
+               tool_calls: list[dict] | None = None) -> dict:
         raise NotImplementedError
 
     def delta_choice(self, index: int, text: str | None = None, *, first: bool = False, finish: str | None = None,
-                     logprobs: dict | None = None) -> dict:
+                     logprobs: dict | None = None, tool_calls: list[dict] | None = None) -> dict:
         raise NotImplementedError
 
     def _logprobs(self, step: Step, start: int) -> dict:
@@ -79,12 +80,17 @@ class Format:
 class ChatFormat(Format):
     id_prefix, obj, chunk_obj = "chatcmpl", "chat.completion", "chat.completion.chunk"
 
-    def choice(self, index, text, finish, confidence, logprobs) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                "finish_reason": finish, "confidence": confidence}
+    def choice(self, index, text, finish, confidence, logprobs, *, tool_calls=None) -> dict:
+        message = {"role": "assistant", "content": text}
+        if tool_calls is not None:  # vLLM: the text became the calls, content ""
+            message = {"role": "assistant", "content": "", "tool_calls": tool_calls}
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish,
+                "confidence": confidence}
 
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
+    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None, tool_calls=None) -> dict:
         delta = {"role": "assistant", "content": ""} if first else {} if text is None else {"content": text}
+        if tool_calls:  # streamed whole, each call with its index (OpenAI's delta shape)
+            delta = {"tool_calls": [{"index": i, **call} for i, call in enumerate(tool_calls)]}
         return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     def _logprobs(self, step: Step, start: int) -> dict:
@@ -101,11 +107,11 @@ class ChatFormat(Format):
 class TextFormat(Format):
     id_prefix, obj, chunk_obj = "cmpl", "text_completion", "text_completion"
 
-    def choice(self, index, text, finish, confidence, logprobs) -> dict:
+    def choice(self, index, text, finish, confidence, logprobs, *, tool_calls=None) -> dict:
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
                 "confidence": confidence}
 
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
+    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None, tool_calls=None) -> dict:
         return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
 
     def _logprobs(self, step: Step, start: int) -> dict:
