@@ -81,7 +81,18 @@ class Serving:
         rec.strategy, rec.stream = (req.search if known else "invalid"), req.stream
         if req.search == NO_SEARCH:
             return None
-        return registry.parse_params(req.search, req.search_params, req.search_defaults(), self.calibration)
+        _check_search_fields(req)
+        defaults = req.search_defaults()
+        if "max_tokens" not in defaults and not self._sets_max_tokens(req):
+            defaults["max_tokens"] = self.default_max_tokens  # per path, as a plain request's default
+        return registry.parse_params(req.search, req.search_params, defaults, self.calibration)
+
+    def _sets_max_tokens(self, req) -> bool:
+        """Whether search_params or the calibration profile set max_tokens (both win over the server default)."""
+        raw = req.search_params if isinstance(req.search_params, dict) else {}
+        profile = self.calibration.defaults_for(req.search, raw) if self.calibration and req.search in \
+            registry.available() else {}
+        return "max_tokens" in raw or "max_tokens" in profile
 
     async def chat(self, req: ChatCompletionRequest, search: SearchParams | None, request: Request,
                    rec: RequestRecord):
@@ -291,6 +302,21 @@ class Serving:
         if token_id not in self._token_text:
             self._token_text[token_id] = self.engine.tokenizer.decode([token_id])
         return self._token_text[token_id]
+
+
+def _check_search_fields(req) -> None:
+    """OpenAI fields that have no meaning for a search answer a 400 naming them (README, "Request
+    semantics under search"); ``n`` > 1 is refused by the request model, response_format and tools by
+    ``structured.parse``."""
+    s = req.search
+    if req.stop_list():
+        raise APIError(400, f"stop is not supported with search {s!r}: its paths end at EOS or max_tokens (CaT "
+                            f"splits steps at search_params.step_delimiters); use search 'none'", param="stop")
+    asked = req.logprobs if isinstance(req, ChatCompletionRequest) else req.logprobs is not None
+    if asked:
+        raise APIError(400, f"logprobs is not supported with search {s!r}: the answer is one path chosen among "
+                            f"many; each path's score is in search.candidates (search_params.return_candidates); "
+                            f"use search 'none' for token logprobs", param="logprobs")
 
 
 def _error_event(e: Exception, rec: RequestRecord) -> str:
