@@ -10,7 +10,9 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-ASK = [{"role": "user", "content": "What is 12 times 3? Reply in JSON."}]
+# an example in the prompt keeps the 135M model's object short (asked only for "JSON", at temperature 0
+# it nests {"type": "json", "data": {...}} until max_tokens: valid so far, but never closed)
+ASK = [{"role": "user", "content": 'What is 12 times 3? Answer with a JSON object such as {"answer": 10}.'}]
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"],
           "additionalProperties": False}
 ADD = {"type": "function", "function": {"name": "multiply", "description": "a times b", "parameters": {
@@ -44,16 +46,20 @@ def test_json_schema_is_valid_and_fits_the_schema(vllm_server, client):
     assert json.loads(text) == out
 
 
+CALL = [{"role": "user", "content": "Use the multiply tool to compute 12 times 3."}]
+
+
 def test_required_and_named_tool_calls(vllm_server, client):
-    r = client.chat.completions.create(model=vllm_server.model, messages=ASK, max_tokens=60, temperature=0,
-                                       tools=[ADD], tool_choice="required")
+    # one call at most (parallel_tool_calls=False): the array must close after it
+    r = client.chat.completions.create(model=vllm_server.model, messages=CALL, max_tokens=120, temperature=0,
+                                       tools=[ADD], tool_choice="required", parallel_tool_calls=False)
     c = r.choices[0]
     assert c.finish_reason == "tool_calls" and c.message.tool_calls, c.message
     call = c.message.tool_calls[0]
     assert call.type == "function" and call.function.name == "multiply"
     args = json.loads(call.function.arguments)
     assert set(args) == {"a", "b"} and all(isinstance(v, int) for v in args.values())
-    r = client.chat.completions.create(model=vllm_server.model, messages=ASK, max_tokens=30, temperature=0,
+    r = client.chat.completions.create(model=vllm_server.model, messages=CALL, max_tokens=80, temperature=0,
                                        tools=[ADD], tool_choice={"type": "function", "function": {"name": "multiply"}})
     [call] = r.choices[0].message.tool_calls
     assert call.function.name == "multiply" and set(json.loads(call.function.arguments)) == {"a", "b"}
