@@ -179,10 +179,13 @@ class FakeTokenizer:
     def __init__(self, gen: FakeGenerator):
         self.gen = gen
 
-    def apply_chat_template(self, messages, *, add_generation_prompt: bool = True, tokenize: bool = False) -> str:
+    def apply_chat_template(self, messages, *, add_generation_prompt: bool = True, tokenize: bool = False,
+                            tools=None) -> str:
         if any(m["role"] == "assistant" for m in messages) and messages[-1]["role"] == "assistant":
             raise ValueError("the conversation must end with a user message")
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+        head = "<tools>" + ",".join(t["function"]["name"] for t in tools) if tools else ""
+        return head + "".join(f"<{m['role']}>{m['content']}" for m in messages) + \
+            ("<assistant>" if add_generation_prompt else "")
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return [self.gen.token_id(text)] if text else []
@@ -196,6 +199,7 @@ class FakeEngine:
     """:class:`cat_serve.engine.base.Engine` over a :class:`FakeGenerator` (``create_app(config, engine=...)``)."""
 
     kind = "fake"
+    supports_structured_output = True  # the constraint is recorded in gen.calls, not enforced
 
     def __init__(self, gen: FakeGenerator | None = None, *, model_name: str = "fake-model", max_model_len: int = 64,
                  vocab_size: int = 1000):

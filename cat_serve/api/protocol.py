@@ -118,7 +118,11 @@ class ChatMessage(BaseModel):
         if isinstance(content, list):
             content = "".join(p.text for p in content)
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content or ""}
+        out = {"role": role, "content": content or ""}
+        for key in ("tool_calls", "tool_call_id", "name"):  # a tool conversation, for the chat template
+            if (self.model_extra or {}).get(key) is not None:
+                out[key] = self.model_extra[key]
+        return out
 
 
 class ChatCompletionRequest(_Request):
@@ -126,6 +130,11 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # checked and turned into a decoding constraint by cat_serve/api/structured.py
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
     def _check_chat(self):
@@ -145,6 +154,7 @@ class CompletionRequest(_Request):
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
     suffix: str | None = None
+    response_format: dict[str, Any] | None = None  # vLLM accepts it on completions too (structured.py)
 
     @model_validator(mode="after")
     def _check_completion(self):

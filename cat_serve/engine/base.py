@@ -15,6 +15,7 @@ class PromptTooLongError(ValueError):
 @runtime_checkable
 class Engine(StepGenerator, Protocol):
     kind: str  # "vllm" | "transformers"
+    supports_structured_output: bool  # GenParams.structured (response_format, forced tool calls)
     model_name: str  # the public name served in /v1/models
     max_model_len: int
     vocab_size: int
@@ -48,7 +49,9 @@ def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return best
 
 
-def chat_prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
-    """Render messages with the tokenizer's own chat template, then encode to token ids once."""
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+def chat_prompt_ids(tokenizer, messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[int]:
+    """Render messages (and the request's tools, as vLLM does) with the tokenizer's own chat
+    template, then encode to token ids once."""
+    extra = {"tools": list(tools)} if tools else {}
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **extra)
     return list(tokenizer.encode(text, add_special_tokens=False))

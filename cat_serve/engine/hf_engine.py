@@ -24,6 +24,7 @@ from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step
 
 class HFEngine:
     kind = "transformers"
+    supports_structured_output = False  # no grammar backend here: the API answers 400
 
     def __init__(self, model, tokenizer, model_name: str, max_model_len: int | None = None):
         self.model = model.eval()
@@ -73,6 +74,8 @@ class HFEngine:
         *,
         early_stop: EarlyStop | None = None,
     ) -> list[list[Step]]:
+        if params.structured is not None:  # the API answers 400 before this (supports_structured_output)
+            raise NotImplementedError("structured output is not supported by the transformers engine")
         rows = [list(p) for p in prefixes for _ in range(n)]
         seeds = [sample_seed(params.seed, j) for _ in prefixes for j in range(n)]
         max_tokens = min(check_room(r, params.max_tokens, self.max_model_len) for r in rows)

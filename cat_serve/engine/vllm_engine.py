@@ -23,7 +23,7 @@ from cat_serve.engine.dtype import cpu_flags, resolve_dtype
 from cat_serve.engine.entropy import estimate_entropy
 from cat_serve.engine.output import StepBuilder, decode, group_rows, sample_seed
 from cat_serve.search.generator import EarlyStop
-from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step
+from cat_serve.search.types import ABORTED, EOS, LENGTH, STOP, GenParams, Step, StructuredOutput
 
 _ids = itertools.count()
 log = logging.getLogger("cat_serve")
@@ -37,8 +37,18 @@ def _finish(reason: str | None, stop_reason) -> str:
     return STOP if isinstance(stop_reason, str) else EOS
 
 
+def _structured(c: StructuredOutput | None):
+    """GenParams' constraint as vLLM's ``StructuredOutputsParams`` (None: unconstrained)."""
+    if c is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(json_object=True) if c.json_object else StructuredOutputsParams(json=c.json_schema)
+
+
 class VLLMEngine:
     kind = "vllm"
+    supports_structured_output = True
     dtype = "auto"  # the dtype vLLM runs the model in (set by create)
 
     def __init__(self, llm, model_name: str):
@@ -142,6 +152,7 @@ class VLLMEngine:
             include_stop_str_in_output=params.include_stop_str,
             logprobs=k,
             output_kind=RequestOutputKind.FINAL_ONLY if early_stop is None else RequestOutputKind.DELTA,
+            structured_outputs=_structured(params.structured),
         )
         acc = StepBuilder()
         stream = self.llm.generate(

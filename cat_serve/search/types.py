@@ -13,6 +13,16 @@ ABORTED = "aborted"  # the caller's early_stop callback cut it
 
 
 @dataclass(frozen=True)
+class StructuredOutput:
+    """A decoding constraint (OpenAI ``response_format``, forced tool calls): the engine may only
+    produce a JSON value matching ``json_schema`` (the schema as JSON text, so the value stays
+    hashable), or any JSON object when ``json_object``. vLLM's ``StructuredOutputsParams``."""
+
+    json_schema: str | None = None
+    json_object: bool = False
+
+
+@dataclass(frozen=True)
 class GenParams:
     """Sampling parameters of one engine call (already validated upstream)."""
 
@@ -25,6 +35,7 @@ class GenParams:
     # keep a matched stop string in Step.text (search needs it to continue a path exactly);
     # the plain OpenAI path sets False, as OpenAI excludes stop strings from the returned text
     include_stop_str: bool = True
+    structured: StructuredOutput | None = None  # plain requests only: the search core never sets it
 
 
 @dataclass(frozen=True)
