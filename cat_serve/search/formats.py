@@ -16,8 +16,9 @@ marker with no start marker before it also ends a block that began before the pa
 * ``choice``: a multiple-choice letter A-J: a marker whose text starts with a letter ("B", "(B)",
   "B) apple", "**B**", ``"B" (carrot)``) or states an option's text (the options are parsed from
   the question: lines "A) ...", "(B) ...", "C. ..."); without a marker, a line that IS a letter
-  ("B", "B) apple"), "option B" / "choice B" / "answer: B", or "(B)". Letters are upper case only,
-  so "I think a better answer" is not "a". With options in the question, only their letters count.
+  ("B", "B) apple"), "option B" / "choice B" / "answer: B", "(B)", else the conclusion number when
+  it is an option's value ("3 + 4 = 7" with "B) 7"). Letters are upper case only, so "I think a
+  better answer" is not "a". With options in the question, only their letters count.
 * ``text``: a marker's short phrase (at most 8 words, cut at the first sentence end: "Answer:
   Paris." -> "Paris"), yes/no as ``yes``/``no``; without a marker, a one-line content of at most 8
   words, or "Yes"/"No" opening the content of a yes/no question. Compared case- and
@@ -251,6 +252,8 @@ class AnswerReader:
         letter = choice_letter(text, options) or (option_letter(text, options) if options else None)  # auto
         if letter is not None:
             return letter
+        if options and choice_letter(text) is not None:
+            return None  # a letter that is not one of the question's options
         if yes_no(text):
             return yes_no(text)
         if looks_mathematical(text):
@@ -291,7 +294,8 @@ class AnswerReader:
             found = [x for x in pattern.findall(content) if not options or x in options]
             if found:
                 return found[-1]
-        return None
+        number = answers.conclusion_number(content) if options else None
+        return option_letter(number, options) if number is not None else None
 
 
 # ---- grading against a gold answer ---------------------------------------------------------------
