@@ -25,10 +25,13 @@ marker with no start marker before it also ends a block that began before the pa
   punctuation-insensitively (``answers.normalize_answer``).
 * ``none``: never an answer; every strategy returns its best path by path score.
 * ``auto`` (default) decides per path, in this order:
-    1. a marker: its text as a letter when it opens with one ("B", "B) apple"; with options in the
-       question, also when it states an option's text), else yes/no, else a number/LaTeX when it holds a digit or a backslash, else a short
-       phrase (the ``text`` rule); a marker whose text is none of these (prose) does not count;
-    2. no (usable) marker, and the question lists options: the unmarked ``choice`` rules;
+    1. a marker: when the question lists options, only an option's letter (the text opens with
+       one, or states an option's text or value, "x = 20" included); otherwise a letter when the
+       text opens with one ("B", "B) apple"), else yes/no, else a number/LaTeX when it holds a digit
+       or a backslash, else a short phrase (the ``text`` rule); a marker whose text is none of
+       these (prose) does not count;
+    2. no (usable) marker, and the question lists options: the unmarked ``choice`` rules, and
+       nothing else (an answer to a multiple-choice question is a letter);
     3. a yes/no question (its last question sentence opens with is/are/does/can/...; or it says
        "yes or no"): "Yes"/"No" opening the content;
     4. the number fallback (conclusion number), ONLY when the question asks for a number (see
@@ -249,11 +252,13 @@ class AnswerReader:
             return choice_letter(text, options) or (option_letter(text, options) if options else None)
         if fmt == TEXT:
             return yes_no(text) or short_phrase(text)
-        letter = choice_letter(text, options) or (option_letter(text, options) if options else None)  # auto
+        if options:  # auto, a multiple-choice question: only an option's letter is an answer
+            number = answers.conclusion_number(text)
+            return (choice_letter(text, options) or option_letter(text, options)
+                    or (option_letter(number, options) if number is not None else None))
+        letter = choice_letter(text)  # auto
         if letter is not None:
             return letter
-        if options and choice_letter(text) is not None:
-            return None  # a letter that is not one of the question's options
         if yes_no(text):
             return yes_no(text)
         if looks_mathematical(text):
@@ -274,9 +279,7 @@ class AnswerReader:
             return short_phrase(lines[0]) if len(lines) == 1 else None
         if fmt == AUTO:
             if q.options:
-                letter = self._unmarked_choice(content)
-                if letter is not None:
-                    return letter
+                return self._unmarked_choice(content)
             if q.yes_no and yes_no(content):
                 return yes_no(content)
             if q.asks_number or answers.ends_in_number(content):

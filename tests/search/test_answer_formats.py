@@ -89,6 +89,9 @@ def test_question_options_and_yes_no():
     (MC, "The answer is carrot.", "B"),  # the marker states option B's text
     (MC_NUM, "3 + 4 = 7, so the answer is 7.", "B"),  # a number equal to option B
     (MC, "The answer is E", None),  # not one of the options
+    (MC_NUM, "The answer is: 3 + 4 = 7 apples", "B"),  # a marked equation whose result is option B
+    (MC_NUM, "The answer is: 3 + 5 = 9", None),  # 9 is no option
+    (MC_NUM, "So he has 3 + 5 = 9 apples.", None),  # a multiple-choice answer is a letter, not 9
     (MC, "I think a better answer would be to eat more greens.", None),  # "a" is no choice
     (MC, "A dog would not eat any of them.", None),  # "A" opening a sentence is no choice
     # yes / no
