@@ -301,6 +301,14 @@ class AnswerReader:
         return option_letter(number, options) if number is not None else None
 
 
+def split_reasoning(text: str, params, prompt_text: str) -> tuple[str, str]:
+    """``(reasoning, content)`` of a returned path's text, split as its answer was read: what the API
+    edge returns as ``reasoning_content`` and ``content`` when a search ran on a reasoning model."""
+    reader = AnswerReader.for_search(params, prompt_text)
+    reasoning, content, _ = reader.reasoning.split(text, reader.starts_in_reasoning)
+    return reasoning, content
+
+
 # ---- grading against a gold answer ---------------------------------------------------------------
 def gold_format(gold: str) -> str:
     """How to read a completion graded against ``gold``: ``choice`` for a letter ("B", "(C)",

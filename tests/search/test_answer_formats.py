@@ -14,7 +14,8 @@ from cat_serve.search.answers import (
     grade,
     normalize_answer,
 )
-from cat_serve.search.formats import AnswerReader, Question, Reasoning, gold_format, read_for_gold
+from cat_serve.search.formats import AnswerReader, Question, Reasoning, gold_format, read_for_gold, split_reasoning
+from cat_serve.search.params import SelfConsistencyParams
 
 MC = "Which one is a vegetable?\nA) apple\nB) carrot\nC) pear\nD) banana"
 MC_NUM = "Tom has 3 apples and buys 4 more. How many apples does he have?\nA) 6\nB) 7\nC) 8\nD) 12"
@@ -178,6 +179,15 @@ def test_reasoning_split_and_custom_markers():
     assert Reasoning(end="").split("<think>a</think>b") == ("", "<think>a</think>b", False)  # off
     assert Reasoning().prompt_ends_inside("<user>Q<assistant><think>\n")
     assert not Reasoning().prompt_ends_inside("<user>Q<assistant><think></think>")
+
+
+def test_split_reasoning_for_the_api_edge():
+    params = SelfConsistencyParams.from_dict(None)
+    assert split_reasoning("<think>7*6</think>\n42", params, "<user>Q<assistant>") == ("7*6", "\n42")
+    assert split_reasoning("7*6</think>42", params, "<user>Q<assistant><think>") == ("7*6", "42")
+    assert split_reasoning("7*6 thinking", params, "<user>Q<assistant><think>") == ("7*6 thinking", "")
+    off = SelfConsistencyParams.from_dict({"reasoning_end": ""})
+    assert split_reasoning("<think>a</think>b", off, "") == ("", "<think>a</think>b")
 
 
 # ---- grading against a gold ------------------------------------------------------------------------
