@@ -5,6 +5,8 @@ Sources
 * a built-in name (``gsm8k``, ``math500``, ``multiarith``, ``singleop``, ``aime24``, ``amc23``),
   read from the JSONL files in the data dir (``--data-dir``, else ``$CAT_SERVE_DATA``, else
   ``<repo>/../shared/data``);
+* ``singleop_choice``: SingleOp as 4-way multiple choice (gold: a letter), shipped in ``eval/data/``
+  and made by ``eval/choice.py``;
 * a path to any user JSONL file, with ``question_field`` / ``answer_field`` / ``id_field``
   (defaults ``question`` / ``answer`` / line number);
 * ``arith[:ops=3,digits=2,distractors=0,n=1000,seed=0][@test|dev|train]`` — the lab's procedural
@@ -133,6 +135,11 @@ def load_items(
             answer_field=answer_field or spec.answer_field,
             id_field=id_field or spec.id_field, gold_fn=spec.gold_fn,
         )
+    from eval.choice import SHIPPED  # noqa: PLC0415  (datasets shipped in eval/data/)
+
+    if source in SHIPPED:  # e.g. singleop_choice: SingleOp as 4-way multiple choice (eval/choice.py)
+        return rows_to_items(read_jsonl(SHIPPED[source]), prefix=source, question_field="question",
+                             answer_field="answer", id_field="id")
     q, a = question_field or "question", answer_field or "answer"
     from lab.arith import is_arith  # noqa: PLC0415
 

@@ -3,7 +3,10 @@
 ``grade_row(response, gold)`` is THE code path that grades every result row of a run: it takes
 the response as a plain dict (``ChatCompletion.model_dump()`` or ``Completion.model_dump()``),
 reads the text, cat-serve's extra fields (choice ``confidence``, top-level ``search``) and the
-logprobs, and grades the text with ``answers.grade`` (math-verify equivalence).
+logprobs, and grades the text with ``answers.grade`` (math-verify equivalence). The gold decides how
+the text is read: a letter gold ("B") reads a multiple-choice letter (a stated option text or number
+counts as its letter when the question lists the options), a word gold a short phrase, any other
+gold a number (``formats.read_for_gold``).
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from collections.abc import Sequence
 from cat_serve.search.confidence import mean_logprob, path_probability
 
 
-def grade(text: str, gold: str) -> bool:
+def grade(text: str, gold: str, question: str = "") -> bool:
     from cat_serve.search import answers  # noqa: PLC0415  (math-verify loads on first use)
 
-    return bool(answers.grade(text or "", gold))
+    return bool(answers.grade(text or "", gold, question))
 
 
-def extract_answer(text: str) -> str | None:
-    from cat_serve.search import answers  # noqa: PLC0415
+def extract_answer(text: str, gold: str | None = None, question: str = "") -> str | None:
+    """The completion's answer, read as ``gold`` is (a number without a gold)."""
+    from cat_serve.search import answers, formats  # noqa: PLC0415
 
-    return answers.extract_answer(text or "", fallback=True)
+    if gold is None:
+        return answers.extract_answer(text or "", fallback=True)
+    return formats.read_for_gold(text or "", gold, question)[1]
 
 
 def first_choice(response: dict) -> dict:
@@ -63,14 +69,14 @@ def response_confidence(response: dict) -> float | None:
     return path_probability(token_logprobs(response))
 
 
-def grade_candidate(candidate: dict, gold: str) -> dict:
+def grade_candidate(candidate: dict, gold: str, question: str = "") -> dict:
     """One search candidate -> ``{"answer", "correct", "score"}`` (for maj@k / mean@k)."""
     text = candidate.get("text")
     answer = candidate.get("answer")
     if answer is None and text:
-        answer = extract_answer(text)
+        answer = extract_answer(text, gold, question)
     if text:
-        ok = grade(text, gold)
+        ok = grade(text, gold, question)
     elif answer is not None:
         ok = grade(f"\\boxed{{{answer}}}", gold)
     else:
@@ -100,21 +106,22 @@ def raw_confidence(response: dict) -> float | None:
     return response_confidence(response)
 
 
-def grade_row(response: dict, gold: str) -> dict:
-    """Everything a result row needs from one response, graded against ``gold``."""
+def grade_row(response: dict, gold: str, question: str = "") -> dict:
+    """Everything a result row needs from one response, graded against ``gold`` (``question``: the
+    item's question, whose options let a multiple-choice answer be stated by its text)."""
     text = response_text(response)
     search = response.get("search")
     usage = response.get("usage") or {}
     candidates = (search or {}).get("candidates") or []
     return {
         "output": text,
-        "extracted": extract_answer(text),
-        "correct": grade(text, gold),
+        "extracted": extract_answer(text, gold, question),
+        "correct": grade(text, gold, question),
         "confidence": response_confidence(response),
         "raw_confidence": raw_confidence(response),
         "perplexity": perplexity(token_logprobs(response)),
         "tokens": usage.get("completion_tokens"),
         "finish_reason": first_choice(response).get("finish_reason"),
         "search": {k: v for k, v in search.items() if k != "candidates"} if search else None,
-        "samples": group_samples([grade_candidate(c, gold) for c in candidates if isinstance(c, dict)]),
+        "samples": group_samples([grade_candidate(c, gold, question) for c in candidates if isinstance(c, dict)]),
     }

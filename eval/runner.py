@@ -95,7 +95,7 @@ async def query_item(client, cfg: RunConfig, model: str, item: Item) -> dict:
         api = client.chat.completions if cfg.endpoint == "chat" else client.completions
         response = await api.create(**kw)
         row["latency_s"] = time.perf_counter() - start
-        row.update(grade_row(response.model_dump(), item.gold))
+        row.update(grade_row(response.model_dump(), item.gold, item.question))
         row["error"] = None
     except Exception as e:  # noqa: BLE001  (recorded in the row; the run goes on)
         row.update({"latency_s": time.perf_counter() - start, "correct": False,

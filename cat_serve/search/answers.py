@@ -1,17 +1,24 @@
 """Final-answer extraction, normalisation and equivalence: the ONE grader of the project.
 
 Used by the search strategies (answer sets, votes), by ``eval`` (accuracy) and by ``training``
-(rewards), so that "correct" means the same thing everywhere.
+(rewards), so that "correct" means the same thing everywhere. This module reads NUMBERS (and LaTeX);
+``formats.py`` builds the other answer formats (multiple-choice letters, yes/no, short phrases) and
+the per-search ``answer_format`` on top of it.
 
-Extraction order (the first that yields a non-empty answer wins):
+Extraction order of :func:`extract_answer` (the first that yields a non-empty answer wins):
 
 1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces, so ``\\boxed{\\frac{1}{2}}`` works);
 2. the last GSM8K ``#### ...`` line;
 3. the last "the (final) answer is ..." phrase, or a line starting "Answer: ..." (rest of the line);
-4. only with ``fallback=True``: the last number in the text.
+4. only with ``fallback=True``: the CONCLUSION number (:func:`conclusion_number`): in the last
+   sentence that holds a number, the last "= N", else the first number after a result verb
+   ("is", "are", "has", "equals", "a total of", ...), else that sentence's last number. So
+   "7 * 6 = 42, which is the result of 6 multiplied by 7." reads 42, not the literal last 7.
 
 Equivalence (:func:`answers_equivalent`) tries a cheap path first (normalised string equality,
-exact rational equality) and only then math-verify, whose exceptions never escape.
+exact rational equality) and only then math-verify, whose exceptions never escape. Two WORD answers
+("Paris", "the Eiffel Tower") are compared only by their normalised keys (case and punctuation
+ignored): math-verify would read "paris" as the product p*a*r*i*s and call it equal to "sirap".
 """
 
 from __future__ import annotations
@@ -64,26 +71,90 @@ def _clean(answer: str) -> str:
     return _THOUSANDS.sub("", s)
 
 
-def _marker_answer(text: str) -> str | None:
-    """Answer behind an explicit marker (boxed, ``####``, "the answer is"), or None."""
+def marker_text(text: str) -> str | None:
+    """The cleaned text behind the last explicit marker (boxed, ``####``, "the answer is", "Answer:"),
+    or None. Boxed content wins over the others; this is the raw material of every answer format."""
     boxed = _boxed_contents(text)
     if boxed is not None and _clean(boxed):
         return _clean(boxed)
     for pattern in (_GSM8K, _ANSWER_IS):
         matches = pattern.findall(text)
         if matches and _clean(matches[-1]):
-            answer = _clean(matches[-1])
-            leading = _LEADING_NUMBER.match(answer)  # "42 apples" -> "42"
-            return _THOUSANDS.sub("", leading.group(1)) if leading else answer
+            return _clean(matches[-1])
     return None
 
 
+def leading_number(answer: str) -> str:
+    """``"42 apples" -> "42"``: a marker answer that starts with a number followed by words."""
+    leading = _LEADING_NUMBER.match(answer)
+    return _THOUSANDS.sub("", leading.group(1)) if leading else answer
+
+
+def _marker_answer(text: str) -> str | None:
+    """Answer behind an explicit marker (boxed, ``####``, "the answer is"), or None."""
+    boxed = _boxed_contents(text)
+    if boxed is not None and _clean(boxed):
+        return _clean(boxed)
+    answer = marker_text(text)
+    return None if answer is None else leading_number(answer)
+
+
+# a sentence ends at . ! ? followed by white space, or at a line break ("7.5" and "Mr.Smith" do not split)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_NUM = r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)"
+_NUM_FRAC = _NUM + r"(?:\s*/\s*\d+)?"
+# "= N" where N is not the start of a longer expression ("= 7 * 6")
+_EQUALS_NUMBER = re.compile(r"=\s*\$?\s*(" + _NUM_FRAC + r")(?!\.?\d)(?!\s*[-+*/x×÷^]\s*\d)")
+# a conclusion inside a sentence: "there are 25 cows and 12 pigs, so 37 animals"
+_CONNECTIVE = re.compile(r"\b(?:so|therefore|thus|hence|in\s+total|altogether|overall)\b", re.IGNORECASE)
+# "is N", "has N", "a total of N" ... but not "is 2 more than", "are 3 times"
+_RESULT_VERB_NUMBER = re.compile(
+    r"\b(?:is|are|was|were|be|equals?|equal\s+to|makes?|gives?|has|have|had|total(?:s|\s+of)?|"
+    r"left\s+with|comes?\s+to|results?\s+in)\s+(?:a\s+total\s+of\s+|about\s+|approximately\s+|exactly\s+|"
+    r"only\s+|now\s+|still\s+)?\$?(" + _NUM_FRAC + r")(?![\d.]?\d)(?!\s*(?:more|less|fewer|times|than|[-+*/x×÷^]\s*\d)\b)",
+    re.IGNORECASE,
+)
+
+
+def conclusion_number(text: str) -> str | None:
+    """The number a text concludes with, or None when it holds no number.
+
+    In the last sentence (or line) that holds a number, from its last connective on ("so", "therefore",
+    "thus", "hence", "in total", ...) when a number follows one: the last ``= N`` (a computation's result),
+    else the first number right after a result verb ("is", "are", "has", "equals", "a total of",
+    "left with", ...; not "is 2 more than"), else the sentence's last number. Thousands separators
+    are dropped. Why not simply the last number: explanations often trail the result ("7 * 6 = 42,
+    which is the result of 6 multiplied by 7.", "She has 6 apples left after giving 2 away.").
+    """
+    for sentence in reversed(_SENTENCE_END.split(text)):
+        numbers = _NUMBER.findall(sentence)
+        if not numbers:
+            continue
+        tails = [sentence[m.end():] for m in _CONNECTIVE.finditer(sentence)]
+        tail = next((t for t in reversed(tails) if _NUMBER.search(t)), None)
+        if tail is not None:
+            sentence, numbers = tail, _NUMBER.findall(tail)
+        equals = _EQUALS_NUMBER.findall(sentence)
+        verb = _RESULT_VERB_NUMBER.search(sentence)
+        pick = equals[-1] if equals else verb.group(1) if verb else numbers[-1]
+        return _THOUSANDS.sub("", pick).replace(" ", "")
+    return None
+
+
+_ENDS_IN_NUMBER = re.compile(_NUM + r"[\s.!)*$}\]\"'’”]*$")
+
+
+def ends_in_number(text: str) -> bool:
+    """True when the text's last word is a number (only punctuation, ``*``, ``$``, ``}`` may follow)."""
+    return _ENDS_IN_NUMBER.search(text.rstrip()) is not None
+
+
 def extract_answer(text: str, *, fallback: bool = True) -> str | None:
-    """The final answer of a completion, or None when there is none (never a guess without ``fallback``)."""
+    """The final NUMBER-format answer of a completion: a marker answer, else (``fallback``) the
+    conclusion number; None when there is none (never a guess without ``fallback``)."""
     answer = _marker_answer(text)
     if answer is None and fallback:
-        numbers = _NUMBER.findall(text)
-        answer = _THOUSANDS.sub("", numbers[-1]).replace(" ", "") if numbers else None
+        answer = conclusion_number(text)
     return answer
 
 
@@ -103,16 +174,29 @@ def _as_fraction(s: str) -> Fraction | None:
         return None
 
 
+# an answer made of words only (letters, spaces, punctuation; no digit, no LaTeX): "Paris", "New York."
+_WORDY = re.compile(r"^[^\W\d_]+(?:[\s'’\-.,!?;:\"]+[^\W\d_]+)*[\s'’.,!?;:\"]*$")
+_NON_WORD = re.compile(r"[^\w]+")
+
+
+def is_word_answer(s: str) -> bool:
+    """True for an answer made of words only ("Paris", "the Eiffel Tower"), False for maths and numbers."""
+    return _WORDY.match(_TEXT_CMD.sub(r"\1", s).strip()) is not None
+
+
 def normalize_answer(s: str | None) -> str:
-    """A canonical key for clustering: exact rationals as ``p/q`` (or ``p``), else squashed LaTeX.
+    """A canonical key for clustering: exact rationals as ``p/q`` (or ``p``), words lower-cased
+    without punctuation, else squashed LaTeX.
 
     ``"1,234" -> "1234"``, ``"0.50" -> "1/2"``, ``"\\dfrac{1}{2}" -> "1/2"``,
-    ``"\\text{ Tuesday }" -> "tuesday"``.
+    ``"\\text{ Tuesday }" -> "tuesday"``, ``"New York!" -> "new york"``.
     """
     if s is None:
         return ""
     t = _clean(s)
     t = _TEXT_CMD.sub(r"\1", t)
+    if is_word_answer(t):
+        return _NON_WORD.sub(" ", t).strip().lower()
     t = _SPACING.sub("", t).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     t = t.rstrip(".").lower()
     value = _as_fraction(t)
@@ -153,16 +237,26 @@ def answers_equivalent(a: str | None, b: str | None) -> bool:
         return False
     if na == nb:
         return True
+    if is_word_answer(a) and is_word_answer(b):
+        return False  # words are equal by their keys only (see the module docstring)
     fa, fb = _as_fraction(na), _as_fraction(nb)
     if fa is not None and fb is not None:
         return fa == fb
     return _math_verify_equal(_clean(a), _clean(b))
 
 
-def grade(completion_text: str, gold: str) -> bool:
-    """True iff the completion's final answer equals ``gold`` (a plain answer or a GSM8K ``#### x`` string)."""
-    reference = _marker_answer(gold) or _clean(gold)
-    return answers_equivalent(reference, extract_answer(completion_text))
+def grade(completion_text: str, gold: str, question: str = "") -> bool:
+    """True iff the completion's final answer equals ``gold`` (a plain answer or a GSM8K ``#### x`` string).
+
+    The gold decides how the completion is read (``formats.gold_format``): a letter gold ("B",
+    "(C)") reads a multiple-choice letter, a word gold ("Paris", "yes") a short phrase or yes/no, any
+    other gold a number or LaTeX (markers, then the conclusion number). ``question`` (optional) lets
+    a multiple-choice completion that states an option's text count as that option's letter.
+    """
+    from cat_serve.search.formats import read_for_gold  # noqa: PLC0415  (formats builds on this module)
+
+    reference, answer = read_for_gold(completion_text, gold, question)
+    return answers_equivalent(reference, answer)
 
 
 def cluster_answers(answers: list[str | None]) -> list[list[int]]:

@@ -52,19 +52,42 @@ adaptive mode. A solution whose steps are all confident therefore costs one requ
 
 Reported confidence: the chosen path's cumulative C (in [0, 1]), the raw score that a calibration
 profile maps to P(correct).
+
+Answers are read by the search's ``formats.AnswerReader`` (``answer_format``). Reasoning models: a
+step's answer test looks only at the part of the step after the reasoning block (``</think>``), so a
+thought such as "so the answer is 5" inside ``<think>`` never ends a path; each path carries whether
+it is still inside the block. The steps of the thinking are its paragraphs (``"\n\n"``, the default
+``step_delimiters``; ``["\n"]`` makes them lines); a marker is never split across steps, as a step
+ends right after a delimiter.
+
+No answer found (an open-ended prompt): the result is the path with the best C among the paths that
+ended (EOS) without an answer; if none ended, the deepest path cut by tau, by the token budget, by
+``max_steps`` or left in the active set (ties: the higher C, then the earlier). Its C is the
+confidence (a profile's ``cat:no_answer`` map may calibrate it); ``selection`` says so.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from cat_serve.search.answers import cluster_answers, extract_answer, has_final_answer
+from cat_serve.search.answers import cluster_answers
 from cat_serve.search.confidence import step_confidence
+from cat_serve.search.formats import AnswerReader
 from cat_serve.search.generator import EarlyStop, OnEvent, StepGenerator
 from cat_serve.search.params import CaTParams
-from cat_serve.search.types import ABORTED, STOP, Candidate, SearchResult, SearchStats, Step
+from cat_serve.search.types import (
+    ABORTED,
+    SELECT_BEST_ANSWER,
+    SELECT_NO_ANSWER,
+    SELECT_NO_TEXT,
+    STOP,
+    Candidate,
+    SearchResult,
+    SearchStats,
+    Step,
+)
 
 
 @dataclass(frozen=True)
@@ -73,10 +96,12 @@ class _Path:
     confidence: float  # cumulative C = product of step confidences
     depth: int = 0
     step_confidences: tuple[float, ...] = ()  # c of each step (calibration fits CaT's thresholds on them)
+    in_reasoning: bool = False  # the path ends inside a reasoning block (<think> without </think>)
 
-    def extend(self, step: Step, aggregation: str, depth: int) -> _Path:
+    def extend(self, step: Step, aggregation: str, depth: int, in_reasoning: bool) -> _Path:
         c = step_confidence(step, aggregation)
-        return _Path(self.token_ids + step.token_ids, self.confidence * c, depth, self.step_confidences + (c,))
+        return _Path(self.token_ids + step.token_ids, self.confidence * c, depth, self.step_confidences + (c,),
+                     in_reasoning)
 
 
 @dataclass(frozen=True)
@@ -94,10 +119,29 @@ class _Search:
     prompt_ids: tuple[int, ...]
     params: CaTParams
     answers: list[_Done]
+    reader: AnswerReader = field(default_factory=AnswerReader)
     expanded: int = 0
     pruned: int = 0
     tokens: int = 0
     calls: int = 0
+    # the no-answer fallback: best path that ended (EOS) without an answer, best path cut short
+    unanswered: _Path | None = None
+    cut: _Path | None = None
+
+    def step_content(self, parent: _Path, text: str) -> tuple[str, bool]:
+        """The part of a step after the reasoning block, and whether the path is still inside it."""
+        _, content, inside = self.reader.reasoning.split(text, parent.in_reasoning)
+        return content, inside
+
+    def keep_unanswered(self, path: _Path) -> None:
+        """No-answer fallback: the best C among ended paths (ties: the earlier)."""
+        if self.unanswered is None or path.confidence > self.unanswered.confidence:
+            self.unanswered = path
+
+    def keep_cut(self, path: _Path) -> None:
+        """No-answer fallback: the deepest path cut short, then the best C (ties: the earlier)."""
+        if path.token_ids and (self.cut is None or (path.depth, path.confidence) > (self.cut.depth, self.cut.confidence)):
+            self.cut = path
 
     async def extend(self, parents: Sequence[_Path], n: int, max_tokens: int, seed_offset: int,
                      early_stop: EarlyStop | None, stop: tuple[str, ...] | None = None,
@@ -146,28 +190,34 @@ def score_candidates(search: _Search, candidates: list[tuple[_Path, Step]], dept
                      width: int) -> list[_Path]:
     """Algorithm 2, lines 10-16: a step holding a final answer joins the answer set whatever its C;
     only the other branches are pruned below tau. The top-``width`` active paths by C survive."""
-    params, decode = search.params, search.generator.decode
+    params, decode, reader = search.params, search.generator.decode, search.reader
     survivors: list[_Path] = []
     for parent, step in candidates:
-        path = parent.extend(step, params.aggregation, depth)
+        text = step.text or decode(step.token_ids)
+        content, inside = search.step_content(parent, text)
+        path = parent.extend(step, params.aggregation, depth, inside)
         if step.finish_reason == ABORTED:  # the client went away or the engine cut it: no step
             search.pruned += 1
             continue
-        text = step.text or decode(step.token_ids)
-        if has_final_answer(text):
-            search.answers.append(_Done(path, extract_answer(text, fallback=False), step.finished))
+        marked = reader.marked(content)
+        if marked is not None:
+            search.answers.append(_Done(path, marked, step.finished))
         elif step.finished:
-            answer = extract_answer(decode(path.token_ids), fallback=True)
+            answer = reader.read(decode(path.token_ids))  # the whole path, fallbacks included
             if answer is None:
                 search.pruned += 1
+                search.keep_unanswered(path)
             else:
                 search.answers.append(_Done(path, answer, True))
         elif path.confidence < params.tau or len(path.token_ids) >= params.max_tokens:
             search.pruned += 1
+            search.keep_cut(path)
         else:
             survivors.append(path)
     survivors.sort(key=lambda p: -p.confidence)  # stable: ties keep engine order
     search.pruned += max(0, len(survivors) - width)
+    for path in survivors[width:]:
+        search.keep_cut(path)
     return survivors[:width]
 
 
@@ -226,17 +276,19 @@ async def follow_stream(search: _Search, path: _Path, depth: int) -> tuple[list[
     """
     params = search.params
     seg = _Segmenter(search.generator.decode, params.step_delimiters)
-    accepted: list[Step] = []  # confident, answer-free steps of this request
+    accepted: list[tuple[Step, bool]] = []  # confident, answer-free steps of this request (+ in reasoning after)
     cut: list[Step] = []
 
     def early_stop(partial: Step) -> bool:
         for a, b, text, delim in seg.feed(partial.token_ids):
             piece = slice_step(partial, a, b, text, STOP, delim)
+            inside_before = accepted[-1][1] if accepted else path.in_reasoning
+            content, inside = search.reader.reasoning.split(text, inside_before)[1:]
             if (step_confidence(piece, params.aggregation) < params.confident_threshold
-                    or has_final_answer(text) or depth + len(accepted) + 1 >= params.max_steps):
+                    or search.reader.marked(content) is not None or depth + len(accepted) + 1 >= params.max_steps):
                 cut.append(piece)
                 return True
-            accepted.append(piece)
+            accepted.append((piece, inside))
         return False
 
     [[whole]] = await search.extend([path], 1, params.max_tokens - len(path.token_ids), 0, early_stop, stop=(),
@@ -245,8 +297,8 @@ async def follow_stream(search: _Search, path: _Path, depth: int) -> tuple[list[
         tail = whole.token_ids[seg.start:]
         cut.append(slice_step(whole, seg.start, len(whole.token_ids), search.generator.decode(tail),
                               whole.finish_reason, None))
-    for step in accepted:
-        path = path.extend(step, params.aggregation, depth + 1)
+    for step, inside in accepted:
+        path = path.extend(step, params.aggregation, depth + 1, inside)
         depth += 1
     candidates = [(path, cut[0])]
     budget = min(params.max_step_tokens, params.max_tokens - len(path.token_ids))
@@ -288,13 +340,14 @@ def best_answer(answers: Sequence[_Done]) -> _Done | None:
 
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTParams,
-              *, on_event: OnEvent | None = None) -> SearchResult:
+              *, on_event: OnEvent | None = None, reader: AnswerReader | None = None) -> SearchResult:
     """CaT search (arXiv 2605.07353, Algorithm 2; ``params.mode``: faithful, adaptive or stream)."""
     t0 = time.perf_counter()
-    search = _Search(generator, tuple(prompt_ids), params, answers=[])
+    reader = reader or AnswerReader.for_search(params, generator.decode(prompt_ids))
+    search = _Search(generator, tuple(prompt_ids), params, answers=[], reader=reader)
     mode = params.mode
     width = {"faithful": params.branches, "adaptive": params.beam or params.branches, "stream": 1}[mode]
-    active, depth = [_Path((), 1.0, 0)], 0
+    active, depth = [_Path((), 1.0, 0, in_reasoning=reader.starts_in_reasoning)], 0
     while active and depth < params.max_steps:
         if mode == "stream":  # may accept several confident steps in one request
             candidates, depth = await follow_stream(search, active[0], depth)
@@ -321,10 +374,13 @@ async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTPa
         engine_calls=search.calls,
         wall_time_s=time.perf_counter() - t0,
     )
-    return _result(generator, search.answers, stats, params.return_candidates)
+    for path in active:  # max_steps reached: these never ended
+        search.keep_cut(path)
+    return _result(generator, search, stats, params.return_candidates)
 
 
-def _result(generator: StepGenerator, answers: list[_Done], stats: SearchStats, with_candidates: bool) -> SearchResult:
+def _result(generator: StepGenerator, search: _Search, stats: SearchStats, with_candidates: bool) -> SearchResult:
+    answers = search.answers
     candidates = tuple(
         Candidate(
             text=generator.decode(d.path.token_ids),
@@ -339,7 +395,15 @@ def _result(generator: StepGenerator, answers: list[_Done], stats: SearchStats, 
     ) if with_candidates else ()
     best = best_answer(answers)
     if best is None:
-        return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats, candidates=candidates)
+        fallback = next((p for p in (search.unanswered, search.cut)
+                         if p is not None and generator.decode(p.token_ids).strip()), None)
+        if fallback is None:
+            return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats,
+                                candidates=candidates, selection=SELECT_NO_TEXT)
+        return SearchResult(text=generator.decode(fallback.token_ids), token_ids=fallback.token_ids, answer=None,
+                            confidence=min(1.0, max(0.0, fallback.confidence)), stats=stats, candidates=candidates,
+                            finish_reason="stop" if fallback is search.unanswered else "length",
+                            selection=SELECT_NO_ANSWER)
     return SearchResult(
         text=generator.decode(best.path.token_ids),
         token_ids=best.path.token_ids,
@@ -347,4 +411,5 @@ def _result(generator: StepGenerator, answers: list[_Done], stats: SearchStats, 
         confidence=min(1.0, max(0.0, best.path.confidence)),
         stats=stats,
         candidates=candidates,
+        selection=SELECT_BEST_ANSWER,
     )

@@ -15,6 +15,18 @@ of ``window`` tokens; a trace's score = its lowest group confidence (``confidenc
   engine batched (``batch: 1`` is the paper's schedule).
 
 Confidence of the answer = its share of the total vote weight (scores) of the voting traces.
+
+Window (``window``, default None): the paper uses 2,048 tokens on traces of ~10k+ tokens; a window as
+long as a short trace would average the whole trace and lose the "lowest window" signal. So the
+default is a quarter of the median length of the traces sampled first (all ``n`` offline, the warmup
+online), at least 64 (this project's former fixed default, which the shipped calibration profile was
+fitted with on ~200-token traces) and at most the paper's 2,048 (reached from 8,192-token traces on).
+The window used is reported in ``stats.params["window"]``.
+
+No answer in any voting trace: the voting trace with the highest trace confidence (lowest group
+confidence) is returned; that score is its raw confidence (a profile's ``deepconf:no_answer`` map may
+calibrate it), but as it is not a probability, the unmapped confidence is the trace's path probability
+``exp(mean logprob)``, the number a plain request reports.
 """
 
 from __future__ import annotations
@@ -25,11 +37,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cat_serve.search.answers import extract_answer
-from cat_serve.search.confidence import lowest_group_confidence, tail_group_confidence, token_confidences
+from dataclasses import replace
+
+from cat_serve.search.confidence import (
+    lowest_group_confidence,
+    path_probability,
+    tail_group_confidence,
+    token_confidences,
+)
+from cat_serve.search.formats import AnswerReader
 from cat_serve.search.generator import EarlyStop, OnEvent, StepGenerator
 from cat_serve.search.params import DeepConfParams
 from cat_serve.search.voting import (
+    reader_for,
     sample_paths,
     sample_stats,
     step_text,
@@ -39,6 +59,20 @@ from cat_serve.search.voting import (
 from cat_serve.search.types import ABORTED, SearchResult, Step
 
 TOP_K = 20  # top-k logprobs asked from the engine for token confidences
+MIN_WINDOW, PAPER_WINDOW = 64, 2048
+
+
+def default_window(lengths: Sequence[int]) -> int:
+    """A quarter of the median trace length, clipped to [64, 2048] (see the module docstring)."""
+    median = float(np.median(lengths)) if len(lengths) else 0.0
+    return int(min(PAPER_WINDOW, max(MIN_WINDOW, median // 4)))
+
+
+def with_window(params: DeepConfParams, steps: Sequence[Step]) -> DeepConfParams:
+    """``params`` with the window set (the default one when the request left it None)."""
+    if params.window is not None:
+        return params
+    return replace(params, window=default_window([s.num_tokens for s in steps]))
 
 
 def trace_score(step: Step, window: int) -> float:
@@ -69,17 +103,19 @@ def below_threshold(threshold: float, window: int) -> EarlyStop:
 
 
 async def _offline(generator: StepGenerator, prompt_ids: Sequence[int], params: DeepConfParams,
-                   on_event: OnEvent | None) -> tuple[list[Step], list[int], int]:
+                   on_event: OnEvent | None, reader: AnswerReader) -> tuple[list[Step], list[int], int, DeepConfParams]:
     steps = await sample_paths(generator, prompt_ids, params.n, params, top_logprobs=TOP_K)
+    params = with_window(params, steps)
     scores = [trace_score(s, params.window) for s in steps]
     if on_event is not None:
         on_event({"type": "samples", "n": len(steps)})
-    return steps, top_eta(scores, params.eta), 1
+    return steps, top_eta(scores, params.eta), 1, params
 
 
 async def _online(generator: StepGenerator, prompt_ids: Sequence[int], params: DeepConfParams,
-                  on_event: OnEvent | None) -> tuple[list[Step], list[int], int]:
+                  on_event: OnEvent | None, reader: AnswerReader) -> tuple[list[Step], list[int], int, DeepConfParams]:
     steps = await sample_paths(generator, prompt_ids, params.warmup, params, top_logprobs=TOP_K)
+    params = with_window(params, steps)
     threshold = stopping_threshold([trace_score(s, params.window) for s in steps], params.eta)
     if on_event is not None:
         on_event({"type": "warmup", "n": len(steps), "threshold": threshold})
@@ -96,7 +132,7 @@ async def _online(generator: StepGenerator, prompt_ids: Sequence[int], params: D
             seed_offset=len(steps), early_stop=below_threshold(threshold, params.window),
         )
         calls += 1
-        share = consensus_share(generator, steps, voting(), params.window)
+        share = consensus_share(generator, steps, voting(), params.window, reader)
         if on_event is not None:
             on_event({"type": "round", "n": len(steps), "consensus": share})
         if share is not None and share >= params.consensus:
@@ -104,25 +140,27 @@ async def _online(generator: StepGenerator, prompt_ids: Sequence[int], params: D
     voters = voting()
     if on_event is not None:
         on_event({"type": "samples", "n": len(steps), "stopped": sum(s.finish_reason == ABORTED for s in steps)})
-    return steps, voters, calls
+    return steps, voters, calls, params
 
 
 def consensus_share(generator: StepGenerator, steps: Sequence[Step], voters: Sequence[int],
-                    window: int) -> float | None:
+                    window: int, reader: AnswerReader) -> float | None:
     """The leading answer's confidence-weighted vote share among ``voters`` (None: no answer yet)."""
-    answers = [extract_answer(step_text(generator, s)) for s in steps]
+    answers = [reader.read(step_text(generator, s)) for s in steps]
     vote = weighted_vote(answers, [trace_score(s, window) for s in steps], voters)
     return None if vote is None else vote.share
 
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: DeepConfParams,
-              *, on_event: OnEvent | None = None) -> SearchResult:
+              *, on_event: OnEvent | None = None, reader: AnswerReader | None = None) -> SearchResult:
     """DeepConf offline or online; confidence = the winner's share of the voters' total score."""
     t0 = time.perf_counter()
+    reader = reader_for(generator, prompt_ids, params, reader)
     sample = _online if params.mode == "online" else _offline
-    steps, voters, calls = await sample(generator, prompt_ids, params, on_event)
-    answers = [extract_answer(step_text(generator, s)) for s in steps]
+    steps, voters, calls, params = await sample(generator, prompt_ids, params, on_event, reader)
+    answers = [reader.read(step_text(generator, s)) for s in steps]
     scores = [trace_score(s, params.window) for s in steps]
     vote = weighted_vote(answers, scores, voters)
     stats = sample_stats(params.strategy, params, steps, calls, t0, pruned=len(steps) - len(voters))
-    return vote_result(generator, steps, answers, scores, vote, stats, params, voters)
+    return vote_result(generator, steps, answers, scores, vote, stats, params, voters,
+                       path_confidences=[path_probability(s.logprobs) or 0.0 for s in steps])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cat_serve.search.confidence import AGGREGATIONS, ENTROPY, MULT
+from cat_serve.search.formats import ANSWER_FORMATS
 from cat_serve.search.types import GenParams
 
 REQUEST_DEFAULT_KEYS = ("temperature", "top_p", "max_tokens", "seed")
@@ -97,6 +98,14 @@ class SearchParams:
     top_p: float = _f(1.0, "nucleus sampling mass", lo=0.0, hi=1.0, lo_open=True)
     seed: int | None = _f(None, "base seed; sample j uses seed + j", lo=0)
     max_tokens: int = _f(1024, "total token budget of one path (completion tokens)", lo=1, hi=1 << 17)
+    # how answers are read and compared (cat_serve/search/formats.py documents each format and how
+    # `auto` decides); a calibration profile may set it per strategy in its search_defaults
+    answer_format: str = _f("auto", "how final answers are read: auto (explicit markers, letters, yes/no, short "
+                            "phrases; numbers only when the question asks for one or the path ends in one), number, "
+                            "choice (A-J), text (short phrase), none (no answers: the best path by path score)",
+                            choices=ANSWER_FORMATS)
+    reasoning_start: str = _f("<think>", "opening marker of a reasoning block (answers are read after it ends)")
+    reasoning_end: str = _f("</think>", "closing marker of a reasoning block; \"\" = no reasoning blocks")
 
     @classmethod
     def from_dict(cls, raw: dict | None, defaults: dict | None = None,
@@ -227,7 +236,8 @@ class DeepConfParams(SearchParams):
     strategy: ClassVar[str] = "deepconf"
 
     n: int = _f(8, "total number of traces", lo=1, hi=512)
-    window: int = _f(64, "sliding window (tokens) of group confidence", lo=1, hi=1 << 17)
+    window: int | None = _f(None, "sliding window (tokens) of group confidence; default: a quarter of the sampled "
+                            "traces' median length, at least 64 and at most the paper's 2,048", lo=1, hi=1 << 17)
     eta: float = _f(90.0, "keep the top eta percent of traces by confidence", lo=0.0, hi=100.0, lo_open=True)
     mode: str = _f("offline", "'offline' filters after sampling; 'online' stops traces early",
                    choices=("offline", "online"))

@@ -7,6 +7,9 @@ token sequences count once), and the best cluster wins with confidence = its sco
 RPC first prunes low-probability reasoning paths: a two-component Weibull mixture is fitted to
 ``{p_i}`` by EM, and path i is dropped when its posterior favours the low component AND
 ``p_i < mean(p)``. Then PC votes over the rest.
+
+No answer in any (kept) path: the kept path with the highest probability ``p_i``, with ``p_i`` as its
+confidence (``voting.vote_result``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cat_serve.search.answers import extract_answer
 from cat_serve.search.confidence import path_probability
+from cat_serve.search.formats import AnswerReader
 from cat_serve.search.generator import OnEvent, StepGenerator
 from cat_serve.search.params import PerplexityParams, RPCParams
 from cat_serve.search.voting import (
+    reader_for,
     sample_paths,
     sample_stats,
     step_text,
@@ -120,10 +124,12 @@ def reasoning_pruning(p: Sequence[float]) -> list[bool]:
 
 # ---- strategies ----------------------------------------------------------------------------------
 async def _consistency(name: str, generator: StepGenerator, prompt_ids: Sequence[int],
-                       params: PerplexityParams | RPCParams, prune: bool, on_event: OnEvent | None) -> SearchResult:
+                       params: PerplexityParams | RPCParams, prune: bool, on_event: OnEvent | None,
+                       reader: AnswerReader | None) -> SearchResult:
     t0 = time.perf_counter()
+    reader = reader_for(generator, prompt_ids, params, reader)
     steps = await sample_paths(generator, prompt_ids, params.n, params)
-    answers = [extract_answer(step_text(generator, s)) for s in steps]
+    answers = [reader.read(step_text(generator, s)) for s in steps]
     probs = [path_probability(s.logprobs) or 0.0 for s in steps]  # an empty path weighs 0
     keep = reasoning_pruning(probs) if prune else [True] * len(steps)
     voters = [i for i in range(len(steps)) if keep[i]]
@@ -136,12 +142,12 @@ async def _consistency(name: str, generator: StepGenerator, prompt_ids: Sequence
 
 
 async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: PerplexityParams,
-              *, on_event: OnEvent | None = None) -> SearchResult:
+              *, on_event: OnEvent | None = None, reader: AnswerReader | None = None) -> SearchResult:
     """Perplexity consistency: probability-weighted vote over distinct paths."""
-    return await _consistency(params.strategy, generator, prompt_ids, params, False, on_event)
+    return await _consistency(params.strategy, generator, prompt_ids, params, False, on_event, reader)
 
 
 async def run_rpc(generator: StepGenerator, prompt_ids: Sequence[int], params: RPCParams,
-                  *, on_event: OnEvent | None = None) -> SearchResult:
+                  *, on_event: OnEvent | None = None, reader: AnswerReader | None = None) -> SearchResult:
     """RPC: Weibull-mixture reasoning pruning, then perplexity consistency."""
-    return await _consistency(params.strategy, generator, prompt_ids, params, True, on_event)
+    return await _consistency(params.strategy, generator, prompt_ids, params, True, on_event, reader)

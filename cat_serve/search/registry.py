@@ -6,9 +6,14 @@
 With a calibration profile (``cat_serve/calibration.py``) the confidence is the profile's
 P(correct) for the strategy, and ``min_confidence`` thresholds that calibrated value.
 
-``abstained`` is True when an answer was found but its confidence is below
-``params.min_confidence``: the result is returned untouched (the caller may still show it as a
-candidate), but the HTTP layer must not present ``result.answer`` as the answer.
+``abstained`` is True when the result carries text (an answer's path, or the best path of a search
+that found no answer) whose confidence is below ``params.min_confidence``: the result is returned
+untouched (the caller may still show it as a candidate), but the HTTP layer must not present its
+text or answer as the answer. With the default ``min_confidence: 0`` nothing abstains.
+
+The map a profile applies: ``maps[strategy]`` to an answer's score, ``maps["<strategy>:no_answer"]``
+to the path score of a no-answer result (``selection == "no_answer:best_path_score"``); without that
+map the confidence stays the raw path score and ``calibrated`` is false.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from cat_serve.search import cat, deepconf, perplexity, self_consistency
+from cat_serve.search.formats import AnswerReader
 from cat_serve.search.generator import OnEvent, StepGenerator
 from cat_serve.search.params import (
     CaTParams,
@@ -74,17 +80,26 @@ def parse_params(name: str, raw: dict | None, defaults: dict | None = None,
     return strategy.params_cls.from_dict(raw, defaults, base)
 
 
+NO_ANSWER_MAP = "{}:no_answer"  # profile map of a strategy's no-answer path score
+
+
 def abstains(result: SearchResult, params: SearchParams) -> bool:
-    """The shared abstention rule: an answer whose confidence is below ``min_confidence``."""
-    return result.answer is not None and result.confidence < params.min_confidence
+    """The shared abstention rule: returned text whose confidence is below ``min_confidence``."""
+    has_text = result.answer is not None or bool(result.text)
+    return has_text and result.confidence < params.min_confidence
 
 
 async def run_search(name: str, generator: StepGenerator, prompt_ids: Sequence[int],
                      params: SearchParams | None = None, on_event: OnEvent | None = None,
-                     profile: CalibrationProfile | None = None) -> tuple[SearchResult, bool]:
+                     profile: CalibrationProfile | None = None,
+                     question: str | None = None) -> tuple[SearchResult, bool]:
     """Run strategy ``name``; returns ``(result, abstained)`` (see the module docstring).
 
-    The result's confidence goes through the ``profile``'s map for ``name`` (identity without one;
+    ``question``: the text whose cues ``answer_format: auto`` reads (does it ask for a number, list
+    options, ask yes/no); the API passes the last user message (chat) or the prompt (completions).
+    Default: the decoded prompt, chat template included.
+
+    The result's confidence goes through the ``profile``'s map (identity without one;
     ``raw_confidence`` keeps the strategy's own score) before the abstention rule sees it.
     """
     strategy = get(name)
@@ -92,6 +107,8 @@ async def run_search(name: str, generator: StepGenerator, prompt_ids: Sequence[i
         params = strategy.params_cls.from_dict(None)
     if not isinstance(params, strategy.params_cls):
         raise TypeError(f"strategy {name!r} needs {strategy.params_cls.__name__}, got {type(params).__name__}")
-    result = await strategy.run(generator, prompt_ids, params, on_event=on_event)
-    result = result.calibrated_by(profile.maps.get(name) if profile is not None else None)
+    reader = AnswerReader.for_search(params, generator.decode(prompt_ids), question)
+    result = await strategy.run(generator, prompt_ids, params, on_event=on_event, reader=reader)
+    maps = profile.maps if profile is not None else {}
+    result = result.calibrated_by(maps.get(name), maps.get(NO_ANSWER_MAP.format(name)))
     return result, abstains(result, params)

@@ -95,9 +95,24 @@ class SearchStats:
     wall_time_s: float = 0.0
 
 
+# How a strategy chose the returned path (``SearchResult.selection``, the API's ``search.selection``).
+SELECT_VOTE = "vote"  # SC / PC / RPC / DeepConf: the best path of the winning answer cluster
+SELECT_BEST_ANSWER = "best_answer"  # CaT: the answered path with the highest cumulative confidence C
+# no path held an extractable answer (or answer_format "none"): the path with the best PATH score
+# (CaT: C; SC: mean token logprob; PC/RPC: path probability; DeepConf: trace confidence)
+SELECT_NO_ANSWER = "no_answer:best_path_score"
+SELECT_NO_TEXT = "no_text"  # no path produced any text: empty content, confidence 0
+SELECTIONS = (SELECT_VOTE, SELECT_BEST_ANSWER, SELECT_NO_ANSWER, SELECT_NO_TEXT)
+
+
 @dataclass(frozen=True)
 class SearchResult:
-    """What every strategy returns; ``answer is None`` means no answer was found."""
+    """What every strategy returns; ``answer is None`` means no answer was found.
+
+    Without an answer the result still carries the path with the best path score
+    (``selection == SELECT_NO_ANSWER``) whenever some path produced text; ``text == ""`` only
+    with ``SELECT_NO_TEXT``.
+    """
 
     text: str  # the chosen path's full completion text ("" if none)
     token_ids: tuple[int, ...]
@@ -110,14 +125,19 @@ class SearchResult:
     # and the strategy's own score moves here; None until calibration has looked at the result
     raw_confidence: float | None = None
     calibrated: bool = False
+    selection: str = SELECT_VOTE  # one of SELECTIONS
 
-    def calibrated_by(self, score_map: Callable[[float], float] | None) -> SearchResult:
-        """This result with ``confidence = score_map(raw score)``; None is the identity.
+    def calibrated_by(self, score_map: Callable[[float], float] | None,
+                      no_answer_map: Callable[[float], float] | None = None) -> SearchResult:
+        """This result with ``confidence = map(raw score)``; a missing map is the identity.
 
-        Always sets ``raw_confidence``; ``calibrated`` is True only when a map was applied, which it
-        is not for a result without an answer (its confidence stays 0).
+        ``score_map`` applies to an answer's score, ``no_answer_map`` to the path score of a
+        ``SELECT_NO_ANSWER`` result (a profile's ``"<strategy>:no_answer"`` map). Always sets
+        ``raw_confidence``; ``calibrated`` is True only when a map was applied (the flag that says
+        ``confidence`` is still the raw score). A ``SELECT_NO_TEXT`` result is never mapped.
         """
         raw = self.confidence if self.raw_confidence is None else self.raw_confidence
-        if score_map is None or self.answer is None:
+        chosen = score_map if self.answer is not None else no_answer_map if self.selection == SELECT_NO_ANSWER else None
+        if chosen is None:
             return replace(self, raw_confidence=raw, calibrated=False)
-        return replace(self, confidence=score_map(raw), raw_confidence=raw, calibrated=True)
+        return replace(self, confidence=chosen(raw), raw_confidence=raw, calibrated=True)

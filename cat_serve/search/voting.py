@@ -2,7 +2,8 @@
 
 Each strategy samples its paths with :func:`sample_paths`, weighs them its own way, and lets
 :func:`weighted_vote` pick the winning answer cluster; :func:`vote_result` turns the vote into a
-``SearchResult`` (the chosen path, its finish reason, the vote share as confidence).
+``SearchResult`` (the chosen path, its finish reason, the vote share as confidence). When no path
+holds an answer, :func:`vote_result` returns the path with the best path score instead of nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cat_serve.search.answers import cluster_answers
+from cat_serve.search.formats import AnswerReader
 from cat_serve.search.generator import StepGenerator
 from cat_serve.search.params import SearchParams
-from cat_serve.search.types import LENGTH, Candidate, SearchResult, SearchStats, Step
+from cat_serve.search.types import (
+    LENGTH,
+    SELECT_NO_ANSWER,
+    SELECT_NO_TEXT,
+    SELECT_VOTE,
+    Candidate,
+    SearchResult,
+    SearchStats,
+    Step,
+)
 
 
 @dataclass(frozen=True)
@@ -62,18 +73,36 @@ def sample_stats(name: str, params: SearchParams, steps: Sequence[Step], calls: 
     )
 
 
+def best_path(texts: Sequence[str], path_scores: Sequence[float], eligible: Sequence[int]) -> int | None:
+    """The eligible path with text (not only white space) and the highest path score; ties: the
+    earliest. Falls back to every path when no eligible one has text; None when no path has text."""
+    for pool in (eligible, range(len(texts))):
+        with_text = [i for i in pool if texts[i].strip()]
+        if with_text:
+            return max(with_text, key=lambda i: (path_scores[i], -i))
+    return None
+
+
 def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequence[str | None],
                 scores: Sequence[float], vote: Vote | None, stats: SearchStats,
-                params: SearchParams, voters: Sequence[int] | None = None) -> SearchResult:
-    """The result of a vote: the winning cluster's highest-scoring path (ties: the earliest), or an
-    explicit failure (``answer=None``, ``text=""``) when no voter had an answer.
+                params: SearchParams, voters: Sequence[int] | None = None, *,
+                path_scores: Sequence[float] | None = None,
+                path_confidences: Sequence[float] | None = None) -> SearchResult:
+    """The result of a vote: the winning cluster's highest-scoring path (ties: the earliest).
+
+    When no voter had an answer (``selection == SELECT_NO_ANSWER``): the voter with text and the
+    highest ``path_scores`` entry (default ``scores``), with ``answer=None``; its confidence is
+    ``path_confidences`` (default: the path score itself), the raw score that a profile's
+    ``<strategy>:no_answer`` map may calibrate. Only when no path produced text is the result empty
+    (``SELECT_NO_TEXT``, confidence 0).
 
     ``voters`` (default: all) are the paths that took part; candidates record ``voted`` per path.
     """
     voting = set(range(len(steps)) if voters is None else voters)
+    texts = [step_text(generator, s) for s in steps]
     candidates = tuple(
         Candidate(
-            text=step_text(generator, s),
+            text=texts[i],
             token_ids=s.token_ids,
             answer=answers[i],
             score=float(scores[i]),
@@ -84,18 +113,37 @@ def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequen
         for i, s in enumerate(steps)
     ) if params.return_candidates else ()
     if vote is None:
-        return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats, candidates=candidates)
+        path_scores = scores if path_scores is None else path_scores
+        best = best_path(texts, path_scores, sorted(voting))
+        if best is None:
+            return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats,
+                                candidates=candidates, selection=SELECT_NO_TEXT)
+        raw = float(path_scores[best])
+        confidence = raw if path_confidences is None else float(path_confidences[best])
+        return SearchResult(
+            text=texts[best], token_ids=steps[best].token_ids, answer=None,
+            confidence=max(0.0, min(1.0, confidence)), stats=stats, candidates=candidates,
+            finish_reason="length" if steps[best].finish_reason == LENGTH else "stop",
+            raw_confidence=None if path_confidences is None else raw, selection=SELECT_NO_ANSWER,
+        )
     best = max(vote.winner, key=lambda i: (scores[i], -i))
     chosen = steps[best]
     return SearchResult(
-        text=step_text(generator, chosen),
+        text=texts[best],
         token_ids=chosen.token_ids,
         answer=answers[best],
         confidence=max(0.0, min(1.0, vote.share)),
         stats=stats,
         candidates=candidates,
         finish_reason="length" if chosen.finish_reason == LENGTH else "stop",
+        selection=SELECT_VOTE,
     )
+
+
+def reader_for(generator: StepGenerator, prompt_ids: Sequence[int], params: SearchParams,
+               reader: AnswerReader | None = None) -> AnswerReader:
+    """``reader``, or the search's own: its format from ``params``, its cues from the decoded prompt."""
+    return reader or AnswerReader.for_search(params, generator.decode(prompt_ids))
 
 
 async def sample_paths(generator: StepGenerator, prompt_ids: Sequence[int], n: int, params: SearchParams,

@@ -311,8 +311,10 @@ async def test_search_finds_no_answer(api):
     engine, client = api
     script_votes(engine, cont("no idea"))
     body = (await chat(client, search="self_consistency", search_params={"n": 1})).json()
-    assert body["choices"][0]["message"]["content"] == ""
-    assert body["choices"][0]["confidence"] == 0.0 and body["search"]["answer"] is None
+    # issue 23: no answer -> the path with the best path score, never empty content; its confidence
+    # is that path's probability exp(mean logprob) = exp(-0.1) (one token, logprob -0.1)
+    assert body["choices"][0]["message"]["content"] == "no idea"
+    assert body["choices"][0]["confidence"] == pytest.approx(0.904837418) and body["search"]["answer"] is None
 
 
 @pytest.mark.parametrize("finish", [STOP])

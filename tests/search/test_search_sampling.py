@@ -68,12 +68,26 @@ async def test_self_consistency_tie_goes_to_the_earliest_answer_and_unanswered_p
     assert result.answer == "5" and result.confidence == 0.5
 
 
-async def test_no_answer_at_all_is_an_explicit_failure():
+async def test_no_answer_at_all_returns_the_best_path_not_an_empty_text():
+    # issue 23 (L item 1) replaced the old explicit failure (answer None, text "", confidence 0): no
+    # path holds an answer, so the path with the highest mean logprob is returned; both paths are
+    # "no idea" with logprob -0.1 per token -> p = exp(-0.1) = 0.904837; the earlier one wins the tie
     gen = FakeGenerator()
     prompt = gen.encode("Q")
     gen.script(prompt, cont("no", " idea"))
     result = await self_consistency.run(gen, prompt, SelfConsistencyParams.from_dict({"n": 2}, {}))
-    assert (result.answer, result.text, result.confidence) == (None, "", 0.0)
+    assert (result.answer, result.text) == (None, "no idea")
+    assert result.confidence == pytest.approx(math.exp(-0.1))
+    assert result.selection == "no_answer:best_path_score"
+
+
+async def test_no_text_at_all_is_an_explicit_failure():
+    # every path is white space only: nothing to return -> empty text, confidence 0, "no_text"
+    gen = FakeGenerator()
+    prompt = gen.encode("Q")
+    gen.script(prompt, cont(" ", "\n"))
+    result = await self_consistency.run(gen, prompt, SelfConsistencyParams.from_dict({"n": 2}, {}))
+    assert (result.answer, result.text, result.confidence, result.selection) == (None, "", 0.0, "no_text")
 
 
 LOW = [0.21, 0.22, 0.23, 0.24, 0.25, 0.26, 0.27, 0.28]
