@@ -145,6 +145,13 @@ class ChatCompletionRequest(_Request):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def question(self) -> str | None:
+        """The last user message: the text whose cues ``answer_format: auto`` reads."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.as_template_dict()["content"]
+        return None
+
     def requested_top_logprobs(self) -> int:
         return (self.top_logprobs or 0) if self.logprobs else 0
 
@@ -167,6 +174,10 @@ class CompletionRequest(_Request):
         if self.search != NO_SEARCH and len(self.prompts()) != 1:
             raise ValueError("search takes exactly one prompt")
         return self
+
+    def question(self) -> str | None:
+        """The prompt string (None for token ids): the text whose cues ``answer_format: auto`` reads."""
+        return self.prompt if isinstance(self.prompt, str) else None
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt

@@ -222,7 +222,7 @@ class Serving:
     # ------------------------------------------------------------------ search
     async def _run_search(self, req, prompt, params, rec: RequestRecord, on_event=None) -> tuple[SearchResult, bool]:
         result, abstained = await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event,
-                                                      profile=self.calibration)
+                                                      profile=self.calibration, question=req.question())
         rec.expanded, rec.pruned, rec.abstained = result.stats.expanded, result.stats.pruned, abstained
         return result, abstained
 

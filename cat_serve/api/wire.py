@@ -132,6 +132,7 @@ def search_object(result: SearchResult, abstained: bool, params) -> dict:
         "strategy": st.strategy, "params": st.params, "steps": st.steps, "expanded": st.expanded,
         "pruned": st.pruned, "tokens_generated": st.tokens_generated, "engine_calls": st.engine_calls,
         "wall_time_s": round(st.wall_time_s, 4), "abstained": abstained, "answer": result.answer,
+        "selection": result.selection,
         "raw_confidence": result.raw_confidence, "calibrated": result.calibrated,
     }
     if getattr(params, "return_candidates", False):

@@ -315,6 +315,30 @@ async def test_search_finds_no_answer(api):
     # is that path's probability exp(mean logprob) = exp(-0.1) (one token, logprob -0.1)
     assert body["choices"][0]["message"]["content"] == "no idea"
     assert body["choices"][0]["confidence"] == pytest.approx(0.904837418) and body["search"]["answer"] is None
+    assert body["search"]["selection"] == "no_answer:best_path_score"
+
+
+async def test_search_reads_the_user_question_not_the_system_prompt(api):
+    """``answer_format: auto`` takes its cues from the last user message: a system prompt that asks
+    "how many" must not let the number fallback vote on prose. Hand-worked: the user asks for a capital,
+    the path ends in "... 17 million people." (no number at its end, no marker), so there is no answer
+    and the path is returned as the best path by score, selection ``no_answer:best_path_score``."""
+    engine, client = api
+    messages = [{"role": "system", "content": "Say how many people live there."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    prompt = engine.chat_prompt(*((m["role"], m["content"]) for m in messages))
+    engine.gen.script(prompt, cont("Paris has 17 million people."))
+    body = (await client.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": messages, "search": "self_consistency", "search_params": {"n": 1}})).json()
+    assert body["choices"][0]["message"]["content"] == "Paris has 17 million people."
+    assert body["search"]["answer"] is None and body["search"]["selection"] == "no_answer:best_path_score"
+    # the same path under a user question that asks for a number votes on 17
+    messages[1]["content"] = "How many people live in Paris, in millions?"
+    prompt = engine.chat_prompt(*((m["role"], m["content"]) for m in messages))
+    engine.gen.script(prompt, cont("Paris has 17 million people."))
+    body = (await client.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": messages, "search": "self_consistency", "search_params": {"n": 1}})).json()
+    assert body["search"]["answer"] == "17" and body["search"]["selection"] == "vote"
 
 
 @pytest.mark.parametrize("finish", [STOP])
