@@ -20,7 +20,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cat_serve.calibration import PROFILE_FILE  # <model dir>/cat_calibration.json: served automatically
+from cat_serve.process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("LAB_RESULTS", REPO / "lab" / "results"))  # tests and smoke runs point it elsewhere
@@ -445,43 +445,13 @@ def chosen_by_mode() -> dict:
     return {m: c["params"] for m, c in json.loads(f.read_text())["chosen"].items()} if f.exists() else {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def served(model: Path, *, log: Path, timeout: float = 900, extra: tuple[str, ...] = ()):
-    """A cat-serve (vLLM, 1 GiB KV cache) on ``model``; yields its /v1 base URL; stopped on exit."""
-    import httpx
-
-    from eval.calibrate import stop_process_group
-
-    port = _free_port()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "cat_serve", "--model", str(model), "--engine", "vllm", "--port", str(port),
-           "--kv-cache-gib", "1", "--max-model-len", "1024", *extra]
-    # its own process group: vLLM's EngineCore and Worker children stop with it even when it is killed
-    # mid start-up (SIGTERM waits there, and SIGKILL to the server alone would orphan them)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not healthy after {timeout}s: {log.read_text()[-2000:]}")
-            time.sleep(2)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        stop_process_group(proc, timeout=60)
+    """A cat-serve (vLLM, 1 GiB KV cache) on ``model``; yields its /v1 base URL; its process group is stopped
+    on exit, and by a failed or interrupted start (``cat_serve.process``)."""
+    args = ["--model", str(model), "--engine", "vllm", "--kv-cache-gib", "1", "--max-model-len", "1024", *extra]
+    with ServerProcess.cat_serve(args, log=log, cwd=REPO, stop_timeout=60).start(timeout) as server:
+        yield server.base_url
 
 
 # `make lab-all`: the whole lab in order (issue #10's "<= 4 h in total"), every step resuming; the settings the
