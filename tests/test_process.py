@@ -146,7 +146,7 @@ def _calibrate_start(log_dir: Path):
 
 
 def _lab_start(log_dir: Path):
-    from lab.recipe import served
+    from lab.recipe.runs import served
 
     with pytest.raises(ServerStartError, match="not ready after 1 s"):
         with served(Path("/nonexistent/model"), log=log_dir / "server.log", timeout=1):
@@ -164,7 +164,7 @@ def _load_fault_start(log_dir: Path):
 
 
 @pytest.mark.parametrize("caller", [_fixture_start, _calibrate_start, _lab_start, _load_fault_start],
-                         ids=["tests.conftest", "eval.calibrate", "lab.recipe.served", "scripts/load_fault"])
+                         ids=["tests.conftest", "eval.calibrate", "lab.recipe.runs.served", "scripts/load_fault"])
 def test_every_caller_leaves_no_engine_after_a_missed_start(stand_in, tmp_path, caller):
     log = caller(tmp_path)
     assert_gone([engine_pid(log)])
