@@ -52,11 +52,11 @@ clean-venv:
 lab-sft: install
 	$(PY) -m lab.recipe sft
 
-# lab-calibrate: the SFT model's calibration profile (<ckpt>/cat_calibration.json, lab/results/calibration/)
+# lab-calibrate: the SFT model's calibration profile (<ckpt>/cat_calibration.json, results/lab/calibration/)
 lab-calibrate: lab-sft
 	$(PY) -m lab.recipe calibrate
 
-# lab-calibrate-large: the same collection on 1000 dev items, profile in lab/results/calibration/large/ (issue #9's check)
+# lab-calibrate-large: the same collection on 1000 dev items, profile in results/lab/calibration/large/ (issue #9's check)
 lab-calibrate-large: lab-sft
 	$(PY) -m lab.recipe calibrate --large
 
@@ -68,28 +68,28 @@ lab-search: lab-sft
 lab-search-dev: lab-sft
 	$(PY) -m lab.recipe search --split dev --k 4 --limit 100
 
-# lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (lab/results/rl/)
+# lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (results/lab/rl/)
 OBJECTIVE ?= grpo
 lab-rl: lab-sft
 	$(PY) -m lab.recipe rl --objective $(OBJECTIVE)
 
 # lab-caspo SPLIT=dev|test: two CASPO rounds from SFT (on-policy contexts, exact critic), then step-level
-# ECE/Brier, entropy gap and step AUROCs of SFT vs CASPO (lab/results/caspo/)
+# ECE/Brier, entropy gap and step AUROCs of SFT vs CASPO (results/lab/caspo/)
 SPLIT ?= dev
 lab-caspo: lab-sft
 	$(PY) -m lab.recipe caspo --split $(SPLIT)
 
-# lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints (GRPO's as the control), same test items (lab/results/transfer/)
+# lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints (GRPO's as the control), same test items (results/lab/transfer/)
 TRANSFER_MODELS ?= sft,caspo,capo,grpo
 lab-transfer: lab-sft
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT) --models $(TRANSFER_MODELS)
 
 # lab-all: every experiment above in order (dev sweep before the test split), then the report; one "all"
-# segment in lab/results/all/segments.jsonl holds the total wall time (issue #10's 4 h budget)
+# segment in results/lab/all/segments.jsonl holds the total wall time (issue #10's 4 h budget)
 lab-all: lab-sft
 	$(PY) -m lab.recipe all
 	$(PY) -m lab.report
 
-# lab-report: docs/lab.md from lab/results/ alone (byte-for-byte reproducible)
+# lab-report: docs/lab.md from results/lab/ alone (byte-for-byte reproducible)
 lab-report:
 	$(PY) -m lab.report

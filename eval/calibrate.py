@@ -21,17 +21,11 @@ Fitting needs scikit-learn; serving the profile does not (numpy only).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import math
-import os
 import shlex
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cat_serve.calibration import PROFILE_FILE, CalibrationProfile, ScoreMap, shipped_profile_path
+from cat_serve.process import ServerProcess, ServerStartError
 from eval import metrics, runner
 from eval.datasets import Item
 
@@ -271,51 +266,18 @@ def default_profile_path(model: str) -> Path:
 
 
 # ---------------------------------------------------------------------- a server of our own
-def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM to ``proc``'s process group (start it with ``start_new_session=True``), then SIGKILL to what is
-    left after ``timeout`` s: cat-serve waits out a SIGTERM during vLLM's start-up, and killing it alone would
-    orphan its EngineCore and Worker processes."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def own_server(model: str, log_path: Path, extra: Sequence[str] = ()) -> ServerProcess:
+    """``python -m cat_serve --model M --calibration none`` on a free port, for ``--serve-model`` (not yet
+    started: ``start_own_server``)."""
+    return ServerProcess.cat_serve(["--model", model, "--calibration", "none", *extra], log=log_path)
 
 
-class OwnServer:
-    """``python -m cat_serve --model M --calibration none`` on a free port, for ``--serve-model``."""
-
-    def __init__(self, model: str, log_path: Path, extra: Sequence[str] = ()):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        cmd = [sys.executable, "-m", "cat_serve", "--model", model, "--port", str(self.port),
-               "--calibration", "none", *extra]
-        self.proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-
-    def wait(self, timeout: float = 900) -> None:
-        import httpx  # noqa: PLC0415
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited ({self.proc.returncode}); log: {self.log_path}")
-            try:
-                if httpx.get(self.base_url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        self.stop()
-        raise SystemExit(f"server not ready after {timeout}s; log: {self.log_path}")
-
-    def stop(self) -> None:
-        stop_process_group(self.proc, timeout=30)
+def start_own_server(server: ServerProcess, timeout: float = 900) -> ServerProcess:
+    """Start it; a failed start stops its process group and ends cat-eval with the log's tail."""
+    try:
+        return server.start(timeout)
+    except ServerStartError as e:
+        raise SystemExit(str(e)) from None
 
 
 def print_evaluation(profile: CalibrationProfile) -> None:

@@ -173,10 +173,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     items = load_items(args)
     server = None
     if args.serve_model:
-        server = calibrate.OwnServer(args.serve_model, args.out / "server.log",
-                                     shlex.split(os.environ.get("CAT_SERVE_ARGS", "")))
+        server = calibrate.own_server(args.serve_model, args.out / "server.log",
+                                      shlex.split(os.environ.get("CAT_SERVE_ARGS", "")))
         print(f"starting cat-serve --model {args.serve_model} (log {args.out / 'server.log'})", flush=True)
-        server.wait()
+        calibrate.start_own_server(server)
         args.base_url = server.base_url
     try:
         cfg = calibrate.CalibrateConfig(

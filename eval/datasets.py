@@ -10,7 +10,7 @@ Sources
 * a path to any user JSONL file, with ``question_field`` / ``answer_field`` / ``id_field``
   (defaults ``question`` / ``answer`` / line number);
 * ``arith[:ops=3,digits=2,distractors=0,n=1000,seed=0][@test|dev|train]`` — the lab's procedural
-  arithmetic task (``lab.arith``), generated from its seed (split ``test`` unless named);
+  arithmetic task (``eval.arith``), generated from its seed (split ``test`` unless named);
 * ``hf:NAME[:CONFIG][@SPLIT]`` — a Hugging Face dataset, only on request and only online;
   ``datasets`` is imported lazily and is never required otherwise.
 
@@ -141,7 +141,7 @@ def load_items(
         return rows_to_items(read_jsonl(SHIPPED[source]), prefix=source, question_field="question",
                              answer_field="answer", id_field="id")
     q, a = question_field or "question", answer_field or "answer"
-    from lab.arith import is_arith  # noqa: PLC0415
+    from eval.arith import is_arith  # noqa: PLC0415
 
     if is_arith(source):
         return arith_items(source)
@@ -158,7 +158,7 @@ def load_items(
 
 def arith_items(source: str) -> list[Item]:
     """Items of an ``arith`` spec; ids carry the split and the math hash (``arith-test-<hash12>``)."""
-    from lab.arith import parse_spec  # noqa: PLC0415
+    from eval.arith import parse_spec  # noqa: PLC0415
 
     spec = parse_spec(source)
     return [Item(f"arith-{spec.split}-{p.math_hash[:12]}", p.question, p.answer) for p in spec.problems()]

@@ -53,7 +53,7 @@ async def one_round(base_url: str, requests: int, max_tokens: int, warmup: bool 
 
 def main(argv: list[str] | None = None) -> int:
     from cat_serve.engine.dtype import NATIVE_BF16_FLAGS, cpu_flags, resolve_dtype  # noqa: PLC0415
-    from eval.calibrate import OwnServer  # noqa: PLC0415
+    from eval.calibrate import own_server, start_own_server  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded")
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     servers = {}
     try:
         for dtype in dtypes:
-            servers[dtype] = OwnServer(args.model, args.out / f"server-{dtype}.log",
-                                       ["--dtype", dtype, "--kv-cache-gib", "1"])
-            servers[dtype].wait()
+            servers[dtype] = own_server(args.model, args.out / f"server-{dtype}.log",
+                                        ["--dtype", dtype, "--kv-cache-gib", "1"])
+            start_own_server(servers[dtype])
             asyncio.run(one_round(servers[dtype].base_url, 1, 8, warmup=True))
         totals = {d: [0, 0.0] for d in dtypes}
         for r in range(args.rounds):

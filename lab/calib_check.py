@@ -1,7 +1,7 @@
 """How much of the lab profile's held-out verdict is the split? (issue #9's target on the lab model)
 
-Reads the calibration runs under lab/results/calibration/runs/ (no server) and writes
-lab/results/calibration/split_check.md:
+Reads the calibration runs under results/lab/calibration/runs/ (no server) and writes
+results/lab/calibration/split_check.md:
 
 1. accuracy of each strategy in consecutive 50-item blocks of the collection order (item difficulty
    and sampling noise, shared across strategies);
@@ -32,7 +32,7 @@ from eval import calibrate, metrics
 from eval.datasets import load_dataset
 from lab.recipe import LAB_DIFFICULTY, LARGE_DATASET
 
-RUNS = Path("lab/results/calibration/runs")
+RUNS = Path("results/lab/calibration/runs")
 DATASET, OFFSET, LIMIT = f"arith:{LAB_DIFFICULTY}@dev", 100, 400  # recipe's CALIBRATE_ARGS, to the end of dev
 
 

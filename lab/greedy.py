@@ -20,7 +20,7 @@ def greedy_accuracy(model_dir: str, spec: str, *, limit: int, batch_size: int = 
                     suffix: str | None = None) -> tuple[float, list[dict]]:
     from cat_serve.search.answers import grade
     from cat_serve.prompts import EVAL_SUFFIX
-    from lab.arith import parse_spec
+    from eval.arith import parse_spec
     from training.models import load_model_and_tokenizer
 
     suffix = EVAL_SUFFIX if suffix is None else suffix

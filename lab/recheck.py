@@ -5,8 +5,8 @@
 ``make lab-sft`` retrains the checkpoint on a machine without the cache. Training is seeded, but another
 CPU (AVX2 instead of AVX512-BF16) rounds differently, and ``--dtype auto`` serves float32 there instead of
 bfloat16, so the served model can drift. This serves the cached checkpoint the way ``make lab-search`` does,
-runs greedy decoding on the same test items as ``lab/results/search/test-k4/greedy`` and writes, under
-``lab/results/sft/recheck/<tag>/``, the rows and ``compare.json``: accuracy then and now, and the share of
+runs greedy decoding on the same test items as ``results/lab/search/test-k4/greedy`` and writes, under
+``results/lab/sft/recheck/<tag>/``, the rows and ``compare.json``: accuracy then and now, and the share of
 items whose output (and whose correctness) is the same. Greedy is deterministic, so the shares measure the
 drift of the model and its served precision together.
 """
@@ -20,7 +20,9 @@ import platform
 import time
 from pathlib import Path
 
-from lab.recipe import LAB_DIFFICULTY, RESULTS, record_segment, served, train_sft
+from lab.recipe import LAB_DIFFICULTY, results_root
+from lab.recipe.runs import record_segment, served
+from lab.recipe.sft import train_sft
 
 
 def compare(old: list[dict], new: list[dict]) -> dict:
@@ -52,11 +54,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     model = train_sft()
-    out = RESULTS / "sft" / "recheck" / args.tag
+    out = results_root() / "sft" / "recheck" / args.tag
     with served(model, log=out / "server.log") as base_url:
         run_search(base_url, split="test", k=4, limit=args.limit, out=out, difficulty=LAB_DIFFICULTY,
                    only=["greedy"], concurrency=8)
-    old = _rows(RESULTS / "search" / "test-k4" / "greedy" / "results.jsonl")
+    old = _rows(results_root() / "search" / "test-k4" / "greedy" / "results.jsonl")
     new = _rows(out / "test-k4" / "greedy" / "results.jsonl")
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     result = {**compare(old, new), "machine": {"cpus": os.cpu_count(), "arch": platform.machine(),

@@ -1,4 +1,4 @@
-"""``make lab-report``: ``docs/lab.md`` from ``lab/results/`` alone, byte for byte reproducible.
+"""``make lab-report``: ``docs/lab.md`` from ``results/lab/`` alone, byte for byte reproducible.
 
 Nothing here reads a clock, a checkpoint or a server. Sections whose results are missing say so.
 Verdict rules (stated in the report as well):
@@ -24,6 +24,8 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+from training.objectives import OBJECTIVES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,11 +130,11 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
                        f"{_f(r['tokens_per_query'], 1)} | {_f(r['tokens_vs_sc'], 2)} | {_f(r['acc_minus_sc'])} | "
                        f"{_f(r['latency_p50_s'], 2)} | {_f(r['latency_p95_s'], 2)} | {_f(r['ece'])} | "
                        f"{_f(r['brier'])} | {_f(r['auroc'])} |")
-        out += ["", f"![cost vs accuracy](../lab/results/search/{folder.name}/cost_accuracy.png)", ""]
+        out += ["", f"![cost vs accuracy](../results/lab/search/{folder.name}/cost_accuracy.png)", ""]
         diagrams = sorted(p.parent.name for p in folder.glob("*/reliability.png"))
         if diagrams:
             out += ["Reliability diagrams of the returned confidence: " + " · ".join(
-                f"[{d}](../lab/results/search/{folder.name}/{d}/reliability.png)" for d in diagrams), ""]
+                f"[{d}](../results/lab/search/{folder.name}/{d}/reliability.png)" for d in diagrams), ""]
         partial = sorted(p.parent.name for p in folder.glob("*/results.jsonl") if not (p.parent / "summary.json").exists())
         if partial:  # a resumable run stopped part-way: its rows are kept, it enters the table when finished
             out += ["Not finished (resumed by the same command): " + ", ".join(
@@ -169,7 +171,7 @@ def same_curves(curves: dict[str, list[dict]]) -> list[str]:
 def rl_section(results: Path) -> tuple[list[str], list[str]]:
     out = ["## RL calibration (make lab-rl)", ""]
     curves = {}
-    for obj in ("grpo", "gspo", "capo", "c2gspg"):
+    for obj in OBJECTIVES:  # training.objectives' registry, in its order
         rows = _jsonl(results / "rl" / obj / "metrics.jsonl")
         dev = [r for r in rows if "eval_step" in r]
         if dev:
@@ -182,7 +184,7 @@ def rl_section(results: Path) -> tuple[list[str], list[str]]:
         out.append(f"| {obj} | {len(dev)} | {_f(a['dev_accuracy'])}→{_f(b['dev_accuracy'])} | "
                    f"{_f(a['dev_ece'])}→{_f(b['dev_ece'])} | {_f(a['dev_auc_mean'])}→{_f(b['dev_auc_mean'])} |")
     out += [""] + same_curves(curves)
-    out += [f"![{k}](../lab/results/rl/{k}.png)" for k in
+    out += [f"![{k}](../results/lab/rl/{k}.png)" for k in
             ("reward", "entropy", "dev_accuracy", "dev_ece", "dev_auc_mean")] + [""]
     auc = {o: [r["dev_auc_mean"] for r in d if r.get("dev_auc_mean") is not None] for o, d in curves.items()}
     return out, [f"- GRPO AUC-mean falls, CAPO's rises: {rl_verdict(auc.get('grpo', []), auc.get('capo', []))}"]
@@ -196,7 +198,7 @@ def caspo_section(results: Path) -> tuple[list[str], list[str]]:
     rounds = [r for r in _jsonl(results / "caspo" / "train" / "metrics.jsonl") if "pairs" in r]
     if rounds:
         out += ["Training rounds (collection on train problems, on-policy contexts, the exact critic; "
-                "`lab/results/caspo/train/`):", "", "| round | temperature | steps judged | step accuracy | "
+                "`results/lab/caspo/train/`):", "", "| round | temperature | steps judged | step accuracy | "
                 "pairs (incorrect / unconfident) | DPO loss |", "|---|---|---|---|---|---|"]
         out += [f"| {r['round']} | {r.get('temperature')} | {r['steps']} | {_f(r['step_accuracy'])} | {r['pairs']} "
                 f"({r.get('pairs_incorrect')} / {r.get('pairs_unconfident')}) | {_f(r.get('dpo_loss'))} |" for r in rounds]
@@ -248,7 +250,7 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
     check = results / "calibration" / "split_check.md"
     if check.exists():  # python -m lab.calib_check: the same runs, other splits
         out += ["How much of this verdict is the split (`python -m lab.calib_check`, "
-                "[split_check.md](../lab/results/calibration/split_check.md)).", "",
+                "[split_check.md](../results/lab/calibration/split_check.md)).", "",
                 *_cross_and_perfect(check.read_text())]
     large = results / "calibration" / "large" / "profile.json"
     if large.exists():  # make lab-calibrate-large: the same collection on 1000 dev items, 333 held out
@@ -263,7 +265,7 @@ def calibration_section(results: Path) -> tuple[list[str], list[str]]:
             text = large_check.read_text()
             kinds, fresh = _md_table(text, "## Each kind"), _md_table(text, "## The profile's maps on fresh")
             out += ["The same runs, other maps and splits (`python -m lab.calib_check --large`, "
-                    "[split_check.md](../lab/results/calibration/large/split_check.md)). The held-out third scored "
+                    "[split_check.md](../results/lab/calibration/large/split_check.md)). The held-out third scored "
                     "by each kind of map fitted on the fit split:", "", *kinds, ""]
             if fresh:
                 out += ["The profile's maps (not refitted) on the 200 dev items after its 1000, collected afterwards "
@@ -357,7 +359,7 @@ def commands_section(results: Path) -> list[str]:
 
 def build(results: Path) -> str:
     lines = ["# Calibration lab results", "",
-             "Generated by `make lab-report` from `lab/results/` (do not edit). Design and commands: lab/README.md.", ""]
+             "Generated by `make lab-report` from `results/lab/` (do not edit). Design and commands: lab/README.md.", ""]
     lines += sft_section(results)
     verdicts = []
     for section in (calibration_section, search_section, rl_section, caspo_section, transfer_section):
@@ -371,7 +373,7 @@ def build(results: Path) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", type=Path, default=REPO / "lab" / "results")
+    ap.add_argument("--results", type=Path, default=REPO / "results" / "lab")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "lab.md")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated labels without @K, e.g. greedy,SC,CaT-stream")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=160)
-    ap.add_argument("--out", type=Path, default=Path("lab/results/search"))
+    ap.add_argument("--out", type=Path, default=Path("results/lab/search"))
     ap.add_argument("--table-only", action="store_true",
                     help="rebuild <out>/<split>-k<K>/table.* from the finished strategies (no server)")
     args = ap.parse_args(argv)

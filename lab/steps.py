@@ -1,9 +1,9 @@
 """Step-level calibration of a checkpoint on arith (lab experiment 3c, analogue of the CASPO paper's Tables 6/8).
 
-    python -m lab.steps --model DIR --split dev --limit 64 --out lab/results/caspo/sft_dev
+    python -m lab.steps --model DIR --split dev --limit 64 --out results/lab/caspo/sft_dev
 
 For each question the model writes its solution one step (line) at a time, on-policy: every step is
-sampled from the context of its own earlier steps, and the exact critic (``lab.arith.Critic``, from the
+sampled from the context of its own earlier steps, and the exact critic (``eval.arith.Critic``, from the
 model's own state) judges it. Per step we keep the mean token entropy, the mean max-token probability
 and the perplexity exp(-mean logprob), all from the raw (temperature-1) distribution. ``step_metrics``
 then reports ECE and Brier of the CASPO confidence c = exp(-mean token entropy) (as ``training.caspo``
@@ -54,7 +54,7 @@ def collect(model_dir: str, spec: str, *, limit: int, temperature: float = 1.0, 
     import torch
 
     from cat_serve.search.types import GenParams
-    from lab.arith import Critic, parse_spec
+    from eval.arith import Critic, parse_spec
     from training.models import load_model_and_tokenizer
     from training.rl import question_prompt_ids
     from training.rollout import PolicyEngine

@@ -8,7 +8,7 @@
 #   env    GPU name, driver, CUDA, library versions            -> env.txt
 #   tests  pytest: tests/gpu (marker `gpu`; search checks through the openai SDK on the transformers engine
 #          on CUDA, CUDA vs CPU exact entropy, training placement/bf16) + the transformers API test;
-#          with ENGINE=vllm the vLLM API/search/entropy tests instead  -> pytest.log, pytest.xml
+#          with ENGINE=vllm the vLLM API/search/entropy tests instead  -> pytest.log, pytest.xml (raw, not committed: the summary phase keeps their counts in tests.json)
 #   bench  one server (ENGINE, default transformers on CUDA): greedy, SC@4, CaT stream in one `cat-eval bench`
 #          on LIMIT (30) SingleOp items, then CaT adaptive on the same items; decode tokens/s at 1 and 16
 #          concurrent requests                                  -> bench/, throughput.json

@@ -34,21 +34,29 @@ def env(out: Path) -> list[str]:
     return [f"GPU (name, driver, memory, compute capability): **{gpu}**", *[f"- {e}" for e in extra]]
 
 
-def tests(out: Path) -> list[str]:
-    xml = out / "pytest.xml"
-    if not xml.exists():
-        return ["tests: not run"]
+def pytest_counts(xml: Path) -> dict:
+    """Counts, wall time and failures of a JUnit XML report (the raw pytest.xml is not committed)."""
     suite = ET.parse(xml).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    a = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    problems = [{"kind": bad, "name": case.get("name"), "message": (node.get("message") or "")[:200]}
+                for case in suite.iter("testcase") for bad in ("failure", "error")
+                if (node := case.find(bad)) is not None]
+    return {**counts, "time_s": float(suite.get("time", 0)), "problems": problems}
+
+
+def tests(out: Path) -> list[str]:
+    """From tests.json, written here from pytest.xml when that is present (gpu_check.sh writes pytest.xml and
+    pytest.log; only tests.json is kept with the results)."""
+    if (out / "pytest.xml").exists():
+        (out / "tests.json").write_text(json.dumps(pytest_counts(out / "pytest.xml"), indent=1) + "\n")
+    if not (out / "tests.json").exists():
+        return ["tests: not run"]
+    a = json.loads((out / "tests.json").read_text())
     passed = a["tests"] - a["failures"] - a["errors"] - a["skipped"]
     lines = [f"pytest: {passed} passed, {a['failures']} failed, {a['errors']} errors, {a['skipped']} skipped "
-             f"of {a['tests']} ({float(suite.get('time', 0)):.0f} s)"]
-    for case in suite.iter("testcase"):
-        for bad in ("failure", "error"):
-            node = case.find(bad)
-            if node is not None:
-                lines.append(f"- {bad.upper()} {case.get('name')}: {(node.get('message') or '')[:200]}")
+             f"of {a['tests']} ({a['time_s']:.0f} s)"]
+    lines += [f"- {p['kind'].upper()} {p['name']}: {p['message']}" for p in a["problems"]]
     return lines
 
 

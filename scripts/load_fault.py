@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,34 +34,21 @@ import httpx
 import openai
 import psutil
 
+from cat_serve.process import ServerProcess, ServerStartError
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only, by construction
 KEY = "load-fault-key"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, log: Path, extra: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "cat_serve", "--engine", "vllm", "--host", HOST, "--port", str(port),
-           "--max-model-len", "2048", "--kv-cache-gib", "1", "--api-key", KEY, *extra]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 900:
-        if proc.poll() is not None:
-            sys.exit(f"server exited {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    sys.exit(f"server not healthy in 900 s; see {log}")
+def start_server(log: Path, extra: list[str], timeout: float = 900) -> ServerProcess:
+    """cat-serve on vLLM with this script's key; a failed start stops its process group and exits."""
+    args = ["--engine", "vllm", "--max-model-len", "2048", "--kv-cache-gib", "1", "--api-key", KEY, *extra]
+    server = ServerProcess.cat_serve(args, log=log, host=HOST, cwd=REPO)
+    try:
+        return server.start(timeout)
+    except ServerStartError as e:
+        sys.exit(str(e))
 
 
 class RSSSampler(threading.Thread):
@@ -242,10 +227,9 @@ def main() -> int:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     random.seed(0)
-    port = free_port()
-    root, base_url = f"http://{HOST}:{port}", f"http://{HOST}:{port}/v1"
     t0 = time.monotonic()
-    proc = start_server(port, a.out / "server.log", a.server_args.split())
+    server = start_server(a.out / "server.log", a.server_args.split())
+    root, base_url, proc = server.root, server.base_url, server.proc
     print(json.dumps({"phase": "start", "server_ready_s": round(time.monotonic() - t0, 1),
                       "args": a.server_args}), flush=True)
     model = openai.OpenAI(base_url=base_url, api_key=KEY).models.list().data[0].id
@@ -260,8 +244,7 @@ def main() -> int:
                 results.append(r)
                 print(json.dumps(r), flush=True)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        server.stop()  # the whole process group, whatever phase_sigterm left
     (a.out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

@@ -6,16 +6,14 @@ official `openai` SDK. Its log goes to a file shown when startup fails.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from cat_serve.process import ServerProcess, ServerStartError
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -29,7 +27,11 @@ class Server:
     model: str
     engine: str
     log: Path
-    proc: subprocess.Popen
+    process: ServerProcess  # its process group is stopped by stop_server
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.process.proc
 
     def client(self, **kw):
         from openai import OpenAI
@@ -40,46 +42,21 @@ class Server:
         return httpx.get(f"{self.root}/health", timeout=10).json()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_healthy(proc: subprocess.Popen, root: str, log: Path, what: str, timeout: float = 600) -> None:
-    """Poll ``root``/health until it answers 200; fail with the log's tail if ``proc`` exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    pytest.fail(f"{what} not ready after {timeout}s:\n{log.read_text()[-4000:]}")
-
-
 def start_server(engine: str, log_dir: Path, *extra: str, timeout: float = 600) -> Server:
-    port = _free_port()
+    """A cat-serve on ``engine`` (embedded model) healthy within ``timeout`` s, or a test failure with its
+    log's tail (its process group stopped first: no engine process outlives a failed start)."""
     log = log_dir / f"server-{engine}.log"
-    cmd = [sys.executable, "-m", "cat_serve", "--engine", engine, "--port", str(port),
-           "--max-model-len", str(TEST_MAX_MODEL_LEN), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    root = f"http://127.0.0.1:{port}"
-    wait_until_healthy(proc, root, log, f"{engine} server", timeout)
-    return Server(root, f"{root}/v1", MODEL_NAME, engine, log, proc)
+    process = ServerProcess.cat_serve(["--engine", engine, "--max-model-len", str(TEST_MAX_MODEL_LEN), *extra],
+                                      log=log, cwd=REPO, name=f"{engine} server")
+    try:
+        process.start(timeout)
+    except ServerStartError as e:
+        pytest.fail(str(e))
+    return Server(process.root, process.base_url, MODEL_NAME, engine, log, process)
 
 
 def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
+    server.process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -95,12 +95,12 @@ def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: flo
 
 def arith_step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int,
                        on_policy: bool) -> list[StepSample]:
-    """Steps of an arith example judged by ``lab.arith.Critic`` (exact, from the model's own state).
+    """Steps of an arith example judged by ``eval.arith.Critic`` (exact, from the model's own state).
 
     ``on_policy``: q_j = [x, s_1 .. s_{j-1}] with the model's own sampled steps (Eq. 1), until it writes
     the answer line or ``len(steps) + 2`` steps; otherwise the reference steps before j (teacher forcing).
     The StepSample's ``reference`` is the critic's correct step from that context."""
-    from lab.arith import Critic
+    from eval.arith import Critic
 
     critic = Critic.from_reference(ex.steps)
     prompt = question_prompt_ids(tokenizer, ex.question)

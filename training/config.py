@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from training.objectives import OBJECTIVES
+
 
 def _f(default, help: str, **kw):
     """A dataclass field with help text (tuples/lists go through default_factory)."""
@@ -25,7 +27,7 @@ class CommonArgs:
     tokenizer: str | None = _f(None, "Tokenizer directory (default: the model's, or the embedded one for 'tiny').")
     output_dir: str = _f("checkpoints/run", "Checkpoint directory, written atomically (temp dir + rename).")
     data_path: str | None = _f(None, "GSM8K-style JSONL (question, answer), or an arith spec such as "
-                                     "'arith:ops=3,digits=2@train' (lab.arith; generated from its seed). "
+                                     "'arith:ops=3,digits=2@train' (eval.arith; generated from its seed). "
                                      "Default <data_dir>/gsm8k_train.jsonl.")
     data_dir: str | None = _f(None, "Dataset folder; default $CAT_SERVE_DATA or ../shared/data from the repo root.")
     limit: int | None = _f(None, "Use only the first N questions (after --max-solution-steps).")
@@ -60,8 +62,7 @@ class SFTArgs(CommonArgs):
 
 @dataclass
 class RLArgs(CommonArgs):
-    objective: str = _f("grpo", "Objective in training.objectives.OBJECTIVES.",
-                        choices=("grpo", "gspo", "capo", "c2gspg"))
+    objective: str = _f("grpo", "Objective in training.objectives.OBJECTIVES.", choices=tuple(OBJECTIVES))
     group_size: int = _f(8, "Completions sampled per prompt (G).")
     prompts_per_step: int = _f(2, "Prompts per optimiser step; the batch is prompts_per_step * group_size.")
     inner_epochs: int = _f(1, "Optimiser updates per sampled batch (mu); >1 makes the ratio/clip matter.")
@@ -110,8 +111,6 @@ class RLArgs(CommonArgs):
 
     def objective_kwargs(self) -> dict:
         """Keyword hyper-parameters for ``OBJECTIVES[self.objective]``."""
-        from training.objectives import OBJECTIVES
-
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}")
         # the objective's own hyper-parameters that this config sets (None: the objective's default)
@@ -130,7 +129,7 @@ class CASPOArgs(CommonArgs):
     max_step_tokens: int = _f(64, "Max tokens of one sampled step (cut at the first newline).")
     judge: str = _f("exact", "Step judge: 'exact' (GSM8K calculator notes; the gold answer for the last step), "
                              "'critic' (a chat model behind an OpenAI-compatible endpoint, --critic-base-url) or "
-                             "'arith' (lab.arith's exact critic, for arith data: judged from the model's own state).",
+                             "'arith' (eval.arith's exact critic, for arith data: judged from the model's own state).",
                     choices=("exact", "critic", "arith"))
     contexts: str = _f("reference", "Step contexts q_j: 'reference' (teacher-forced: the reference steps before j; "
                                     "a deviation from the paper's Eq. 1) or 'on_policy' (the model's own earlier "

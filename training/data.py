@@ -62,10 +62,10 @@ def load_gsm8k(
     """Load GSM8K rows (``question``, ``answer``) from ``path`` or ``<data_dir>/gsm8k_<split>.jsonl``,
     keeping only those whose reference solution has at most ``max_solution_steps`` steps (lines).
 
-    ``path`` may also be an ``arith`` spec (``arith:ops=3,digits=2@train``, see ``lab.arith``; the split
+    ``path`` may also be an ``arith`` spec (``arith:ops=3,digits=2@train``, see ``eval.arith``; the split
     defaults to ``train`` here): the problems are generated from their seed, nothing is read."""
     if path is not None and str(path).startswith("arith"):
-        from lab.arith import is_arith
+        from eval.arith import is_arith
 
         if is_arith(str(path)):
             return load_arith(str(path), limit=limit, max_solution_steps=max_solution_steps)
@@ -83,7 +83,7 @@ def load_gsm8k(
 def load_arith(spec: str, *, limit: int | None = None, max_solution_steps: int | None = None) -> list[GSM8KExample]:
     """GSM8K-shaped examples of an ``arith`` spec (reference steps ``a op b = c``, ``#### x``); several specs
     joined by ``|`` make a mixture, interleaved one problem of each in turn."""
-    from lab.arith import parse_spec
+    from eval.arith import parse_spec
 
     specs = [parse_spec(part, default_split="train") for part in spec.split("|")]
     if limit is not None:  # draw no more than needed

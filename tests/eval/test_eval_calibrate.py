@@ -106,7 +106,7 @@ def test_collection_params_and_carried_step_delimiters():
 
 
 def test_cat_eval_sigterm_runs_exit_handlers(tmp_path):
-    """cat-eval turns SIGTERM into SystemExit, so `calibrate --serve-model` leaves through OwnServer.stop
+    """cat-eval turns SIGTERM into SystemExit, so `calibrate --serve-model` leaves through ServerProcess.stop
     (a ``finally``) and stops its server's process group (seen: a SIGTERMed collection left its vLLM
     server running)."""
     from tests.sigterm import assert_sigterm_runs_finally, blocking_body

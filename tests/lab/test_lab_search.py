@@ -27,7 +27,7 @@ def test_every_strategy_once_per_k():
 
 
 def test_dev_sweep_choice_rule():
-    from lab.recipe import choose, sweep_variants
+    from lab.recipe.search import choose, sweep_variants
 
     rows = [{"name": "s1", "mode": "stream", "params": {"a": 1}, "accuracy": 0.60, "tokens_vs_sc": 0.30},
             {"name": "s2", "mode": "stream", "params": {"a": 2}, "accuracy": 0.70, "tokens_vs_sc": 0.34},
@@ -70,7 +70,7 @@ def test_every_strategy_request_is_valid_for_the_server():
 
 
 def test_search_plan_runs_faithful_last_for_every_k():
-    from lab.recipe import search_labels, search_plan
+    from lab.recipe.search import search_labels, search_plan
 
     labels = search_labels()
     assert labels[0] == "greedy" and labels[-1] == "CaT-faithful"
@@ -82,15 +82,15 @@ def test_search_plan_runs_faithful_last_for_every_k():
 def test_transfer_compare_reads_every_finished_model(tmp_path, monkeypatch):
     import json
 
-    import lab.recipe as recipe
+    from lab.recipe.transfer import transfer_compare
 
-    monkeypatch.setattr(recipe, "RESULTS", tmp_path)
+    monkeypatch.setenv("LAB_RESULTS", str(tmp_path))
     row = {"strategy": "PC@4", "accuracy": 0.5, "acc_lo95": 0.4, "acc_hi95": 0.6, "tokens_per_query": 120.0,
            "ece": 0.1, "auroc": 0.7, "latency_p50_s": 9.0}
     for name in ("sft", "capo"):  # caspo not finished (another process, or not trained)
         (tmp_path / "transfer" / name / "test-k4").mkdir(parents=True)
         (tmp_path / "transfer" / name / "test-k4" / "table.json").write_text(json.dumps([row]))
-    got = recipe.transfer_compare("test", 4)
+    got = transfer_compare("test", 4)
     assert list(got) == ["sft", "capo"]
     assert got["capo"] == {"PC@4": {k: row[k] for k in ("accuracy", "acc_lo95", "acc_hi95", "tokens_per_query",
                                                           "ece", "auroc")}}

@@ -1,4 +1,4 @@
-"""lab.recipe.run_child passes an interrupt on to its child as SIGTERM (subprocess.run would SIGKILL it, and a
+"""lab.recipe.runs.run_child passes an interrupt on to its child as SIGTERM (subprocess.run would SIGKILL it, and a
 child eval.cli could not stop the vLLM server it started)."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ def test_sigterm_reaches_the_child_and_its_finally(tmp_path):
     # the child is the one that blocks and writes the marker; the parent is SIGTERMed
     child = ("import signal, sys\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
              + blocking_body("work") + "work()\n")
-    parent = ("import sys\nimport lab.recipe as r\nr.exit_on_sigterm()\n"
+    parent = ("import sys\nimport lab.recipe.runs as r\nr.exit_on_sigterm()\n"
               f"r.run_child([sys.executable, '-c', {child!r}, sys.argv[1]])\n")
     assert_sigterm_runs_finally(tmp_path, parent)
 
 
 def test_a_failing_child_raises_like_check_true():
-    from lab.recipe import run_child
+    from lab.recipe.runs import run_child
 
     with pytest.raises(subprocess.CalledProcessError):
         run_child([sys.executable, "-c", "raise SystemExit(3)"])
@@ -31,12 +31,12 @@ def test_a_failing_child_raises_like_check_true():
 def test_run_all_records_one_total_segment(tmp_path, monkeypatch, capsys):
     import json
 
-    import lab.recipe as recipe
+    from lab.recipe.cli import run_all
 
-    monkeypatch.setattr(recipe, "RESULTS", tmp_path)
-    recipe.run_all(steps=(["path"], ["path"]))
+    monkeypatch.setenv("LAB_RESULTS", str(tmp_path))
+    run_all(steps=(["path"], ["path"]))
     assert capsys.readouterr().out.count("== lab.recipe path") == 2
     with pytest.raises(SystemExit):  # a failing step stops the run, and its segment says so
-        recipe.run_all(steps=(["path"], ["no-such-step"]))
+        run_all(steps=(["path"], ["no-such-step"]))
     rows = [json.loads(line) for line in (tmp_path / "all" / "segments.jsonl").read_text().splitlines()]
     assert [(r["steps"], r.get("interrupted")) for r in rows] == [(2, None), (2, True)]

@@ -88,7 +88,7 @@ def test_rl_through_trl_server_mode(tmp_path, tokenizer_dir, tiny_examples):
     CUDA here, hands the server each step's weights as files it reloads in place. The server's log-probs of
     the sampled tokens equal the trainer's at every step although the weights move every step, so it
     samples the current policy. (The NCCL push that replaces the file reload on GPUs is not run here.)"""
-    from tests.conftest import _free_port, wait_until_healthy
+    from cat_serve.process import ServerProcess, free_port
     from training.models import build_tiny_model, load_tokenizer
     from training.rl import train_rl
 
@@ -96,21 +96,17 @@ def test_rl_through_trl_server_mode(tmp_path, tokenizer_dir, tiny_examples):
     start = tmp_path / "start"
     build_tiny_model(tok, seed=0).save_pretrained(start)
     tok.save_pretrained(start)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     cmd = [sys.executable, "-m", "training.vllm_server", "--model", str(start), "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "float32", "--max_model_len", "512", "--enforce_eager", "true"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(server, f"http://127.0.0.1:{port}", log, "training.vllm_server")
+    server = ServerProcess(cmd, log=log, port=port, cwd=REPO, env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                           name="training.vllm_server", stop_timeout=60)
+    with server.start(timeout=600):
         args = RLArgs(model=str(start), output_dir=str(tmp_path / "ckpt"), objective="grpo", max_steps=3,
                       group_size=4, prompts_per_step=1, max_new_tokens=8, learning_rate=1e-2,
                       rollout_engine="trl-server", vllm_port=port, vllm_timeout=10)
         path = train_rl(args, reward_fn=alternating_reward, examples=tiny_examples)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     rows = [json.loads(line) for line in (path / METRICS_FILE).read_text().splitlines()]
     assert [r["samples"] for r in rows] == [4, 4, 4]
     assert max(r["sampler_logp_gap"] for r in rows) < 1e-4, rows

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from training.checkpoint import ARGS_FILE, METRICS_FILE, read_state
 from training.config import RLArgs
+from training.objectives import OBJECTIVES
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def assert_checkpoint(path, steps: int):
     return rows
 
 
-@pytest.mark.parametrize("objective", ["grpo", "gspo", "capo", "c2gspg"])
+@pytest.mark.parametrize("objective", list(OBJECTIVES))  # every objective of the registry
 def test_rl_smoke_and_resume(objective, tmp_path, tokenizer_dir, tiny_examples):
     from training.rl import train_rl
 

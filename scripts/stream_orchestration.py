@@ -1,7 +1,7 @@
 """Search-orchestration share of stream-mode CaT request latency.
 
-    python tests/perf/stream_orchestration.py --record out.pkl      # real vLLM engine, in process
-    python tests/perf/stream_orchestration.py --replay out.pkl      # any checkout, no engine
+    python scripts/stream_orchestration.py --record out.pkl      # real vLLM engine, in process
+    python scripts/stream_orchestration.py --replay out.pkl      # any checkout, no engine
 
 1. record: ``VLLMEngine`` on the embedded model runs ``--n`` stream-mode CaT searches over the
    first GSM8K test questions, one at a time; each search's wall time is its request latency.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 
@@ -88,7 +88,7 @@ def _setup(args, **extra):
     from cat_serve.engine.base import chat_prompt_ids
     from cat_serve.search.params import CaTParams
 
-    data = Path(os.environ.get("CAT_SERVE_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    data = Path(os.environ.get("CAT_SERVE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     questions = [json.loads(line)["question"] for line in open(data / "gsm8k_test.jsonl")][: args.n]
 
     def prompts(tokenizer):
@@ -205,7 +205,7 @@ async def synthetic(args) -> None:
     from cat_serve.search import cat
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(None)[0])
-    data = Path(os.environ.get("CAT_SERVE_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    data = Path(os.environ.get("CAT_SERVE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     rows = [json.loads(line) for line in open(data / "gsm8k_test.jsonl")][: args.n]
     solutions = []
     for row in rows:

@@ -1,0 +1,147 @@
+"""Run a server as a child process: start it, wait for ``/health``, stop it with everything it started.
+
+The one place that does this job (the test fixtures, ``cat-eval calibrate --serve-model``, the lab and
+``scripts/load_fault.py`` all use it). Why it is more than ``Popen`` + ``terminate``:
+
+* cat-serve on vLLM starts an EngineCore process (and Worker processes) of its own. Signalling the server
+  alone orphans them, and during vLLM's start-up the server waits out a SIGTERM. So the server runs in a
+  new session (its own process group), and ``stop`` sends SIGTERM to the whole group, waits, then SIGKILLs
+  whatever is left of the group.
+* A start that fails (the process exits, or ``/health`` does not answer 200 by the deadline, or the caller
+  is interrupted while waiting) stops the group before raising, so no engine process outlives it. The
+  error carries the tail of the server's log, which is where the reason is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+HOST = "127.0.0.1"  # loopback only: these servers are for the process that starts them
+LOG_TAIL_CHARS = 4000
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not answer ``/health`` in time; the message ends with its log's tail."""
+
+
+def free_port(host: str = HOST) -> int:
+    """A port nothing listens on now (the OS picks it; a race with another process is possible but rare)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def cat_serve_command(*args: str) -> list[str]:
+    """``python -m cat_serve ARGS`` with this interpreter (tests replace it to start a stand-in server)."""
+    return [sys.executable, "-m", "cat_serve", *args]
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to ``proc``'s process group (``proc`` must lead it: ``start_new_session=True``), wait up to
+    ``timeout`` s for ``proc``, then SIGKILL to what is left of the group. Safe to call twice or after
+    ``proc`` exited: children that outlived it are still in the group."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+class ServerProcess:
+    """One server process on ``host:port`` with its log in ``log``.
+
+    >>> with ServerProcess.cat_serve(["--engine", "vllm"], log=Path("server.log")) as server:
+    ...     requests_go_to(server.base_url)
+
+    ``start`` launches and waits for ``/health``; ``stop`` ends the process group. As a context manager
+    it does both (``__enter__`` starts unless already started).
+    """
+
+    def __init__(self, cmd: Sequence[str], *, log: Path, port: int, host: str = HOST, cwd: Path | None = None,
+                 env: dict[str, str] | None = None, name: str = "server", stop_timeout: float = 30):
+        self.cmd, self.log, self.port, self.host, self.name = list(cmd), Path(log), port, host, name
+        self.cwd, self.env, self.stop_timeout = cwd, env, stop_timeout
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def cat_serve(cls, args: Sequence[str], *, log: Path, port: int | None = None, **kw) -> ServerProcess:
+        """``python -m cat_serve ARGS --host H --port P`` (a free port unless given)."""
+        port = port or free_port(kw.get("host", HOST))
+        cmd = cat_serve_command(*args, "--host", kw.get("host", HOST), "--port", str(port))
+        return cls(cmd, log=log, port=port, name=kw.pop("name", "cat-serve"), **kw)
+
+    @property
+    def root(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def launch(self) -> ServerProcess:
+        """Start the process (its own session, output to ``log``) without waiting for it."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        with self.log.open("w") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        return self
+
+    def start(self, timeout: float = 600) -> ServerProcess:
+        """``launch``, then ``wait_healthy``."""
+        return self.launch().wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 600, poll_s: float = 1.0) -> ServerProcess:
+        """Poll ``/health`` until it answers 200. If the process exits, the deadline passes or the wait is
+        interrupted (KeyboardInterrupt, a SIGTERM turned into SystemExit), stop the process group first,
+        then raise (``ServerStartError`` with the log's tail, or the interruption itself)."""
+        import httpx  # noqa: PLC0415  (the server side of cat_serve does not need it at import)
+
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise ServerStartError(f"{self.name} exited with {self.proc.returncode}\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.root}/health", timeout=2).status_code == 200:
+                        return self
+                if time.monotonic() >= deadline:
+                    raise ServerStartError(f"{self.name} not ready after {timeout:g} s\n{self.log_tail()}")
+                time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """End the process group (see ``stop_process_group``); a no-op before ``launch``."""
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout=self.stop_timeout)
+
+    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError as e:
+            return f"(log {self.log} unreadable: {e})"
+        return f"--- last {min(chars, len(text))} characters of {self.log} ---\n{text[-chars:]}"
+
+    def __enter__(self) -> ServerProcess:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,104 @@
+"""The lab's fixed recipes and one-command drivers (``make lab-sft``, ``make lab-search``).
+
+The command line of ``python -m lab.recipe`` (every ``make lab-*`` target): one subcommand per driver
+module of ``lab.recipe``; ``all`` runs them in ``ALL_STEPS``' order."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from lab.recipe import ALL_STEPS, OBJECTIVES, SEARCH_CONCURRENCY, TRANSFER_MODELS, sft_dir
+from lab.recipe.calibrate import calibrate_lab
+from lab.recipe.caspo import caspo_experiment
+from lab.recipe.rl import plot_rl, train_rl
+from lab.recipe.runs import exit_on_sigterm, record_segment
+from lab.recipe.search import search
+from lab.recipe.sft import train_sft
+from lab.recipe.transfer import transfer
+
+
+def run_all(steps=ALL_STEPS) -> None:
+    """Every step of ALL_STEPS through ``main``, then one "all" segment with the total wall time (an interrupted
+    run records its segment as interrupted; re-running skips what is finished)."""
+    t0, finished = time.time(), False
+    try:
+        for step in steps:
+            print("== lab.recipe " + " ".join(step), flush=True)
+            main(list(step))
+        finished = True
+    finally:
+        record_segment("all", t0, steps=len(steps), **({} if finished else {"interrupted": True}))
+
+
+def main(argv=None) -> int:
+    exit_on_sigterm()
+    ap = argparse.ArgumentParser(prog="python -m lab.recipe", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("sft")
+    sub.add_parser("all", help="every experiment in order (make lab-all)")
+    sub.add_parser("path")
+    cal = sub.add_parser("calibrate")
+    cal.add_argument("--large", action="store_true", help="the 1000-item check (LARGE_ARGS)")
+    cal.add_argument("--fresh", action="store_true", help="the 200 items after the large check's 1000, for its maps")
+    cal.add_argument("--strategies", default=None, help="collect only these (comma-separated), e.g. rpc,deepconf; "
+                     "a run without it then fits the profile")
+    s = sub.add_parser("search")
+    s.add_argument("--split", choices=("dev", "test"), default="test")
+    s.add_argument("--k", type=int, nargs="+", default=[4, 8])
+    s.add_argument("--limit", type=int, default=300)
+    s.add_argument("--only", default=None)
+    s.add_argument("--cat-params", default="{}", help="JSON settings for every CaT mode (chosen on dev)")
+    s.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY)
+    s.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    r = sub.add_parser("rl")
+    r.add_argument("--objective", choices=OBJECTIVES, required=True)
+    r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    r.add_argument("--set", default="{}", help="JSON overrides of RL_RECIPE (smoke tests)")
+    r.add_argument("--out", default=None)
+    sub.add_parser("rl-plot")
+    t = sub.add_parser("transfer")
+    t.add_argument("--split", choices=("dev", "test"), default="test")
+    t.add_argument("--k", type=int, default=4)
+    t.add_argument("--limit", type=int, default=300)
+    t.add_argument("--models", default=",".join(TRANSFER_MODELS), help="a subset, e.g. capo (two processes can split them)")
+    c = sub.add_parser("caspo")
+    c.add_argument("--split", choices=("dev", "test"), default="dev")
+    c.add_argument("--limit", type=int, default=64)
+    c.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    c.add_argument("--set", default="{}", help="JSON overrides of CASPO_RECIPE (smoke tests)")
+    c.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "rl":
+        print(train_rl(args.objective, model=Path(args.model) if args.model else None,
+                       overrides=json.loads(args.set), out=Path(args.out) if args.out else None))
+        plot_rl()
+        return 0
+    if args.cmd == "caspo":
+        print(json.dumps(caspo_experiment(args.split, limit=args.limit, model=Path(args.model) if args.model else None,
+                                          overrides=json.loads(args.set), out=Path(args.out) if args.out else None)))
+        return 0
+    if args.cmd == "transfer":
+        print(json.dumps(transfer(args.split, k=args.k, limit=args.limit, only_models=tuple(args.models.split(","))),
+                         indent=2))
+        return 0
+    if args.cmd == "rl-plot":
+        print(plot_rl())
+        return 0
+    if args.cmd == "path":
+        print(sft_dir())
+        return 0
+    if args.cmd == "calibrate":
+        print(calibrate_lab(large=args.large, strategies=args.strategies, fresh=args.fresh))
+        return 0
+    if args.cmd == "sft":
+        print(train_sft())
+        return 0
+    if args.cmd == "all":
+        run_all()
+        return 0
+    search(args.split, args.k, args.limit, only=args.only, cat_params=json.loads(args.cat_params),
+           concurrency=args.concurrency, model=Path(args.model) if args.model else None)
+    return 0

@@ -1,0 +1,216 @@
+"""``cat_serve.process``: a server that fails or is interrupted mid start-up leaves no engine process.
+
+The fast tests use ``tests/stand_in_server.py`` in place of ``python -m cat_serve``: it starts an "engine"
+child that ignores SIGTERM, so only the SIGKILL of what is left of the process group ends it; the test
+then looks for that child with psutil. Each caller that starts a server (the test fixture, ``cat-eval
+calibrate --serve-model``, the lab's ``served``, ``scripts/load_fault.py``) is run through the same
+failure. The slow test starts a real ``python -m cat_serve --engine vllm`` and stops it once vLLM's
+engine process exists, long before it is healthy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import cat_serve.process
+from cat_serve.process import ServerProcess, ServerStartError
+
+REPO = Path(__file__).resolve().parents[1]
+STAND_IN = Path(__file__).with_name("stand_in_server.py")
+
+
+def engine_pid(log: Path, within: float = 30) -> int:
+    """The stand-in's engine child, from the line it logs."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        m = re.search(r"engine pid (\d+)", log.read_text() if log.exists() else "")
+        if m:
+            return int(m.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no engine pid in {log}")
+
+
+def assert_gone(pids, within: float = 10) -> None:
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=within)
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running: {[(p.pid, p.cmdline()) for p in alive]}"
+
+
+def in_group(pgid: int) -> list[int]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """Every ``ServerProcess.cat_serve`` starts the stand-in instead (with the caller's arguments)."""
+    monkeypatch.setattr(cat_serve.process, "cat_serve_command", lambda *a: [sys.executable, str(STAND_IN), *a])
+    return monkeypatch
+
+
+# ---------------------------------------------------------------------- ServerProcess itself
+def test_missed_deadline_stops_the_group_and_shows_the_log(stand_in, tmp_path):
+    server = ServerProcess.cat_serve(["--engine", "vllm"], log=tmp_path / "s.log").launch()
+    child = engine_pid(server.log)
+    t0 = time.monotonic()
+    with pytest.raises(ServerStartError, match=r"not ready after 0\.5 s[\s\S]*engine pid"):
+        server.wait_healthy(timeout=0.5, poll_s=0.1)
+    assert time.monotonic() - t0 < 20  # the server obeys SIGTERM: no 30 s wait before the SIGKILL
+    assert server.proc.returncode is not None
+    assert_gone([child])  # it ignored SIGTERM: the SIGKILL of the group ended it
+
+
+def test_exit_during_start_still_kills_what_it_left(stand_in, tmp_path):
+    stand_in.setenv("STAND_IN_MODE", "exit")
+    server = ServerProcess.cat_serve([], log=tmp_path / "s.log")
+    with pytest.raises(ServerStartError, match="exited with 3"):
+        server.start(timeout=30)
+    assert_gone([engine_pid(server.log)])
+
+
+def test_interrupted_wait_stops_the_group(stand_in, tmp_path):
+    """KeyboardInterrupt (or a SIGTERM turned into SystemExit) while waiting for /health."""
+    server = ServerProcess.cat_serve([], log=tmp_path / "s.log").launch()
+    child = engine_pid(server.log)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            server.wait_healthy(timeout=60, poll_s=0.1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert_gone([server.pid, child])
+
+
+def test_healthy_server_as_context_manager(stand_in, tmp_path):
+    import httpx
+
+    stand_in.setenv("STAND_IN_MODE", "healthy")
+    with ServerProcess.cat_serve(["--engine", "vllm"], log=tmp_path / "s.log") as server:
+        assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
+        assert httpx.get(f"{server.root}/health").status_code == 200
+        pids = [server.pid, engine_pid(server.log)]
+        assert sorted(in_group(server.pid)) == sorted(pids)  # its own group: server + engine
+        assert os.getpgid(server.pid) != os.getpgid(0)
+    assert_gone(pids)
+    assert in_group(pids[0]) == []
+    server.stop()  # twice is harmless
+
+
+def test_stop_before_launch_is_a_no_op(tmp_path):
+    ServerProcess(["true"], log=tmp_path / "s.log", port=1).stop()
+
+
+# ---------------------------------------------------------------------- every caller
+def _fixture_start(log_dir: Path):
+    from tests.conftest import start_server
+
+    with pytest.raises(pytest.fail.Exception, match="not ready after 1 s"):
+        start_server("vllm", log_dir, timeout=1)
+    return log_dir / "server-vllm.log"
+
+
+def _calibrate_start(log_dir: Path):
+    from eval.calibrate import own_server, start_own_server
+
+    with pytest.raises(SystemExit, match="not ready after 1 s"):
+        start_own_server(own_server("embedded", log_dir / "server.log"), timeout=1)
+    return log_dir / "server.log"
+
+
+def _lab_start(log_dir: Path):
+    from lab.recipe.runs import served
+
+    with pytest.raises(ServerStartError, match="not ready after 1 s"):
+        with served(Path("/nonexistent/model"), log=log_dir / "server.log", timeout=1):
+            pass
+    return log_dir / "server.log"
+
+
+def _load_fault_start(log_dir: Path):
+    spec = importlib.util.spec_from_file_location("load_fault", REPO / "scripts" / "load_fault.py")
+    load_fault = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_fault)
+    with pytest.raises(SystemExit, match="not ready after 1 s"):
+        load_fault.start_server(log_dir / "server.log", [], timeout=1)
+    return log_dir / "server.log"
+
+
+@pytest.mark.parametrize("caller", [_fixture_start, _calibrate_start, _lab_start, _load_fault_start],
+                         ids=["tests.conftest", "eval.calibrate", "lab.recipe.runs.served", "scripts/load_fault"])
+def test_every_caller_leaves_no_engine_after_a_missed_start(stand_in, tmp_path, caller):
+    log = caller(tmp_path)
+    assert_gone([engine_pid(log)])
+
+
+def test_no_other_code_runs_server_processes():
+    """The job lives in cat_serve/process.py only: no other copy puts a child in its own session or
+    signals a process group, and no product code builds a ``python -m cat_serve`` command itself."""
+    own = {REPO / "cat_serve" / "process.py", Path(__file__), STAND_IN}
+    offenders = []
+    for top in ("cat_serve", "eval", "training", "clients", "lab", "scripts", "tests"):
+        for f in (REPO / top).rglob("*.py"):
+            if f in own:
+                continue
+            text = f.read_text()
+            if "start_new_session" in text or "killpg" in text:
+                offenders.append(f"{f.relative_to(REPO)}: process group")
+            if top != "tests" and re.search(r"""["']-m["'],\s*["']cat_serve["']""", text):
+                offenders.append(f"{f.relative_to(REPO)}: python -m cat_serve")
+    assert offenders == []
+
+
+# ---------------------------------------------------------------------- the real case
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_real_cat_serve_interrupted_mid_start_leaves_no_engine(tmp_path):
+    """``python -m cat_serve --engine vllm`` stopped once vLLM's engine process exists (seconds into a
+    start of a minute or more): nothing of its process group survives."""
+    from cat_serve.engine import vllm_available
+
+    if not vllm_available():
+        pytest.skip("vllm is not installed")
+    server = ServerProcess.cat_serve(["--engine", "vllm", "--max-model-len", "1024", "--kv-cache-gib", "1"],
+                                     log=tmp_path / "server.log", cwd=REPO).launch()
+    try:
+        deadline = time.monotonic() + 240
+        descendants: list[psutil.Process] = []
+        while time.monotonic() < deadline and not descendants and server.proc.poll() is None:
+            time.sleep(0.5)
+            descendants = psutil.Process(server.pid).children(recursive=True)
+        assert descendants, f"no engine process appeared\n{server.log_tail()}"
+        time.sleep(2)  # a little further into the engine's start-up
+        descendants = psutil.Process(server.pid).children(recursive=True)
+        with pytest.raises(ServerStartError, match="not ready"):
+            server.wait_healthy(timeout=0)
+    finally:
+        server.stop()
+    assert_gone([server.pid, *(p.pid for p in descendants)])
+    assert in_group(server.pid) == []
