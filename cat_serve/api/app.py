@@ -30,6 +30,8 @@ def build_engine(config: ServerConfig) -> Engine:
     if kind == "vllm":
         options.update(kv_cache_gib=config.kv_cache_gib, gpu_memory_utilization=config.gpu_memory_utilization,
                        **config.engine_options())
+        if config.reasoning_parser:  # vLLM's engine core reads it too (where structured output starts)
+            options["reasoning_parser"] = config.reasoning_parser
     else:
         options.update(device=config.device)
     return create_engine(kind, path, name, **options)

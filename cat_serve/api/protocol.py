@@ -11,11 +11,12 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cat_serve.search.types import GenParams
 
 NO_SEARCH = "none"
+RESERVED_TEMPLATE_KWARGS = frozenset({"chat_template", "tokenize"})  # vLLM rejects these in chat_template_kwargs
 
 
 class APIError(Exception):
@@ -118,7 +119,12 @@ class ChatMessage(BaseModel):
         if isinstance(content, list):
             content = "".join(p.text for p in content)
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content or ""}
+        out = {"role": role, "content": content or ""}
+        extra = self.model_extra or {}
+        reasoning = extra.get("reasoning") or extra.get("reasoning_content")  # an earlier turn's thinking
+        if self.role == "assistant" and isinstance(reasoning, str):  # templates read one name or the other
+            out["reasoning"] = out["reasoning_content"] = reasoning
+        return out
 
 
 class ChatCompletionRequest(_Request):
@@ -126,6 +132,17 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # --- vLLM extensions (not in the OpenAI spec) ---
+    chat_template_kwargs: dict[str, Any] | None = None  # extra chat template variables, e.g. enable_thinking
+    include_reasoning: bool = True  # with --reasoning-parser: false leaves message.reasoning out
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _check_template_kwargs(cls, value):
+        reserved = sorted(RESERVED_TEMPLATE_KWARGS & set(value or ()))
+        if reserved:  # as vLLM: the server chooses the template and renders it to text
+            raise ValueError(f"may not set {', '.join(reserved)}")
+        return value
 
     @model_validator(mode="after")
     def _check_chat(self):
