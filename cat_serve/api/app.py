@@ -6,19 +6,19 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from cat_serve.api.errors import CLIENT_ERRORS, to_api_error
 from cat_serve.api.metrics import Metrics
-from cat_serve.api.protocol import APIError
 from cat_serve.api.routes import router
-from cat_serve.api.service import ServiceMiddleware, count_tokens, limits_of
+from cat_serve.api.service import ServiceMiddleware, count_tokens, limits_of, record_of
 from cat_serve.api.serving import Serving
 from cat_serve.config import ServerConfig
 from cat_serve.engine import Engine, create_engine, vllm_available
 from cat_serve.engine.counting import CountingEngine
 from cat_serve.calibration import CalibrationProfile, model_fingerprint, resolve_profile
-from cat_serve.models import EMBEDDED, EMBEDDED_NAME, resolve_model
+from cat_serve.engine.dtype import machine_weights_dtype
+from cat_serve.models import EMBEDDED, EMBEDDED_NAME, embedded_checkpoint, is_embedded, resolve_model
 
 log = logging.getLogger("cat_serve")
 
@@ -26,6 +26,8 @@ log = logging.getLogger("cat_serve")
 def build_engine(config: ServerConfig) -> Engine:
     path, name = resolve_model(config.model)
     kind = config.engine if config.engine != "auto" else ("vllm" if vllm_available() else "transformers")
+    if is_embedded(config.model):  # its weights cached in the served dtype: no per-weight cast warnings
+        path = str(embedded_checkpoint(machine_weights_dtype(kind, config.dtype)))
     options = {"max_model_len": config.max_model_len, "dtype": config.dtype}
     if kind == "vllm":
         options.update(kv_cache_gib=config.kv_cache_gib, gpu_memory_utilization=config.gpu_memory_utilization,
@@ -91,31 +93,20 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         body, ctype = metrics.exposition()
         return Response(body, media_type=ctype)
 
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, e: APIError):
-        return JSONResponse(e.body(), status_code=e.status)
+    async def _error(request: Request, e: Exception) -> JSONResponse:
+        err = to_api_error(e)
+        record_of(request).error = err.code or err.type
+        return JSONResponse(err.body(), status_code=err.status)
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, e: RequestValidationError):
-        return JSONResponse(_validation_error(e).body(), status_code=400)
+    for cls in CLIENT_ERRORS:  # 4xx: answered inside the middleware, which adds X-Request-Id
+        app.add_exception_handler(cls, _error)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, e: Exception):
+    async def _unexpected(request: Request, e: Exception):
         log.exception("unhandled error")
-        return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", type="server_error").body(),
-                            status_code=500)
+        return await _error(request, e)
 
     return app
-
-
-def _validation_error(e: RequestValidationError) -> APIError:
-    err = e.errors()[0] if e.errors() else {}
-    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-    if err.get("type") == "json_invalid":
-        return APIError(400, "We could not parse the JSON body of your request.", param=None)
-    msg = err.get("msg", "invalid request").removeprefix("Value error, ")
-    param = ".".join(loc) or None
-    return APIError(400, f"{param}: {msg}" if param else msg, param=param)
 
 
 def banner(config: ServerConfig, engine: Engine) -> str:

@@ -1,4 +1,4 @@
-"""Thin HTTP routes: parse, hand to ``app.state.serving``, wrap streams as SSE."""
+"""Thin HTTP routes: parse, check the limits, hand to ``app.state.serving``, wrap streams as SSE."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cat_serve.api.protocol import ChatCompletionRequest, CompletionRequest
-from cat_serve.api.service import check_limits
+from cat_serve.api.service import check_limits, record_of
 
 router = APIRouter()
 
@@ -29,13 +29,22 @@ async def models(request: Request):
     return request.app.state.serving.models()
 
 
+async def _generate(request: Request, req, kind: str):
+    """Parse the search params once (with the calibration profile's defaults), check them against
+    the server's limits, then serve exactly that object. Errors raised here reach the app's
+    exception handlers (``errors.to_api_error``)."""
+    serving, rec = request.app.state.serving, record_of(request)
+    search = serving.parse_search(req, rec)
+    check_limits(req, search, request.app.state.limits, serving.default_max_tokens)
+    serve = serving.chat if kind == "chat" else serving.completion
+    return _respond(await serve(req, search, request, rec))
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    check_limits(body, request.app.state.limits, request.app.state.serving.default_max_tokens)
-    return _respond(await request.app.state.serving.chat(body, request))
+    return await _generate(request, body, "chat")
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
-    check_limits(body, request.app.state.limits, request.app.state.serving.default_max_tokens)
-    return _respond(await request.app.state.serving.completion(body, request))
+    return await _generate(request, body, "completions")

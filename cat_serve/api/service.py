@@ -18,6 +18,11 @@ Per request, in this order:
 
 Request caps (n, branches, max_steps, max_tokens x paths) are validation: ``check_limits`` below,
 called by the routes, with the rules in ``cat_serve/search/limits.py``.
+
+The middleware reads a request body only for ``deadline_s`` (the deadline covers queueing, before
+the app parses anything) and never reads response bodies: ``Serving`` writes strategy, stream,
+prompt tokens and the search statistics onto the request's :class:`RequestRecord` (the scope's
+``state["record"]``, ``request.state.record`` in a handler), and the error handlers its error.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from cat_serve.api.protocol import NO_SEARCH, APIError
+from cat_serve.api.protocol import APIError
 from cat_serve.search.limits import Limits, check_plain, check_search
+from cat_serve.search.params import SearchParams
 
 GENERATION_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
@@ -41,6 +47,9 @@ _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
 
 @dataclass
 class RequestRecord:
+    """What the log line and the metrics say about one request. ``strategy`` stays "-" for a
+    request refused before its body parsed (401, 429, a validation 400)."""
+
     request_id: str
     method: str
     path: str
@@ -86,25 +95,25 @@ def limits_of(config) -> Limits:
                   max_tokens_paths=config.max_tokens_paths)
 
 
-def check_limits(req, limits: Limits, default_max_tokens: int) -> None:
-    """400 (naming the limit) for a request over the server's caps; bad params are left to Serving."""
-    from cat_serve.search import registry
-    from cat_serve.search.limits import LimitError
-    from cat_serve.search.params import SearchParamsError
+def check_limits(req, search: SearchParams | None, limits: Limits, default_max_tokens: int) -> None:
+    """Raise :class:`LimitError` (a 400 naming the limit) for a request over the server's caps.
 
-    try:
-        if req.search == NO_SEARCH:
-            prompts = len(req.prompts()) if hasattr(req, "prompts") else 1
-            check_plain(req.n, prompts, req.requested_max_tokens() or default_max_tokens, limits)
-            return
-        try:
-            params = registry.parse_params(req.search, req.search_params, req.search_defaults())
-        except SearchParamsError:
-            return  # Serving answers it with the strategy's own message
-        check_search(params, limits)
-    except LimitError as e:
-        param = e.field if req.search == NO_SEARCH or e.field == "max_tokens" else f"search_params.{e.field}"
-        raise APIError(400, str(e), param=param, code=f"{e.limit}_exceeded") from e
+    ``search`` is the request's parsed search params (``Serving.parse_search``), None for a plain
+    request: parsed once, with the calibration profile's defaults, and checked here as it will run."""
+    if search is None:
+        prompts = len(req.prompts()) if hasattr(req, "prompts") else 1
+        check_plain(req.n, prompts, req.requested_max_tokens() or default_max_tokens, limits)
+    else:
+        check_search(search, limits)
+
+
+def record_of(request) -> RequestRecord:
+    """The request's record (the middleware puts it in the ASGI scope's state); a detached one
+    when the app runs without the middleware."""
+    rec = getattr(request.state, "record", None)
+    if rec is None:
+        rec = request.state.record = RequestRecord("-", request.method, request.url.path)
+    return rec
 
 
 class Admission:
@@ -157,7 +166,8 @@ class ServiceMiddleware:
         incoming = headers.get("x-request-id", "")
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         rec = RequestRecord(rid, scope.get("method", ""), scope.get("path", ""))
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"], state["record"] = rid, rec
         out = _Sender(send, rid, rec)
         token = CURRENT.set(rec)
         try:
@@ -193,7 +203,7 @@ class ServiceMiddleware:
             body = None
         if rec.endpoint is None:
             return await self.app(scope, receive, out)
-        deadline = self._deadline(rec, body)
+        deadline = self._deadline(body)
         if self.admission.full():
             return await out.error(APIError(429, f"server busy: {self.admission.limit} requests running and "
                                                  f"{self.admission.waiting} queued, the limits max_concurrent="
@@ -231,21 +241,16 @@ class ServiceMiddleware:
                 break
         return b"".join(chunks)
 
-    def _deadline(self, rec: RequestRecord, body: bytes | None) -> float:
-        from cat_serve.search import registry
-
+    def _deadline(self, body: bytes | None) -> float:
+        """The server's deadline, or the request's own ``deadline_s`` capped at ``max_deadline_s``."""
         deadline = self.config.deadline_s
         try:
             data = json.loads(body) if body else None
         except (ValueError, UnicodeDecodeError):
-            data = None
-        if isinstance(data, dict):
-            s = data.get("search", NO_SEARCH)
-            rec.strategy = s if isinstance(s, str) and (s == NO_SEARCH or s in registry.available()) else "invalid"
-            rec.stream = data.get("stream") is True
-            d = data.get("deadline_s")
-            if isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0:
-                deadline = min(float(d), self.config.max_deadline_s)
+            data = None  # the app answers the bad body
+        d = data.get("deadline_s") if isinstance(data, dict) else None
+        if isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0:
+            deadline = min(float(d), self.config.max_deadline_s)
         return deadline
 
     async def _run(self, scope, receive, out: _Sender, rec: RequestRecord, deadline: float):
@@ -309,13 +314,12 @@ def _replay(body: bytes, receive):
 
 
 class _Sender:
-    """Wraps ``send``: adds X-Request-Id, records status and search statistics, can end a response."""
+    """Wraps ``send``: adds X-Request-Id, records the status, can end a response."""
 
     def __init__(self, send, rid: str, rec: RequestRecord):
         self._send, self.rid, self.rec = send, rid, rec
         self.started = self.finished = False
         self.sse = False
-        self._json = bytearray()
 
     async def __call__(self, msg):
         if msg["type"] == "http.response.start":
@@ -326,44 +330,9 @@ class _Sender:
             ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
             self.sse = ctype.startswith(b"text/event-stream")
             msg = {**msg, "headers": hdrs}
-        elif msg["type"] == "http.response.body":
-            self._inspect(msg.get("body", b""), more=msg.get("more_body", False))
-            if not msg.get("more_body", False):
-                self.finished = True
+        elif msg["type"] == "http.response.body" and not msg.get("more_body", False):
+            self.finished = True
         await self._send(msg)
-
-    def _inspect(self, chunk: bytes, more: bool) -> None:
-        if not self.rec.endpoint:
-            return
-        if self.sse:
-            if b'"search": {' in chunk or b'"error": {' in chunk or b'"usage": {' in chunk:
-                for line in chunk.split(b"\n"):
-                    if line.startswith(b"data: {"):
-                        try:
-                            self._record(json.loads(line[6:]))
-                        except ValueError:
-                            pass
-            return
-        if len(self._json) < (8 << 20):
-            self._json += chunk
-        if not more:
-            try:
-                self._record(json.loads(bytes(self._json)))
-            except ValueError:
-                pass
-
-    def _record(self, obj) -> None:
-        if not isinstance(obj, dict):
-            return
-        if isinstance(obj.get("search"), dict):
-            s = obj["search"]
-            self.rec.expanded = int(s.get("expanded") or 0)
-            self.rec.pruned = int(s.get("pruned") or 0)
-            self.rec.abstained = bool(s.get("abstained"))
-        if isinstance(obj.get("usage"), dict):
-            self.rec.prompt_tokens = obj["usage"].get("prompt_tokens")
-        if isinstance(obj.get("error"), dict):
-            self.rec.error = obj["error"].get("code") or obj["error"].get("type")
 
     async def error(self, e: APIError, headers: dict | None = None) -> None:
         self.rec.error = e.code or e.type

@@ -1,7 +1,9 @@
 """Request -> engine or search strategy -> OpenAI response (JSON or SSE chunks).
 
-One ``Serving`` object per app (kept in ``app.state``). Chat and text completions share every
-code path; ``ChatFormat`` / ``TextFormat`` build the JSON where the two formats differ.
+One ``Serving`` object per app (kept in ``app.state``): dispatch only. Chat and text completions
+share every code path; the wire format (``ChatFormat`` / ``TextFormat``, SSE, usage, the ``search``
+object) is ``cat_serve/api/wire.py``, the async plumbing (stream event queue, cancel on
+disconnect) ``cat_serve/api/aio.py``.
 
 Search responses (``search != "none"``) add, beyond the OpenAI schema:
 - ``choices[i].confidence`` in [0, 1] (plain requests carry exp(mean token logprob) there);
@@ -12,20 +14,25 @@ Streaming a search sends progress chunks first: ordinary chunks with an empty de
 top-level ``search_event`` object (``{"type": ..., ...}``), then the chosen text as one content delta,
 then a chunk with ``finish_reason``, ``confidence`` and ``search``, then usage (if asked), then [DONE].
 
-Errors: every exception on the way to a response goes through :func:`to_api_error`, so one cause
+The route parses the search params once (:meth:`Serving.parse_search`) and hands the same object
+here. ``Serving`` writes what the log line and the metrics report (strategy, stream, prompt tokens,
+expanded, pruned, abstained) onto the request's ``RequestRecord`` (``cat_serve/api/service.py``).
+
+Errors: every exception on the way to a response goes through ``errors.to_api_error``, so one cause
 has one body wherever it happens (before the engine, inside it, during a stream).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
 
 from fastapi import Request
 
+from cat_serve.api.aio import Events, until_disconnect
+from cat_serve.api.errors import to_api_error
 from cat_serve.api.protocol import (
     NO_SEARCH,
     APIError,
@@ -34,35 +41,25 @@ from cat_serve.api.protocol import (
     new_id,
     now,
 )
+from cat_serve.api.service import RequestRecord
+from cat_serve.api.wire import (
+    ChatFormat,
+    Format,
+    TextFormat,
+    openai_finish,
+    safe_prefix,
+    search_object,
+    sse,
+    usage,
+)
 from cat_serve.engine.base import Engine, PromptTooLongError, chat_prompt_ids, check_room
 from cat_serve.engine.output import sample_seed
+from cat_serve.search import registry
 from cat_serve.search.confidence import path_probability
-from cat_serve.search.types import LENGTH, SearchResult, Step
+from cat_serve.search.params import SearchParams
+from cat_serve.search.types import SearchResult, Step
 
 ABSTAIN_TEXT = "I am not confident enough to answer this."  # returned when search abstains
-
-
-def openai_finish(reason: str | None) -> str:
-    """An engine or search finish reason as OpenAI's: ``length`` when cut at max_tokens, else ``stop``."""
-    return "length" if reason == LENGTH else "stop"
-
-
-def to_api_error(e: BaseException) -> APIError:
-    """THE mapping of an exception to the error the client sees."""
-    if isinstance(e, APIError):
-        return e
-    if isinstance(e, PromptTooLongError):
-        return APIError(400, str(e), param="messages", code="context_length_exceeded")
-    return APIError(500, f"engine error: {e}", type="server_error")
-
-
-def sse(obj: dict | str) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
 
 
 class Serving:
@@ -74,7 +71,18 @@ class Serving:
         self._token_text: dict[int, str] = {}
 
     # ------------------------------------------------------------------ entry points
-    async def chat(self, req: ChatCompletionRequest, request: Request):
+    def parse_search(self, req, rec: RequestRecord) -> SearchParams | None:
+        """The request's search params, validated once with the calibration profile's defaults
+        (None for ``search: none``); raises SearchParamsError (a 400). Labels the record first, so
+        a refused request is counted under the strategy it asked for ("invalid" for an unknown one)."""
+        known = req.search == NO_SEARCH or req.search in registry.available()
+        rec.strategy, rec.stream = (req.search if known else "invalid"), req.stream
+        if req.search == NO_SEARCH:
+            return None
+        return registry.parse_params(req.search, req.search_params, req.search_defaults(), self.calibration)
+
+    async def chat(self, req: ChatCompletionRequest, search: SearchParams | None, request: Request,
+                   rec: RequestRecord):
         self._check_model(req.model)
         messages = [m.as_template_dict() for m in req.messages]
         try:
@@ -83,9 +91,10 @@ class Serving:
             raise APIError(400, f"chat template failed: {e}", param="messages") from e
         fmt = ChatFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
                          want_logprobs=bool(req.logprobs))
-        return await self._serve(req, [prompt], fmt, request)
+        return await self._serve(req, search, [prompt], fmt, request, rec)
 
-    async def completion(self, req: CompletionRequest, request: Request):
+    async def completion(self, req: CompletionRequest, search: SearchParams | None, request: Request,
+                         rec: RequestRecord):
         self._check_model(req.model)
         prompts = [p if isinstance(p, list) else self._encode(p) for p in req.prompts()]
         for p in prompts:
@@ -93,7 +102,7 @@ class Serving:
                 raise APIError(400, "prompt token ids out of vocabulary range", param="prompt")
         fmt = TextFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
                          want_logprobs=req.logprobs is not None)
-        return await self._serve(req, prompts, fmt, request)
+        return await self._serve(req, search, prompts, fmt, request, rec)
 
     def models(self) -> dict:
         return {
@@ -114,16 +123,17 @@ class Serving:
         return out
 
     # ------------------------------------------------------------------ dispatch
-    async def _serve(self, req, prompts: list[list[int]], fmt: Format, request: Request):
+    async def _serve(self, req, search: SearchParams | None, prompts: list[list[int]], fmt: Format,
+                     request: Request, rec: RequestRecord):
         for p in prompts:
             self._check_length(p)
-        if req.search != NO_SEARCH:
-            search = self._parse_search(req)
+        rec.prompt_tokens = sum(map(len, prompts))
+        if search is not None:
             if req.stream:
-                return self._stream_search(req, prompts[0], fmt, search)
-            return await until_disconnect(request, self._search(req, prompts[0], fmt, search))
+                return self._stream_search(req, prompts[0], fmt, search, rec)
+            return await until_disconnect(request, self._search(req, prompts[0], fmt, search, rec))
         if req.stream:
-            return self._stream_plain(req, prompts, fmt)
+            return self._stream_plain(req, prompts, fmt, rec)
         return await until_disconnect(request, self._plain(req, prompts, fmt))
 
     # ------------------------------------------------------------------ plain generation
@@ -138,10 +148,10 @@ class Serving:
                                           path_probability(step.logprobs), fmt.logprobs(step)))
         return fmt.response(choices, usage(sum(map(len, prompts)), completion_tokens))
 
-    async def _stream_plain(self, req, prompts, fmt: Format) -> AsyncIterator[str]:
+    async def _stream_plain(self, req, prompts, fmt: Format, rec: RequestRecord) -> AsyncIterator[str]:
         params = req.gen_params(self.default_max_tokens)
         rid, created = new_id(fmt.id_prefix), now()
-        events = _Events()
+        events = Events()
         holdback = max((len(s) for s in params.stop), default=1) - 1
 
         async def one(index: int, prompt: list[int]) -> None:
@@ -163,7 +173,7 @@ class Serving:
                 yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, first=True)))
             while done < n_streams:
                 kind, (index, step, sent) = await events.next()
-                text = step.text if kind == "final" else _safe_prefix(step.text, holdback)
+                text = step.text if kind == "final" else safe_prefix(step.text, holdback)
                 delta_text = text[sent["chars"]:] if len(text) > sent["chars"] else ""
                 new_tokens = step.num_tokens - sent["tokens"]
                 lp = fmt.logprobs(step, start=sent["tokens"]) if new_tokens else None
@@ -181,41 +191,32 @@ class Serving:
                 yield sse(fmt.usage_chunk(rid, created, usage(sum(map(len, prompts)), completion_tokens)))
             yield sse("[DONE]")
         except Exception as e:  # noqa: BLE001  (the stream has started: the error is its last event)
-            yield sse(to_api_error(e).body())
+            yield _error_event(e, rec)
             yield sse("[DONE]")
         finally:
             for t in tasks:
                 t.cancel()
 
     # ------------------------------------------------------------------ search
-    def _parse_search(self, req):
-        from cat_serve.search import registry
-        from cat_serve.search.params import SearchParamsError
+    async def _run_search(self, req, prompt, params, rec: RequestRecord, on_event=None) -> tuple[SearchResult, bool]:
+        result, abstained = await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event,
+                                                      profile=self.calibration)
+        rec.expanded, rec.pruned, rec.abstained = result.stats.expanded, result.stats.pruned, abstained
+        return result, abstained
 
-        try:
-            return registry.parse_params(req.search, req.search_params, req.search_defaults(), self.calibration)
-        except SearchParamsError as e:
-            raise APIError(400, str(e), param="search_params" if req.search in registry.available() else "search") from e
-
-    async def _run_search(self, req, prompt, params, on_event=None) -> tuple[SearchResult, bool]:
-        from cat_serve.search import registry
-
-        return await registry.run_search(req.search, self.engine, prompt, params, on_event=on_event,
-                                         profile=self.calibration)
-
-    async def _search(self, req, prompt, fmt: Format, params) -> dict:
-        result, abstained = await self._run_search(req, prompt, params)
+    async def _search(self, req, prompt, fmt: Format, params, rec: RequestRecord) -> dict:
+        result, abstained = await self._run_search(req, prompt, params, rec)
         text = ABSTAIN_TEXT if abstained else result.text
         choice = fmt.choice(0, text, openai_finish(result.finish_reason), result.confidence, None)
         return fmt.response([choice], usage(len(prompt), result.stats.tokens_generated),
                             search=search_object(result, abstained, params))
 
-    async def _stream_search(self, req, prompt, fmt: Format, params) -> AsyncIterator[str]:
+    async def _stream_search(self, req, prompt, fmt: Format, params, rec: RequestRecord) -> AsyncIterator[str]:
         rid, created = new_id(fmt.id_prefix), now()
-        events = _Events()
+        events = Events()
 
         async def run() -> None:
-            out = await self._run_search(req, prompt, params, on_event=lambda ev: events.put("event", ev))
+            out = await self._run_search(req, prompt, params, rec, on_event=lambda ev: events.put("event", ev))
             events.put("final", out)
 
         task = events.produce(run())
@@ -237,7 +238,7 @@ class Serving:
                 yield sse("[DONE]")
                 return
         except Exception as e:  # noqa: BLE001  (the stream has started: the error is its last event)
-            yield sse(to_api_error(e).body())
+            yield _error_event(e, rec)
             yield sse("[DONE]")
         finally:
             task.cancel()  # client gone or done: abort every engine request of this search
@@ -271,170 +272,8 @@ class Serving:
         return self._token_text[token_id]
 
 
-# ---------------------------------------------------------------------- response builders
-class Format:
-    """The envelope shared by both formats; subclasses build the choices."""
-
-    id_prefix = ""
-    obj = ""
-    chunk_obj = ""
-
-    def __init__(self, model: str, tok: Callable[[int], str], *, top_n: int, want_logprobs: bool):
-        self.model, self.tok, self.top_n, self.want_logprobs = model, tok, top_n, want_logprobs
-
-    def response(self, choices: list[dict], usage: dict, *, search: dict | None = None) -> dict:
-        out = {"id": new_id(self.id_prefix), "object": self.obj, "created": now(), "model": self.model,
-               "choices": choices, "usage": usage}
-        if search is not None:
-            out["search"] = search  # cat-serve extension
-        return out
-
-    def chunk(self, rid: str, created: int, choice: dict, *, search: dict | None = None,
-              search_event: dict | None = None) -> dict:
-        out = {"id": rid, "object": self.chunk_obj, "created": created, "model": self.model, "choices": [choice]}
-        if search is not None:
-            out["search"] = search  # cat-serve extension
-        if search_event is not None:
-            out["search_event"] = search_event  # cat-serve extension
-        return out
-
-    def usage_chunk(self, rid: str, created: int, usage: dict) -> dict:
-        return {"id": rid, "object": self.chunk_obj, "created": created, "model": self.model, "choices": [],
-                "usage": usage}
-
-    def logprobs(self, step: Step, start: int = 0) -> dict | None:
-        """The format's logprobs of tokens ``start..`` of ``step``; None when the request did not ask."""
-        return self._logprobs(step, start) if self.want_logprobs else None
-
-    # per format
-    def choice(self, index: int, text: str, finish: str, confidence: float | None, logprobs: dict | None) -> dict:
-        raise NotImplementedError
-
-    def delta_choice(self, index: int, text: str | None = None, *, first: bool = False, finish: str | None = None,
-                     logprobs: dict | None = None) -> dict:
-        raise NotImplementedError
-
-    def _logprobs(self, step: Step, start: int) -> dict:
-        raise NotImplementedError
-
-
-class ChatFormat(Format):
-    id_prefix, obj, chunk_obj = "chatcmpl", "chat.completion", "chat.completion.chunk"
-
-    def choice(self, index, text, finish, confidence, logprobs) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                "finish_reason": finish, "confidence": confidence}
-
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
-        delta = {"role": "assistant", "content": ""} if first else {} if text is None else {"content": text}
-        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-
-    def _logprobs(self, step: Step, start: int) -> dict:
-        entries = []
-        for pos in range(start, step.num_tokens):
-            t = self.tok(step.token_ids[pos])
-            tops = step.top_logprobs[pos][:self.top_n] if pos < len(step.top_logprobs) else ()
-            entries.append({"token": t, "logprob": step.logprobs[pos], "bytes": list(t.encode()),
-                            "top_logprobs": [{"token": self.tok(i), "logprob": lp,
-                                              "bytes": list(self.tok(i).encode())} for i, lp in tops]})
-        return {"content": entries}
-
-
-class TextFormat(Format):
-    id_prefix, obj, chunk_obj = "cmpl", "text_completion", "text_completion"
-
-    def choice(self, index, text, finish, confidence, logprobs) -> dict:
-        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
-                "confidence": confidence}
-
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None) -> dict:
-        return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
-
-    def _logprobs(self, step: Step, start: int) -> dict:
-        tokens = [self.tok(t) for t in step.token_ids[start:]]
-        offsets, off = [], 0
-        for t in tokens:
-            offsets.append(off)
-            off += len(t)
-        tops = [{self.tok(i): lp for i, lp in step.top_logprobs[p][:self.top_n]}
-                for p in range(start, min(step.num_tokens, len(step.top_logprobs)))]
-        return {"tokens": tokens, "token_logprobs": list(step.logprobs[start:]),
-                "top_logprobs": tops, "text_offset": offsets}
-
-
-def search_object(result: SearchResult, abstained: bool, params) -> dict:
-    st = result.stats
-    out: dict[str, Any] = {
-        "strategy": st.strategy, "params": st.params, "steps": st.steps, "expanded": st.expanded,
-        "pruned": st.pruned, "tokens_generated": st.tokens_generated, "engine_calls": st.engine_calls,
-        "wall_time_s": round(st.wall_time_s, 4), "abstained": abstained, "answer": result.answer,
-        "raw_confidence": result.raw_confidence, "calibrated": result.calibrated,
-    }
-    if getattr(params, "return_candidates", False):
-        out["candidates"] = [{"text": c.text, "answer": c.answer, "score": c.score, "steps": c.steps,
-                              "finished": c.finished,
-                              **({"step_confidences": c.meta["step_confidences"]}
-                                 if "step_confidences" in c.meta else {})} for c in result.candidates]
-    return out
-
-
-def _safe_prefix(text: str, holdback: int) -> str:
-    """Text that can be sent now: hold back what could still become a stop string or a split char."""
-    if holdback > 0:
-        text = text[:-holdback] if len(text) > holdback else ""
-    return text.rstrip("\ufffd")
-
-
-class _Events:
-    """The queue between a stream's producer tasks and its SSE loop.
-
-    A producer that fails puts its exception in the queue, so the loop re-raises it at once
-    instead of polling the tasks."""
-
-    def __init__(self):
-        self._queue: asyncio.Queue = asyncio.Queue()
-
-    def put(self, kind: str, payload) -> None:
-        self._queue.put_nowait((kind, payload))
-
-    def produce(self, work: Awaitable) -> asyncio.Task:
-        async def guarded():
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001  (handed to the consumer, which raises it)
-                self.put("error", e)
-
-        return asyncio.create_task(guarded())
-
-    async def next(self) -> tuple[str, Any]:
-        kind, payload = await self._queue.get()
-        if kind == "error":
-            raise payload
-        return kind, payload
-
-
-async def until_disconnect(request: Request, work: Awaitable):
-    """Run ``work`` while watching ``request.receive()``; cancel it (aborting its engine requests)
-    as soon as the client disconnects. The same race as vLLM's ``with_cancellation``."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            try:
-                return task.result()
-            except Exception as e:
-                raise to_api_error(e) from e
-        task.cancel()
-        raise APIError(499, "client disconnected", type="client_closed_request")
-    finally:
-        for t in (task, watcher):
-            if not t.done():
-                t.cancel()
+def _error_event(e: Exception, rec: RequestRecord) -> str:
+    """A stream's last event for ``e`` (the HTTP status is already sent); recorded for the log."""
+    err = to_api_error(e)
+    rec.error = err.code or err.type
+    return sse(err.body())

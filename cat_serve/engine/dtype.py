@@ -32,3 +32,33 @@ def resolve_dtype(requested: str, *, on_cuda: bool, flags: Iterable[str] = ()) -
     if requested != "auto" or on_cuda:
         return requested
     return "bfloat16" if NATIVE_BF16_FLAGS & set(flags) else "float32"
+
+
+_ALIASES = {"half": "float16", "float": "float32"}
+
+
+def weights_dtype(kind: str, requested: str, *, on_cuda: bool, flags: Iterable[str] = (),
+                  cuda_capability: tuple[int, int] | None = None) -> str:
+    """The dtype engine ``kind`` will hold the weights in for ``--dtype requested``, so the embedded
+    checkpoint can be cached in it (``cat_serve.models.embedded_checkpoint``): loading float32
+    weights into bfloat16 parameters makes vLLM warn once per weight.
+
+    vLLM: :func:`resolve_dtype`; where that leaves ``auto`` (CUDA), vLLM downcasts a float32
+    checkpoint to the GPU's preferred half type, bfloat16 from compute capability 8.0, else
+    float16. transformers: float32 unless a half type is asked for (``hf_engine.resolve_dtype``)."""
+    requested = _ALIASES.get(requested, requested)
+    if kind != "vllm":
+        return requested if requested in ("bfloat16", "float16") else "float32"
+    dtype = resolve_dtype(requested, on_cuda=on_cuda, flags=flags)
+    if dtype == "auto":
+        dtype = "bfloat16" if (cuda_capability or (0, 0)) >= (8, 0) else "float16"
+    return dtype
+
+
+def machine_weights_dtype(kind: str, requested: str) -> str:
+    """:func:`weights_dtype` on this machine (torch says whether and which CUDA device there is)."""
+    import torch
+
+    on_cuda = torch.cuda.is_available()
+    return weights_dtype(kind, requested, on_cuda=on_cuda, flags=() if on_cuda else cpu_flags(),
+                         cuda_capability=torch.cuda.get_device_capability() if on_cuda else None)

@@ -23,16 +23,20 @@ class Limits:
 
 
 class LimitError(SearchParamsError):
-    """A request over one of the server's :class:`Limits`; ``limit`` names it."""
+    """A request over one of the server's :class:`Limits`; ``limit`` names it, ``param`` is the
+    request field to name in the 400 (``search_params.n``, ``n``, ``max_tokens``)."""
 
-    def __init__(self, message: str, field: str | None, limit: str):
+    def __init__(self, message: str, field: str | None, limit: str, param: str | None = None):
         super().__init__(message, field)
         self.limit = limit
+        self.param = param or field
 
 
 def _over(where: str, value: int, limit_name: str, limit: int, field: str) -> LimitError:
     flag = "--" + limit_name.replace("_", "-")
-    return LimitError(f"{where} is {value}, above this server's limit {limit_name}={limit} ({flag})", field, limit_name)
+    param = field if field == "max_tokens" else where  # max_tokens x paths: the request's max_tokens
+    return LimitError(f"{where} is {value}, above this server's limit {limit_name}={limit} ({flag})", field,
+                      limit_name, param)
 
 
 def search_paths(params: SearchParams) -> int:

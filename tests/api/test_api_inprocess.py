@@ -166,7 +166,7 @@ async def test_stream_engine_failure_becomes_an_error_event(api):
     engine.error = RuntimeError("boom")
     events = sse_events((await chat(client, stream=True)).text)
     assert events[-1] == "[DONE]"
-    assert events[-2] == {"error": {"message": "engine error: boom", "type": "server_error", "param": None,
+    assert events[-2] == {"error": {"message": "internal error: RuntimeError: boom", "type": "server_error", "param": None,
                                     "code": None}}
 
 
@@ -240,7 +240,7 @@ async def test_engine_failure_is_a_500_in_openai_shape(api):
     engine.error = RuntimeError("boom")
     r = await chat(client)
     assert r.status_code == 500
-    assert error_of(r) == {"message": "engine error: boom", "type": "server_error", "param": None, "code": None}
+    assert error_of(r) == {"message": "internal error: RuntimeError: boom", "type": "server_error", "param": None, "code": None}
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -333,7 +333,7 @@ async def test_disconnect_cancels_the_work_at_once():
     import time
 
     from cat_serve.api.protocol import APIError
-    from cat_serve.api.serving import until_disconnect
+    from cat_serve.api.aio import until_disconnect
 
     cancelled, gone = asyncio.Event(), asyncio.Event()
 
@@ -357,3 +357,97 @@ async def test_disconnect_cancels_the_work_at_once():
         await task
     assert err.value.status == 499 and cancelled.is_set()
     assert time.perf_counter() - t0 < 0.05  # no polling interval to wait out
+
+
+# ---------------------------------------------------------------------------------------------- the record
+def metric(app, name: str, **labels) -> float:
+    return app.state.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def api_app():
+    engine = FakeEngine(model_name=MODEL, max_model_len=64)
+    app = create_app(ServerConfig(default_max_tokens=16), engine=engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cat") as client:
+            yield app, engine, client
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_metrics_and_log_read_the_record_serving_wrote(api_app, caplog, stream):
+    """Serving writes strategy, stream, prompt tokens and the search statistics onto the request's
+    record; the middleware reads no response body. Expected values by hand from the script: 3 paths
+    of one token each, answers 4, 5, 4 (expanded 3, pruned 0), the 1-token prompt."""
+    app, engine, client = api_app
+    script_votes(engine, cont("\\boxed{4}"), cont("\\boxed{5}"), cont("\\boxed{4}"))
+    with caplog.at_level("INFO", logger="cat_serve.requests"):
+        r = await chat(client, stream=stream, search="self_consistency",
+                       search_params={"n": 3, "min_confidence": 0.9})
+    assert r.status_code == 200
+    line = json.loads([rec.message for rec in caplog.records if rec.name == "cat_serve.requests"][-1])
+    assert line["request_id"] == r.headers["x-request-id"]
+    assert (line["strategy"], line["stream"], line["prompt_tokens"], line["completion_tokens"]) == \
+        ("self_consistency", stream, 1, 3)
+    assert (line["expanded"], line["pruned"], line["abstained"]) == (3, 0, True)  # 2/3 < 0.9
+    s = {"strategy": "self_consistency"}
+    assert metric(app, "cat_serve_requests_total", endpoint="chat", status="200", **s) == 1
+    assert metric(app, "cat_serve_search_branches_expanded_total", **s) == 3
+    assert metric(app, "cat_serve_abstentions_total", **s) == 1
+    assert metric(app, "cat_serve_tokens_generated_total", **s) == 3
+
+
+async def test_refusals_are_labelled_with_the_strategy_asked_for(api_app, caplog):
+    app, _, client = api_app
+    with caplog.at_level("INFO", logger="cat_serve.requests"):
+        assert (await chat(client, search="cat", search_params={"branches": 0})).status_code == 400
+        assert (await chat(client, search="nope")).status_code == 400
+        assert (await chat(client, n=0)).status_code == 400  # refused before the body parsed
+    lines = [json.loads(rec.message) for rec in caplog.records if rec.name == "cat_serve.requests"]
+    assert [(x["strategy"], x["status"], x["error"]) for x in lines] == [
+        ("cat", 400, "invalid_request_error"), ("invalid", 400, "invalid_request_error"),
+        ("-", 400, "invalid_request_error")]
+    assert metric(app, "cat_serve_requests_total", endpoint="chat", strategy="cat", status="400") == 1
+    assert metric(app, "cat_serve_requests_total", endpoint="chat", strategy="invalid", status="400") == 1
+
+
+async def test_a_stream_error_is_recorded(api_app, caplog):
+    app, engine, client = api_app
+    engine.error = RuntimeError("boom")
+    with caplog.at_level("INFO", logger="cat_serve.requests"):
+        events = sse_events((await chat(client, stream=True)).text)
+    assert events[-2]["error"]["type"] == "server_error"
+    line = json.loads([rec.message for rec in caplog.records if rec.name == "cat_serve.requests"][-1])
+    assert line["status"] == 200 and line["error"] == "server_error" and line["stream"] is True
+
+
+def test_every_exception_maps_in_one_place():
+    from fastapi.exceptions import RequestValidationError
+
+    from cat_serve.api.errors import to_api_error
+    from cat_serve.api.protocol import APIError
+    from cat_serve.engine.base import PromptTooLongError
+    from cat_serve.search.limits import Limits, check_plain, check_search
+    from cat_serve.search.params import SearchParamsError
+    from cat_serve.search.registry import parse_params
+
+    own = APIError(404, "x")
+    assert to_api_error(own) is own
+    e = to_api_error(PromptTooLongError("too long"))
+    assert (e.status, e.param, e.code) == (400, "messages", "context_length_exceeded")
+    assert to_api_error(SearchParamsError("bad", "branches")).param == "search_params"
+    assert to_api_error(SearchParamsError("unknown strategy", "search")).param == "search"
+    with pytest.raises(SearchParamsError) as over:
+        check_search(parse_params("self_consistency", {"n": 5}), Limits(max_n=4))
+    e = to_api_error(over.value)
+    assert (e.status, e.param, e.code) == (400, "search_params.n", "max_n_exceeded")
+    with pytest.raises(SearchParamsError) as over:
+        check_plain(5, 1, 1, Limits(max_n=4))
+    assert to_api_error(over.value).param == "n"
+    with pytest.raises(SearchParamsError) as over:
+        check_search(parse_params("self_consistency", {"n": 2, "max_tokens": 10}), Limits(max_tokens_paths=10))
+    assert to_api_error(over.value).param == "max_tokens"
+    e = to_api_error(RequestValidationError([{"type": "json_invalid", "loc": ("body", 0), "msg": "x"}]))
+    assert (e.status, e.message) == (400, "We could not parse the JSON body of your request.")
+    e = to_api_error(KeyError("k"))
+    assert (e.status, e.type, e.message) == (500, "server_error", "internal error: KeyError: 'k'")
