@@ -48,6 +48,8 @@ def test_split_and_count(think_tokenizer, name):
     assert req.split(TEXT) == (REASONING, CONTENT)  # search paths: text only
     # the tokens between the markers: those of "\n1 + 2 = 3\n"
     assert req.count(ids) == len(tok.encode(REASONING, add_special_tokens=False))
+    # the template opened <think> in the prompt (lab.reasoning's): the output starts inside the thinking
+    assert req.split(TEXT.removeprefix("<think>")) == (REASONING, CONTENT)
     # cut before </think> (max_tokens): all of it is reasoning, no content
     assert req.split("<think>\n1 + 2") == ("\n1 + 2", None)
 
