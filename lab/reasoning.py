@@ -21,9 +21,15 @@ gives a short answer, so that ``cat-serve --reasoning-parser qwen3`` (vLLM's ``q
   They are *not* marked special: vLLM detokenizes with ``skip_special_tokens=True`` by default, which would drop
   special tokens from the text that the parsers read (Qwen3's and DeepSeek-R1's tokenizers add them the same way).
 * The chat template (``THINK_TEMPLATE``) is SmolLM2's ChatML plus Qwen3's thinking conventions: an assistant
-  message's ``reasoning_content`` (or ``reasoning``) is rendered inside ``<think>…</think>`` before its content,
-  and ``enable_thinking=False`` (a ``chat_template_kwargs`` key) pre-fills an empty ``<think>\\n\\n</think>\\n\\n``
-  so the model answers directly.
+  message's ``reasoning_content`` (or ``reasoning``) is rendered inside ``<think>…</think>`` before its content;
+  the generation prompt opens ``<think>\\n`` itself (as Qwen3-Thinking-2507's and DeepSeek-R1-0528's templates
+  do), so the model only has to close it; ``enable_thinking=False`` (a ``chat_template_kwargs`` key) pre-fills
+  an empty ``<think>\\n\\n</think>\\n\\n`` so the model answers directly.
+* Embeddings are untied and the new rows start where they help a short run most (a first run with tied,
+  mean-initialised rows learnt the steps but still ended the turn where ``</think>`` belongs, 40 steps): the
+  input rows are the mean of the marker's own text pieces (``</``, ``think``, ``>``), and the output row of
+  ``</think>`` is a copy of ``<|im_end|>``'s, so at the end of the steps the model starts out torn between the
+  two and the SFT only has to tip it towards ``</think>``.
 * The checkpoint is cached under ``$CAT_SERVE_CACHE/lab/reasoning-<hash of the recipe>`` (as ``lab.recipe``'s
   SFT), written atomically; the wall time of each training run is recorded in
   ``lab/results/reasoning/sft.json``.
@@ -62,8 +68,8 @@ THINK_TEMPLATE = (
     "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '\\n</think>\\n\\n' }}{%- endif %}"
     "{%- endif %}"
 )
 # The vLLM reasoning parser that reads this format (qwen3 honours enable_thinking=False; deepseek_r1 works too
@@ -111,13 +117,27 @@ def training_rows(recipe: dict = REASONING_RECIPE) -> list[dict]:
 
 
 def add_think_tokens(model, tokenizer) -> None:
-    """``<think>``/``</think>`` as single added tokens (not special: see the module doc), embeddings resized
-    (new rows drawn around the mean embedding, transformers' default), and the thinking chat template."""
+    """``<think>``/``</think>`` as single added tokens (not special: see the module doc), embeddings resized and
+    untied with the new rows initialised as the module doc says, and the thinking chat template."""
+    import torch
     from tokenizers import AddedToken
 
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False)
-                          for t in (THINK_START, THINK_END)])
+    markers = (THINK_START, THINK_END)
+    pieces = {t: tokenizer.encode(t, add_special_tokens=False) for t in markers}  # before they are tokens
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False) for t in markers])
     model.resize_token_embeddings(len(tokenizer))
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        head = torch.nn.Parameter(emb.detach().clone())  # untie: the output rows get their own values
+        for t in markers:
+            new = tokenizer.convert_tokens_to_ids(t)
+            emb[new] = emb[pieces[t]].mean(0)
+            head[new] = emb[new]
+        head[tokenizer.convert_tokens_to_ids(THINK_END)] = head[tokenizer.eos_token_id]
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+    model.lm_head.weight = head
     tokenizer.chat_template = THINK_TEMPLATE
 
 

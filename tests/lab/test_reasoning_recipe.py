@@ -35,8 +35,9 @@ def test_template_generation_prompt_and_enable_thinking():
     user = [{"role": "user", "content": "2+2?"}]
     head = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
             "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")
-    assert render(user, add_generation_prompt=True) == head  # thinking on: the model opens <think> itself
-    assert render(user, add_generation_prompt=True, enable_thinking=True) == head
+    # thinking on: the prompt opens <think>, the model thinks and closes it
+    assert render(user, add_generation_prompt=True) == head + "<think>\n"
+    assert render(user, add_generation_prompt=True, enable_thinking=True) == head + "<think>\n"
     assert render(user, add_generation_prompt=True, enable_thinking=False) == head + "<think>\n\n</think>\n\n"
 
 
@@ -52,13 +53,21 @@ def test_template_renders_an_assistant_turns_reasoning_before_its_content():
 
 
 def test_think_tokens_are_single_unsplit_tokens_kept_by_decode(tokenizer_dir):
+    import torch
+
     from training.models import build_tiny_model, load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     model = build_tiny_model(tok)
     n = len(tok)
+    pieces = tok.encode("</think>", add_special_tokens=False)
     reasoning.add_think_tokens(model, tok)
-    assert len(tok) == n + 2 and model.get_input_embeddings().weight.shape[0] == n + 2
+    emb, head = model.get_input_embeddings().weight, model.lm_head.weight
+    assert len(tok) == n + 2 and emb.shape[0] == head.shape[0] == n + 2
+    assert not model.config.tie_word_embeddings and emb.data_ptr() != head.data_ptr()
+    # </think>: input row = mean of its text pieces' rows, output row = <|im_end|>'s (the module doc's init)
+    assert torch.allclose(emb[n + 1], emb[pieces].mean(0))
+    assert torch.equal(head[n + 1], head[tok.eos_token_id]) and torch.equal(head[:n], emb[:n])
     ids = tok.encode("<think>\n1 + 2 = 3\n</think>\n\nThe answer is 3.", add_special_tokens=False)
     assert ids[0] == n and n + 1 in ids  # each marker is one new token
     # not special: decoding with skip_special_tokens (what vLLM does) keeps them for the reasoning parser
