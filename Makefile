@@ -21,7 +21,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ clean-venv:
 #   make serve MODEL=$$($(PY) -m lab.recipe path)
 lab-sft: install
 	$(PY) -m lab.recipe sft
+
+# lab-reasoning-sft: SmolLM2 taught to think in <think>…</think> (lab/reasoning.py, issue #23), cached under
+#   ~/.cache/cat-serve/lab/; serve it: $(PY) -m cat_serve --model $$($(PY) -m lab.reasoning path) --reasoning-parser qwen3
+lab-reasoning-sft: install
+	$(PY) -m lab.reasoning sft
 
 # lab-calibrate: the SFT model's calibration profile (<ckpt>/cat_calibration.json, results/lab/calibration/)
 lab-calibrate: lab-sft

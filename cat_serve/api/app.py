@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cat_serve.api.errors import CLIENT_ERRORS, to_api_error
 from cat_serve.api.metrics import Metrics
+from cat_serve.api.reasoning import ReasoningParser
 from cat_serve.api.routes import router
 from cat_serve.api.service import ServiceMiddleware, count_tokens, limits_of, record_of
 from cat_serve.api.serving import Serving
@@ -32,6 +33,8 @@ def build_engine(config: ServerConfig) -> Engine:
     if kind == "vllm":
         options.update(kv_cache_gib=config.kv_cache_gib, gpu_memory_utilization=config.gpu_memory_utilization,
                        **config.engine_options())
+        if config.reasoning_parser:  # vLLM's engine core reads it too (where structured output starts)
+            options["reasoning_parser"] = config.reasoning_parser
     else:
         options.update(device=config.device)
     return create_engine(kind, path, name, **options)
@@ -68,7 +71,10 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         # an injected engine (tests) gets a profile only when one is named explicitly
         profile = load_calibration(config) if owned or config.calibration != "auto" else None
         eng = build_engine(config) if owned else engine
-        app.state.serving = Serving(CountingEngine(eng, count_tokens), config.default_max_tokens, profile)
+        # --reasoning-parser: vLLM's parser for this tokenizer (an unknown name or missing markers stop the server)
+        reasoning = ReasoningParser(config.reasoning_parser, eng.tokenizer) if config.reasoning_parser else None
+        app.state.serving = Serving(CountingEngine(eng, count_tokens), config.default_max_tokens, profile,
+                                    reasoning=reasoning)
         if owned:  # /v1/models reports it; cat-eval calibrate records it in a profile's provenance
             app.state.serving.model_fingerprint = model_fingerprint(resolve_model(config.model)[0])
         print(banner(config, eng), flush=True)

@@ -11,11 +11,12 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cat_serve.search.types import GenParams
 
 NO_SEARCH = "none"
+RESERVED_TEMPLATE_KWARGS = frozenset({"chat_template", "tokenize"})  # vLLM rejects these in chat_template_kwargs
 
 
 class APIError(Exception):
@@ -122,6 +123,9 @@ class ChatMessage(BaseModel):
         for key in ("tool_calls", "tool_call_id", "name"):  # a tool conversation, for the chat template
             if (self.model_extra or {}).get(key) is not None:
                 out[key] = self.model_extra[key]
+        reasoning = (self.model_extra or {}).get("reasoning") or (self.model_extra or {}).get("reasoning_content")  # an earlier turn's thinking
+        if self.role == "assistant" and isinstance(reasoning, str):  # templates read one name or the other
+            out["reasoning"] = out["reasoning_content"] = reasoning
         return out
 
 
@@ -135,6 +139,17 @@ class ChatCompletionRequest(_Request):
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    # --- vLLM extensions (not in the OpenAI spec) ---
+    chat_template_kwargs: dict[str, Any] | None = None  # extra chat template variables, e.g. enable_thinking
+    include_reasoning: bool = True  # with --reasoning-parser: false leaves message.reasoning out
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _check_template_kwargs(cls, value):
+        reserved = sorted(RESERVED_TEMPLATE_KWARGS & set(value or ()))
+        if reserved:  # as vLLM: the server chooses the template and renders it to text
+            raise ValueError(f"may not set {', '.join(reserved)}")
+        return value
 
     @model_validator(mode="after")
     def _check_chat(self):

@@ -65,8 +65,9 @@ ABSTAIN_TEXT = "I am not confident enough to answer this."  # returned when sear
 
 
 class Serving:
-    def __init__(self, engine: Engine, default_max_tokens: int, calibration=None):
+    def __init__(self, engine: Engine, default_max_tokens: int, calibration=None, reasoning=None):
         self.engine = engine
+        self.reasoning = reasoning  # a ReasoningParser (cat_serve/api/reasoning.py) with --reasoning-parser
         self.default_max_tokens = default_max_tokens
         self.calibration = calibration  # a CalibrationProfile (cat_serve/calibration.py) or None
         self.model_fingerprint: str | None = None  # calibration.model_fingerprint of the served weights
@@ -100,11 +101,13 @@ class Serving:
         st = self._structured(req, chat=True)
         messages = [m.as_template_dict() for m in req.messages]
         try:
-            prompt = chat_prompt_ids(self.engine.tokenizer, messages, st.tools)
+            prompt = chat_prompt_ids(self.engine.tokenizer, messages, st.tools, req.chat_template_kwargs)
         except Exception as e:  # a template that rejects this conversation (e.g. role order)
             raise APIError(400, f"chat template failed: {e}", param="messages") from e
+        reasoning = (self.reasoning.for_request(prompt, req.chat_template_kwargs, req.include_reasoning)
+                     if self.reasoning is not None else None)
         fmt = ChatFormat(self.engine.model_name, self._tok(req), top_n=req.requested_top_logprobs(),
-                         want_logprobs=bool(req.logprobs))
+                         want_logprobs=bool(req.logprobs), reasoning=reasoning)
         return await self._serve(req, search, [prompt], fmt, request, rec, st)
 
     async def completion(self, req: CompletionRequest, search: SearchParams | None, request: Request,
@@ -161,8 +164,9 @@ class Serving:
                 completion_tokens += step.num_tokens
                 choices.append(fmt.choice(i * req.n + j, step.text, st.finish(openai_finish(step.finish_reason)),
                                           path_probability(step.logprobs), fmt.logprobs(step),
-                                          tool_calls=st.tool_calls(step.text)))
-        return fmt.response(choices, usage(sum(map(len, prompts)), completion_tokens))
+                                          tool_calls=st.tool_calls(step.text), token_ids=step.token_ids))
+        thinking = fmt.reasoning_tokens([step.token_ids for steps in results for step in steps[0]])
+        return fmt.response(choices, usage(sum(map(len, prompts)), completion_tokens, thinking))
 
     async def _stream_plain(self, req, prompts, fmt: Format, rec: RequestRecord,
                             st: Structured) -> AsyncIterator[str]:
@@ -174,6 +178,8 @@ class Serving:
         async def one(index: int, prompt: list[int]) -> None:
             seeded = replace(params, seed=sample_seed(params.seed, index % req.n))  # as extend(n) would seed it
             sent = {"chars": 0, "tokens": 0}
+            if fmt.reasoning is not None:  # reasoning and content deltas from vLLM's parser
+                sent["reasoning"] = fmt.reasoning.stream(holdback)
 
             def on_token(partial: Step) -> bool:
                 events.put("delta", (index, partial, sent))
@@ -184,21 +190,30 @@ class Serving:
 
         n_streams = len(prompts) * req.n
         tasks = [events.produce(one(i * req.n + j, p)) for i, p in enumerate(prompts) for j in range(req.n)]
-        done, completion_tokens = 0, 0
+        done, completion_tokens, thinking = 0, 0, 0
         try:
             for index in range(n_streams):
                 yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, first=True)))
             while done < n_streams:
                 kind, (index, step, sent) = await events.next()
-                text = step.text if kind == "final" else safe_prefix(step.text, holdback)
-                delta_text = text[sent["chars"]:] if len(text) > sent["chars"] else ""
-                if st.tool_choice is not None:
-                    delta_text = ""  # the text is the tool calls: sent whole, parsed, at the end
                 new_tokens = step.num_tokens - sent["tokens"]
                 lp = fmt.logprobs(step, start=sent["tokens"]) if new_tokens else None
-                if delta_text or lp:
-                    yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, delta_text, logprobs=lp)))
-                sent["chars"] = max(sent["chars"], len(text))
+                if "reasoning" in sent:
+                    stream = sent["reasoning"]
+                    thought, delta_text = (stream.finish if kind == "final" else stream.feed)(step.text, step.token_ids)
+                    if thought or delta_text or lp:
+                        yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, delta_text or None, logprobs=lp,
+                                                                           reasoning=thought)))
+                    if kind == "final":
+                        thinking += fmt.reasoning.count(step.token_ids)
+                else:
+                    text = step.text if kind == "final" else safe_prefix(step.text, holdback)
+                    delta_text = text[sent["chars"]:] if len(text) > sent["chars"] else ""
+                    if st.tool_choice is not None:
+                        delta_text = ""  # the text is the tool calls: sent whole, parsed, at the end
+                    if delta_text or lp:
+                        yield sse(fmt.chunk(rid, created, fmt.delta_choice(index, delta_text, logprobs=lp)))
+                    sent["chars"] = max(sent["chars"], len(text))
                 sent["tokens"] = step.num_tokens
                 if kind == "final":
                     done += 1
@@ -210,7 +225,8 @@ class Serving:
                     final["confidence"] = path_probability(step.logprobs)  # cat-serve extension
                     yield sse(fmt.chunk(rid, created, final))
             if req.include_usage():
-                yield sse(fmt.usage_chunk(rid, created, usage(sum(map(len, prompts)), completion_tokens)))
+                yield sse(fmt.usage_chunk(rid, created, usage(sum(map(len, prompts)), completion_tokens,
+                                                              thinking if fmt.reasoning is not None else None)))
             yield sse("[DONE]")
         except Exception as e:  # noqa: BLE001  (the stream has started: the error is its last event)
             yield _error_event(e, rec)
@@ -229,7 +245,9 @@ class Serving:
     async def _search(self, req, prompt, fmt: Format, params, rec: RequestRecord) -> dict:
         result, abstained = await self._run_search(req, prompt, params, rec)
         text = ABSTAIN_TEXT if abstained else result.text
-        choice = fmt.choice(0, text, openai_finish(result.finish_reason), result.confidence, None)
+        choice = fmt.choice(0, text, openai_finish(result.finish_reason), result.confidence, None,
+                            token_ids=result.token_ids, split=not abstained)
+        # completion_tokens: every path's tokens, thinking included (no reasoning_tokens: one path's would not add up)
         return fmt.response([choice], usage(len(prompt), result.stats.tokens_generated),
                             search=search_object(result, abstained, params))
 
@@ -251,6 +269,11 @@ class Serving:
                     continue
                 result, abstained = payload
                 text = ABSTAIN_TEXT if abstained else result.text
+                if fmt.reasoning is not None and not abstained:  # the chosen path's thinking, then its answer
+                    thought, text = fmt.reasoning.split(result.text, result.token_ids)
+                    if thought:
+                        yield sse(fmt.chunk(rid, created, fmt.delta_choice(0, reasoning=thought)))
+                    text = text or ""
                 yield sse(fmt.chunk(rid, created, fmt.delta_choice(0, text)))
                 final = fmt.delta_choice(0, finish=openai_finish(result.finish_reason))
                 final["confidence"] = result.confidence  # cat-serve extension

@@ -4,15 +4,21 @@
 ``/v1/completions`` differ; everything else is shared. cat-serve's extensions are marked where
 they are added: ``choices[i].confidence``, the top-level ``search`` object (:func:`search_object`)
 and, in streams, ``search_event``. Pure functions of their inputs: no engine, no request.
+
+With ``--reasoning-parser`` a ``ChatFormat`` carries the request's ``RequestReasoning``
+(``cat_serve/api/reasoning.py``): a message's text is split into ``reasoning`` (also sent as
+``reasoning_content``) and ``content`` as ``vllm serve`` splits it, and usage gains
+``completion_tokens_details.reasoning_tokens``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cat_serve.api.protocol import new_id, now
+from cat_serve.api.reasoning import RequestReasoning, reasoning_fields
 from cat_serve.search.types import LENGTH, SearchResult, Step
 
 
@@ -25,9 +31,14 @@ def sse(obj: dict | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None) -> dict:
+    """OpenAI's usage; ``completion_tokens`` counts every generated token, thinking included, and
+    ``reasoning_tokens`` (with a reasoning parser, as vLLM reports it) says how many of them were thinking."""
+    out = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+           "total_tokens": prompt_tokens + completion_tokens}
+    if reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return out
 
 
 class Format:
@@ -36,6 +47,7 @@ class Format:
     id_prefix = ""
     obj = ""
     chunk_obj = ""
+    reasoning: RequestReasoning | None = None  # chat only: the request's reasoning parser
 
     def __init__(self, model: str, tok: Callable[[int], str], *, top_n: int, want_logprobs: bool):
         self.model, self.tok, self.top_n, self.want_logprobs = model, tok, top_n, want_logprobs
@@ -64,13 +76,20 @@ class Format:
         """The format's logprobs of tokens ``start..`` of ``step``; None when the request did not ask."""
         return self._logprobs(step, start) if self.want_logprobs else None
 
-    # per format; tool_calls (chat only): the message's calls, None when the request forces none
+    def reasoning_tokens(self, token_ids: Sequence[Sequence[int]]) -> int | None:
+        """Thinking tokens among these completions' tokens; None without a reasoning parser."""
+        return None if self.reasoning is None else sum(self.reasoning.count(ids) for ids in token_ids)
+
+    # per format. tool_calls (chat only): the message's calls, None when the request forces none;
+    # token_ids: the text's tokens (the reasoning parser may read them); split=False: text that is not
+    # the model's (an abstention) goes to content whole
     def choice(self, index: int, text: str, finish: str, confidence: float | None, logprobs: dict | None, *,
-               tool_calls: list[dict] | None = None) -> dict:
+               tool_calls: list[dict] | None = None, token_ids: Sequence[int] = (), split: bool = True) -> dict:
         raise NotImplementedError
 
     def delta_choice(self, index: int, text: str | None = None, *, first: bool = False, finish: str | None = None,
-                     logprobs: dict | None = None, tool_calls: list[dict] | None = None) -> dict:
+                     logprobs: dict | None = None, tool_calls: list[dict] | None = None,
+                     reasoning: str | None = None) -> dict:
         raise NotImplementedError
 
     def _logprobs(self, step: Step, start: int) -> dict:
@@ -80,17 +99,27 @@ class Format:
 class ChatFormat(Format):
     id_prefix, obj, chunk_obj = "chatcmpl", "chat.completion", "chat.completion.chunk"
 
-    def choice(self, index, text, finish, confidence, logprobs, *, tool_calls=None) -> dict:
+    def __init__(self, *args, reasoning: RequestReasoning | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.reasoning = reasoning
+
+    def choice(self, index, text, finish, confidence, logprobs, *, tool_calls=None, token_ids=(), split=True) -> dict:
         message = {"role": "assistant", "content": text}
         if tool_calls is not None:  # vLLM: the text became the calls, content ""
             message = {"role": "assistant", "content": "", "tool_calls": tool_calls}
+        elif self.reasoning is not None:  # as vllm serve: thinking in reasoning, the answer in content
+            reasoning, content = self.reasoning.split(text, token_ids) if split else (None, text)
+            message = {"role": "assistant", "content": content, **reasoning_fields(reasoning)}
         return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish,
                 "confidence": confidence}
 
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None, tool_calls=None) -> dict:
+    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None, tool_calls=None,
+                     reasoning=None) -> dict:
         delta = {"role": "assistant", "content": ""} if first else {} if text is None else {"content": text}
         if tool_calls:  # streamed whole, each call with its index (OpenAI's delta shape)
             delta = {"tool_calls": [{"index": i, **call} for i, call in enumerate(tool_calls)]}
+        elif reasoning:
+            delta = {**reasoning_fields(reasoning), **delta}
         return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
     def _logprobs(self, step: Step, start: int) -> dict:
@@ -107,11 +136,12 @@ class ChatFormat(Format):
 class TextFormat(Format):
     id_prefix, obj, chunk_obj = "cmpl", "text_completion", "text_completion"
 
-    def choice(self, index, text, finish, confidence, logprobs, *, tool_calls=None) -> dict:
+    def choice(self, index, text, finish, confidence, logprobs, *, tool_calls=None, token_ids=(), split=True) -> dict:
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish,
                 "confidence": confidence}
 
-    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None, tool_calls=None) -> dict:
+    def delta_choice(self, index, text=None, *, first=False, finish=None, logprobs=None, tool_calls=None,
+                     reasoning=None) -> dict:
         return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
 
     def _logprobs(self, step: Step, start: int) -> dict:

@@ -49,9 +49,21 @@ def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return best
 
 
-def chat_prompt_ids(tokenizer, messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[int]:
-    """Render messages (and the request's tools, as vLLM does) with the tokenizer's own chat
-    template, then encode to token ids once."""
-    extra = {"tools": list(tools)} if tools else {}
+# apply_chat_template's own parameters: a request's chat_template_kwargs may not change how it is called
+_TEMPLATE_CALL_ARGS = frozenset({"conversation", "add_generation_prompt", "continue_final_message", "tokenize",
+                                 "chat_template", "return_dict", "return_tensors", "padding", "truncation",
+                                 "max_length", "tokenizer_kwargs", "return_assistant_tokens_mask"})
+
+
+def chat_prompt_ids(tokenizer, messages: Sequence[dict], tools: Sequence[dict] | None = None,
+                    template_kwargs: dict | None = None) -> list[int]:
+    """Render messages (and the request's tools, as vLLM does) with the tokenizer's own chat template,
+    then encode to token ids once.
+
+    ``template_kwargs`` (a request's ``chat_template_kwargs``, e.g. ``enable_thinking``) become template
+    variables; keys that are parameters of ``apply_chat_template`` itself are dropped."""
+    extra = {k: v for k, v in (template_kwargs or {}).items() if k not in _TEMPLATE_CALL_ARGS}
+    if tools:
+        extra["tools"] = list(tools)
     text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **extra)
     return list(tokenizer.encode(text, add_special_tokens=False))
