@@ -37,6 +37,42 @@ def strategy_params(strategy: str, k: int, overrides: Mapping[str, dict]) -> dic
     return {**default_search_params(strategy, k), **(overrides.get(strategy) or {})}
 
 
+PAIRED_REFS = (("none", "none"), ("self_consistency", "SC"))
+
+
+def paired_rows(rows_by_strategy: Mapping[str, Sequence[dict]]) -> list[dict]:
+    """``eval.compare`` of every strategy against ``none`` and against SC, on their shared items."""
+    from eval import compare  # noqa: PLC0415
+
+    out = []
+    for ref, ref_label in PAIRED_REFS:
+        if ref not in rows_by_strategy:
+            continue
+        for name, rows in rows_by_strategy.items():
+            if name != ref and not (name == "none" and ref != "none"):  # none vs SC is SC vs none inverted
+                c = compare.compare_rows(rows, rows_by_strategy[ref])
+                out.append({"strategy": name, "vs": ref_label, **compare.as_json(c)})
+    return out
+
+
+def paired_markdown(paired: Sequence[dict]) -> str:
+    """The paired table under the bench table: Δacc [95 % CI] with McNemar p, tokens and p50 ratios."""
+    if not paired:
+        return ""
+    from eval import compare  # noqa: PLC0415
+
+    def cell(d: dict | None, sign: bool = False) -> str:
+        return compare.fmt_stat(compare.Stat(**d), sign=sign) if d else "–"
+
+    lines = ["", f"Paired on shared items ({compare.RESAMPLES} bootstrap resamples by item, exact McNemar p):", "",
+             "| strategy | vs | items | Δacc [95% CI], p | tok ratio [95% CI] | p50 ratio [95% CI] | ΔECE [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for r in paired:
+        lines.append(f"| {r['strategy']} | {r['vs']} | {r['n']} | {cell(r.get('accuracy'), True)} | "
+                     f"{cell(r.get('tokens_ratio'))} | {cell(r.get('p50_ratio'))} | {cell(r.get('ece_diff'), True)} |")
+    return "\n".join(lines) + "\n"
+
+
 def bench(base: runner.RunConfig, items: Sequence[Item], searches: Sequence[str], *, k: int,
           overrides: Mapping[str, dict] | None = None) -> dict:
     """Run every strategy on ``items``; write and return ``{"table", "markdown", "summaries"}``."""
@@ -51,12 +87,13 @@ def bench(base: runner.RunConfig, items: Sequence[Item], searches: Sequence[str]
         rows_by_strategy[strategy] = [latest[it.id] for it in items if it.id in latest]
 
     table = report.bench_rows(summaries)
+    paired = paired_rows(rows_by_strategy)
     markdown = (f"# bench: {base.dataset}, {len(items)} items, k={k}\n\n"
-                + report.markdown_table(table))
+                + report.markdown_table(table) + paired_markdown(paired))
     (out / "bench.md").write_text(markdown)
     (out / "bench.json").write_text(json.dumps(
         {"dataset": base.dataset, "k": k, "n_items": len(items), "item_ids": [it.id for it in items],
-         "table": table, "summaries": summaries}, indent=2) + "\n")
+         "table": table, "paired": paired, "summaries": summaries}, indent=2) + "\n")
     report.precision_coverage_plot(rows_by_strategy, out / "precision_coverage.png",
                                    title=f"{base.dataset}: precision vs coverage")
     return {"table": table, "markdown": markdown, "summaries": summaries}

@@ -5,6 +5,8 @@
   cat-eval bench --dataset gsm8k --searches none,self_consistency,cat --k 4 \\
                  --base-url http://127.0.0.1:8000/v1 --limit 200 --out runs/bench-gsm8k
   cat-eval report --out runs/singleop-cat     (recompute summary.json / plots from results.jsonl)
+  cat-eval compare runs/bench-gsm8k/cat runs/bench-gsm8k/self_consistency
+                 (paired accuracy difference, McNemar p, token / latency / ECE ratios; see eval/compare.py)
   cat-eval calibrate --dataset singleop --offset 100 --limit 90 --serve-model embedded --out runs/calibrate
                  (fit a calibration profile; see eval/calibrate.py)
 """
@@ -94,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                             'are also written to the profile as a serving default')
     cal_p.add_argument("--evaluate-only", action="store_true",
                        help="print the held-out table of an existing --profile")
+
+    cmp_p = sub.add_parser("compare", help="paired statistics of run A against run B on their shared items")
+    cmp_p.add_argument("run_a", type=Path, help="a run folder (results.jsonl)")
+    cmp_p.add_argument("run_b", type=Path)
+    cmp_p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples by item (>= 2000)")
+    cmp_p.add_argument("--seed", type=int, default=0)
+    cmp_p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
 
     report_p = sub.add_parser("report", help="recompute summary.json and plots of a run folder")
     report_p.add_argument("--out", required=True, type=Path)
@@ -210,12 +219,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from eval import compare  # noqa: PLC0415
+
+    for d in (args.run_a, args.run_b):
+        if not (d / runner.RESULTS).exists():
+            raise SystemExit(f"{d} has no {runner.RESULTS}")
+    c = compare.compare_runs(args.run_a, args.run_b, resamples=args.resamples, seed=args.seed)
+    print(compare.render(str(args.run_a), str(args.run_b), c, resamples=args.resamples, seed=args.seed))
+    if args.json:
+        args.json.write_text(json.dumps(compare.as_json(c), indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM as SystemExit, so `calibrate --serve-model` stops the server it started (its own process
     # group) instead of leaving vLLM running; finished rows are already on disk
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "bench": cmd_bench, "calibrate": cmd_calibrate, "report": cmd_report}
+    commands = {"run": cmd_run, "bench": cmd_bench, "calibrate": cmd_calibrate, "report": cmd_report,
+                "compare": cmd_compare}
     return commands[args.command](args)
 
 

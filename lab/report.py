@@ -1,20 +1,27 @@
 """``make lab-report``: ``docs/lab.md`` from ``results/lab/`` alone, byte for byte reproducible.
 
 Nothing here reads a clock, a checkpoint or a server. Sections whose results are missing say so.
-Verdict rules (stated in the report as well):
+Verdict rules (fixed before the runs; lab/README.md "Verdict rules" states them, ``eval.compare`` implements them).
+Every comparison is paired on the items both runs share (``eval.compare``: bootstrap by item, 2,000 resamples,
+seed 0, 95 % percentile intervals; exact McNemar p on the discordant items):
 
-* CaT vs SC@K (CaT/CASPO paper, arXiv 2605.07353, Tables 2 and 5; the product target): *did not hold* if CaT's
-  tokens exceed 0.35x SC@K's or its 95 % interval lies wholly below SC@K's; *held* if its accuracy is at
-  least SC@K's; otherwise *inconclusive* (below, intervals overlap).
+* "≥ X" (non-inferiority, 2-point margin): *held* if the accuracy difference's lower bound is above -0.02,
+  *did not hold* if its upper bound is at or below -0.02, else *inconclusive*.
+* "better than X": *held* if the lower bound of the Holm-adjusted interval (Holm across one table's
+  comparisons against the same X, ordered by McNemar p) is above 0, *did not hold* if the upper bound is at or
+  below 0, else *inconclusive*.
+* "≤ r× tokens": *held* if the upper bound of the token ratio is ≤ r, *did not hold* if its lower bound is
+  above r, else *inconclusive*. A claim of several parts holds when all hold and fails when any fails.
+* CaT vs SC@K (CaT/CASPO paper, arXiv 2605.07353, Tables 2 and 5; the product target) is "≥ SC@K at ≤ 0.35×
+  tokens".
 * GRPO's AUC-mean falls while CAPO's rises (CAPO, arXiv 2604.12632): a change counts when it exceeds twice the
   standard deviation of the curve's step-to-step changes; *held* if both count in the claimed direction,
-  *did not hold* if either counts the other way, else *inconclusive*.
-* CASPO halves ECE (arXiv 2605.07353, Table 6): *held* if ECE after <= 0.5x before, *did not hold* otherwise
-  (point estimates on the same steps; no interval).
-* Calibration -> search (make lab-transfer): for each CaT mode and PC, a trained checkpoint *buys accuracy* if
-  its accuracy interval lies wholly above SFT's, *costs accuracy* if wholly below, else the accuracy change is
-  *within noise*; its token change is reported as a ratio to SFT's. CAPO is also compared with GRPO (the same
-  RL without the calibration term) by the same rule.
+  *did not hold* if either counts the other way, else *inconclusive*. (Only aggregate evaluations are stored,
+  so this verdict has no p.)
+* CASPO halves ECE (arXiv 2605.07353, Table 6): "halves ECE" is the ratio after/before's upper bound ≤ 0.5,
+  bootstrapped by question (the same questions before and after); p is the share of resamples above 0.5.
+* Calibration -> search (make lab-transfer): each trained checkpoint "better than SFT" per strategy (Holm across
+  the table), with its token ratio; CAPO is also compared with GRPO (the same RL without the calibration term).
 * The lab profile (issue #9's target): calibrated ECE <= 0.5x raw, or <= 0.05, on the held-out dev items.
 """
 
@@ -25,6 +32,9 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
+
+from eval import compare, runner
 from training.objectives import OBJECTIVES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,16 +52,33 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def cat_verdict(cat: dict, sc: dict) -> str:
-    if cat.get("tokens_vs_sc") is None or cat.get("accuracy") is None or sc.get("accuracy") is None:
-        return "inconclusive (missing numbers)"
-    if cat["tokens_vs_sc"] > 0.35:
-        return f"did not hold (tokens {cat['tokens_vs_sc']:.2f}x SC > 0.35x)"
-    if cat["acc_hi95"] < sc["acc_lo95"]:
-        return "did not hold (accuracy interval wholly below SC's)"
-    if cat["accuracy"] >= sc["accuracy"]:
-        return "held"
-    return "inconclusive (accuracy below SC's, intervals overlap)"
+def run_rows(folder: Path) -> list[dict]:
+    """The result rows of one run folder (empty when it has none)."""
+    f = folder / runner.RESULTS
+    return runner.read_rows(f) if f.exists() else []
+
+
+def cat_verdict(c: dict, cap: float = 0.35) -> str:
+    """"CaT ≥ SC@K at ≤ cap× tokens" from ``eval.compare.compare_rows(CaT rows, SC rows)``."""
+    acc, tok = c.get("accuracy"), c.get("tokens_ratio")
+    if acc is None or tok is None:
+        return "inconclusive (no paired rows)"
+    verdict = compare.combine(compare.non_inferior(acc.lo, acc.hi), compare.tokens_at_most(tok.lo, tok.hi, cap))
+    return (f"{verdict} (Δacc {compare.fmt_stat(acc, sign=True)}; tokens {compare.fmt_stat(tok)}× SC, "
+            f"cap {cap}; {c['n']} paired items)")
+
+
+def better_family(comparisons: dict[str, dict]) -> dict[str, tuple[str, float | None]]:
+    """"better than X" for each comparison of one table against the same X, Holm across them:
+    name -> (verdict, Holm-adjusted McNemar p)."""
+    names = [n for n, c in comparisons.items() if c.get("accuracy") is not None]
+    ps = [comparisons[n]["accuracy"].p for n in names]
+    out = {}
+    for name, level, adj in zip(names, compare.holm_alphas(ps), compare.holm_adjusted(ps)):
+        acc = comparisons[name]["accuracy"]
+        lo = acc.interval(1 - level)[0] if level > 0 else float("-inf")  # level 0: Holm stopped before it
+        out[name] = (compare.better(lo, acc.hi), adj)
+    return out
 
 
 def curve_change(values: list[float]) -> tuple[float | None, float | None]:
@@ -140,13 +167,57 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
             out += ["Not finished (resumed by the same command): " + ", ".join(
                 f"{d} ({len(_jsonl(folder / d / 'results.jsonl'))} of {len(settings['item_ids'])} items)"
                 for d in partial), ""]
-        by = {r["strategy"]: r for r in rows}
-        sc = by.get(f"SC@{k}", {})
+        runs = {r["strategy"]: run_rows(folder / r["strategy"].replace("@", "_k")) for r in rows}
+        table, paired = paired_table(runs, k)
+        out += table
         for mode in ("faithful", "adaptive", "stream"):
-            cat = by.get(f"CaT-{mode}@{k}")
-            if cat and folder.name.startswith("test"):
-                verdicts.append(f"- {folder.name} CaT-{mode} ≥ SC@{k} at ≤ 0.35x tokens: {cat_verdict(cat, sc)}")
+            cat = paired.get(f"CaT-{mode}@{k}", {}).get("SC")
+            if cat is not None and folder.name.startswith("test"):
+                verdicts.append(f"- {folder.name} CaT-{mode} ≥ SC@{k} at ≤ 0.35x tokens: {cat_verdict(cat)}")
+        if folder.name.startswith("test"):
+            family = better_family({n: c["greedy"] for n, c in paired.items() if "greedy" in c})
+            verdicts += [f"- {folder.name} {n} better than greedy: {v} (Δacc "
+                         f"{compare.fmt_stat(paired[n]['greedy']['accuracy'], sign=True)}, Holm p = {compare.fmt_p(adj)})"
+                         for n, (v, adj) in family.items()]
     return out, verdicts or ["- CaT ≥ SC@K at ≤ 0.35x tokens: no test-split run yet."]
+
+
+def paired_table(runs: dict[str, list[dict]], k: int) -> tuple[list[str], dict[str, dict]]:
+    """Each strategy against greedy and against SC@K on the shared items (``eval.compare``), with the
+    verdicts "≥ greedy", "better than greedy" (Holm across the table) and "better than SC@K"."""
+    refs = {"greedy": "greedy", "SC": f"SC@{k}"}
+    paired: dict[str, dict] = {name: {} for name in runs}
+    for ref_key, ref in refs.items():
+        if not runs.get(ref):
+            continue
+        for name, rows in runs.items():
+            if name != ref and rows:
+                paired[name][ref_key] = compare.compare_rows(rows, runs[ref])
+    vs_greedy = better_family({n: c["greedy"] for n, c in paired.items() if "greedy" in c})
+    vs_sc = better_family({n: c["SC"] for n, c in paired.items() if "SC" in c})
+    if not vs_greedy and not vs_sc:
+        return [], paired
+    out = [f"Paired on the shared items (`cat-eval compare`; bootstrap by item, {compare.RESAMPLES} resamples, "
+           "95 % intervals, exact McNemar p; Holm across this table's comparisons with the same reference):", "",
+           "| strategy | Δacc vs greedy [95% CI], p | Holm p | ≥ greedy | better than greedy | "
+           f"Δacc vs SC@{k} [95% CI], p | Holm p | better than SC@{k} | tokens ÷ SC@{k} [95% CI] | "
+           f"p50 ÷ SC@{k} [95% CI] | ΔECE vs SC@{k} [95% CI] |", "|---" * 11 + "|"]
+    for name, c in paired.items():
+        g, sc = c.get("greedy"), c.get("SC")
+        gv, sv = vs_greedy.get(name), vs_sc.get(name)
+        out.append(" | ".join([
+            f"| {name}",
+            compare.fmt_stat(g["accuracy"], sign=True) if g else "–",
+            compare.fmt_p(gv[1]) if gv else "–",
+            compare.non_inferior(g["accuracy"].lo, g["accuracy"].hi) if g else "–",
+            gv[0] if gv else "–",
+            compare.fmt_stat(sc["accuracy"], sign=True) if sc else "–",
+            compare.fmt_p(sv[1]) if sv else "–",
+            sv[0] if sv else "–",
+            compare.fmt_stat(sc.get("tokens_ratio")) if sc else "–",
+            compare.fmt_stat(sc.get("p50_ratio")) if sc else "–",
+            compare.fmt_stat(sc.get("ece_diff"), sign=True) if sc else "–"]) + " |")
+    return out + [""], paired
 
 
 def _rounded(rows: list[dict], keys: tuple[str, ...]) -> list[list]:
@@ -187,7 +258,8 @@ def rl_section(results: Path) -> tuple[list[str], list[str]]:
     out += [f"![{k}](../results/lab/rl/{k}.png)" for k in
             ("reward", "entropy", "dev_accuracy", "dev_ece", "dev_auc_mean")] + [""]
     auc = {o: [r["dev_auc_mean"] for r in d if r.get("dev_auc_mean") is not None] for o, d in curves.items()}
-    return out, [f"- GRPO AUC-mean falls, CAPO's rises: {rl_verdict(auc.get('grpo', []), auc.get('capo', []))}"]
+    return out, [f"- GRPO AUC-mean falls, CAPO's rises: {rl_verdict(auc.get('grpo', []), auc.get('capo', []))}; "
+                 "the interval is ± the noise band; no p: only aggregate evaluations on 32 questions are stored"]
 
 
 def caspo_section(results: Path) -> tuple[list[str], list[str]]:
@@ -210,11 +282,35 @@ def caspo_section(results: Path) -> tuple[list[str], list[str]]:
         out += [f"### {f.stem}", "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         out += [f"| {m} | " + " | ".join(_f(data[m].get(k)) for k in keys) + " |" for m in data]
         out.append("")
-        if "sft" in data and "caspo" in data and data["sft"].get("ece") and data["caspo"].get("ece") is not None:
-            ratio = data["caspo"]["ece"] / data["sft"]["ece"]
-            verdict = "held" if ratio <= 0.5 else "did not hold"
-            verdicts.append(f"- {f.stem}: CASPO halves ECE: {verdict} (after/before = {ratio:.2f})")
+        split = f.stem.removeprefix("compare_")
+        before, after = (_jsonl(results / "caspo" / f"{m}_{split}" / "steps.jsonl") for m in ("sft", "caspo"))
+        if before and after:
+            verdicts.append(f"- {f.stem}: CASPO halves ECE: {caspo_halves(before, after)}")
     return out, verdicts or ["- CASPO halves ECE: no comparison yet."]
+
+
+def caspo_halves(before: list[dict], after: list[dict], resamples: int = compare.RESAMPLES,
+                 seed: int = compare.SEED) -> str:
+    """"CASPO halves step ECE": the ratio ECE(after) / ECE(before) with a bootstrap interval by question (the
+    same questions are judged before and after, their steps differ); p = the share of resamples above 0.5."""
+    from eval.metrics import ece  # noqa: PLC0415
+
+    questions = sorted({r["question"] for r in before} & {r["question"] for r in after})
+    by_q = {m: {q: [r for r in rows if r["question"] == q] for q in questions} for m, rows in
+            (("before", before), ("after", after))}
+
+    def ece_of(m: str, qs) -> float:
+        rows = [r for q in qs for r in by_q[m][q]]
+        return ece([r["confidence"] for r in rows], [bool(r["correct"]) for r in rows])
+
+    rng = np.random.default_rng(seed)
+    draws = [[questions[i] for i in rng.integers(0, len(questions), len(questions))] for _ in range(resamples)]
+    ratios = np.array([ece_of("after", qs) / ece_of("before", qs) for qs in draws])
+    est = ece_of("after", questions) / ece_of("before", questions)
+    lo, hi = compare.percentile_interval(ratios)
+    p = float(np.mean(ratios > 0.5))
+    return (f"{compare.halves(lo, hi)} (ECE after/before {est:.3f} [{lo:.3f}, {hi:.3f}], bootstrap p = {compare.fmt_p(p)}; "
+            f"{len(questions)} questions resampled)")
 
 
 def profile_table(prof: dict) -> tuple[list[str], list[str]]:
@@ -297,18 +393,21 @@ def _cross_and_perfect(text: str) -> list[str]:
             "probabilities, 2000 draws):", "", *_md_table(text, "## ECE of a perfect"), ""]
 
 
-def transfer_verdict(model: dict, sft: dict, base: str = "SFT") -> str:
-    if not model or not sft or model.get("accuracy") is None or sft.get("accuracy") is None:
+def transfer_verdict(c: dict, verdict: tuple[str, float] | None, base: str = "SFT") -> str:
+    """"better than BASE" (Holm across the table) with the paired accuracy difference and token ratio."""
+    if not c.get("n") or verdict is None:
         return "missing"
-    if model["acc_lo95"] > sft["acc_hi95"]:
-        acc = "buys accuracy"
-    elif model["acc_hi95"] < sft["acc_lo95"]:
-        acc = "costs accuracy"
-    else:
-        acc = f"accuracy within noise ({model['accuracy'] - sft['accuracy']:+.3f})"
-    tok = (f", tokens {model['tokens_per_query'] / sft['tokens_per_query']:.2f}x {base}'s"
-           if model.get("tokens_per_query") and sft.get("tokens_per_query") else "")
-    return acc + tok
+    return (f"{verdict[0]} (Δacc {compare.fmt_stat(c['accuracy'], sign=True)}, Holm p = {compare.fmt_p(verdict[1])}; "
+            f"tokens {compare.fmt_stat(c.get('tokens_ratio'))}× {base}'s; {c['n']} paired items)")
+
+
+def transfer_runs(results: Path, split: str, model: str, strategy: str) -> list[dict]:
+    """The rows of one transfer run: ``transfer/<model>/<split>-k<K>/<strategy with @ as _k>/``."""
+    for folder in sorted((results / "transfer" / model).glob(f"{split}-k*")):
+        rows = run_rows(folder / strategy.replace("@", "_k"))
+        if rows:
+            return rows
+    return []
 
 
 def transfer_section(results: Path) -> tuple[list[str], list[str]]:
@@ -318,6 +417,7 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
         return out + ["No transfer results yet.", ""], ["- Better calibration buys accuracy or tokens: not run."]
     for f in files:
         data = json.loads(f.read_text())
+        split = f.stem.removeprefix("compare_")
         out += [f"### {f.stem}", "", "| model | strategy | accuracy [95% CI] | tokens/query | ECE | AUROC |",
                 "|---|---|---|---|---|---|"]
         for model, strategies in data.items():
@@ -325,17 +425,17 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
                 out.append(f"| {model} | {strategy} | {_f(r['accuracy'])} [{_f(r['acc_lo95'])}, {_f(r['acc_hi95'])}] | "
                            f"{_f(r['tokens_per_query'], 1)} | {_f(r['ece'])} | {_f(r['auroc'])} |")
         out.append("")
-        sft = data.get("sft", {})
-        for model in data:
-            if model == "sft":
-                continue
-            for strategy in data[model]:
-                verdicts.append(f"- {f.stem} {model} vs SFT, {strategy}: "
-                                f"{transfer_verdict(data[model][strategy], sft.get(strategy, {}))}")
+        pairs = [(m, "sft", "SFT") for m in data if m != "sft" and "sft" in data]
         if "capo" in data and "grpo" in data:  # the same RL with and without CAPO's calibration term
-            for strategy in data["capo"]:
-                verdicts.append(f"- {f.stem} capo vs GRPO (the calibration term alone), {strategy}: "
-                                f"{transfer_verdict(data['capo'][strategy], data['grpo'].get(strategy, {}), 'GRPO')}")
+            pairs.append(("capo", "grpo", "GRPO"))
+        comparisons = {(m, b, s): compare.compare_rows(transfer_runs(results, split, m, s),
+                                                       transfer_runs(results, split, b, s))
+                       for m, b, _ in pairs for s in data[m] if s in data[b]}
+        family = better_family({key: c for key, c in comparisons.items() if c.get("n")})
+        for (m, b, s), c in comparisons.items():
+            what = "GRPO (the calibration term alone)" if b == "grpo" else "SFT"
+            verdicts.append(f"- {f.stem} {m} better than {what}, {s}: "
+                            f"{transfer_verdict(c, family.get((m, b, s)), 'GRPO' if b == 'grpo' else 'SFT')}")
     return out, verdicts or ["- Better calibration buys accuracy or tokens: SFT only so far."]
 
 

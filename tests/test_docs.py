@@ -22,7 +22,7 @@ How each is checked (nothing long runs; the whole file takes seconds):
   ```json blocks must parse. Other fences (```text or bare) are program output, not checked.
 - docs/service.md: every `--flag` in its code spans must be a cat-serve flag (FLAG_DOCS).
 - Paths: every word of a command or code span that starts at a tracked top-level entry (`cat_serve/`,
-  `lab/results/...`, `Makefile`; not `runs/`, which is output) must exist; `file.py: name` must define name,
+  `results/lab/...`, `Makefile`; not `runs/`, which is output) must exist; `file.py: name` must define name,
   `file.py::test` must define test; a `/v1/...`, `/health` or `/metrics` span must be a route; a relative
   Markdown link must point at a file that exists.
 - A bash line whose first word is none of the above must be an EXTERNAL tool (named, not checked).
@@ -458,7 +458,7 @@ def test_the_rules_see_what_they_should():
                                     ("cat-eval", "run", "--out", DUMMY), ("curl", "-d", '{"a": 1}', "URL")]
     assert list(_bash_lines(["a \\", "  b", "", "c"])) == [(0, "a    b"), (3, "c")]
     assert not is_command(("python", "-m")) and not is_command(("bash",)) and is_command(("cat-eval",))
-    assert is_repo_path("cat_serve/search/") and is_repo_path("Makefile") and is_repo_path("lab/results/*.md")
+    assert is_repo_path("cat_serve/search/") and is_repo_path("Makefile") and is_repo_path("results/lab/*.md")
     assert not any(map(is_repo_path, ["runs/capo", "~/.cache/cat-serve", "eval", "$WORK/build.log", "a/b"]))
     # the docs hold commands of each kind, so an extraction that silently finds nothing fails here
     kinds = {c.words[0] for c in COMMANDS}

@@ -169,7 +169,9 @@ def search_object(result: SearchResult, abstained: bool, params) -> dict:
         out["candidates"] = [{"text": c.text, "answer": c.answer, "score": c.score, "steps": c.steps,
                               "finished": c.finished,
                               **({"step_confidences": c.meta["step_confidences"]}
-                                 if "step_confidences" in c.meta else {})} for c in result.candidates]
+                                 if "step_confidences" in c.meta else {}),
+                              **({"multiplicity": c.meta["multiplicity"]}  # CaT dedup: copies it stands for
+                                 if c.meta.get("multiplicity", 1) != 1 else {})} for c in result.candidates]
     return out
 
 

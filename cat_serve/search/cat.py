@@ -39,6 +39,12 @@ from beyond the paper. Adaptive mode keeps the same scoring and selection and ad
     follows the most confident path and spends K samples only on its uncertain steps; this is what
     brings its cost below SC@K's, whose K paths run in full.
 
+``dedup`` (faithful and adaptive; off by default, a deviation): identical step texts among one node's K
+children are expanded once and carry their multiplicity m (a path's m is its parent's m times the number of
+identical siblings). The active set counts a path as m of its K slots and every answer keeps its m, so the
+answer set, its best path and C are those of Algorithm 2 wherever the engine would have sampled identical
+continuations for identical prefixes; only the repeated generations are saved.
+
 Stream mode (``mode="stream"``) runs adaptive search with ``beam=1`` without a request per step
 (``trunk_temperature`` sets that request's temperature apart from the alternatives'; 0 makes the followed
 path the most likely continuation, so the search starts from greedy decoding and spends samples only
@@ -97,11 +103,12 @@ class _Path:
     depth: int = 0
     step_confidences: tuple[float, ...] = ()  # c of each step (calibration fits CaT's thresholds on them)
     in_reasoning: bool = False  # the path ends inside a reasoning block (<think> without </think>)
+    multiplicity: int = 1  # dedup: how many identical copies of this path Algorithm 2 would hold
 
     def extend(self, step: Step, aggregation: str, depth: int, in_reasoning: bool) -> _Path:
         c = step_confidence(step, aggregation)
         return _Path(self.token_ids + step.token_ids, self.confidence * c, depth, self.step_confidences + (c,),
-                     in_reasoning)
+                     in_reasoning, self.multiplicity)
 
 
 @dataclass(frozen=True)
@@ -325,6 +332,34 @@ def dedupe(paths: list[_Path]) -> list[_Path]:
     return out
 
 
+def merge_identical(candidates: list[tuple[_Path, Step]]) -> list[tuple[_Path, Step]]:
+    """dedup: identical steps of one parent become one candidate whose parent carries the multiplicity
+    (parent's m times the copies); the first copy keeps its place, so engine-order ties are unchanged."""
+    counts: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    for parent, step in candidates:
+        key = (parent.token_ids, step.token_ids)
+        counts[key] = counts.get(key, 0) + 1
+    out, seen = [], set()
+    for parent, step in candidates:
+        key = (parent.token_ids, step.token_ids)
+        if key not in seen:
+            seen.add(key)
+            out.append((replace(parent, multiplicity=parent.multiplicity * counts[key]), step))
+    return out
+
+
+def beam_by_multiplicity(survivors: list[_Path], width: int) -> list[_Path]:
+    """dedup: the top-``width`` slots by C (already sorted) where a path of multiplicity m fills m slots;
+    a path cut by the last slot keeps the slots left."""
+    out, left = [], width
+    for p in survivors:
+        if left <= 0:
+            break
+        out.append(replace(p, multiplicity=min(p.multiplicity, left)))
+        left -= out[-1].multiplicity
+    return out
+
+
 def consensus_reached(answers: Sequence[_Done], consensus: int) -> bool:
     """Adaptive (c): ``consensus`` completed answers are equivalent."""
     if consensus <= 0 or len(answers) < consensus:
@@ -355,7 +390,12 @@ async def run(generator: StepGenerator, prompt_ids: Sequence[int], params: CaTPa
             expand = expand_adaptive if mode == "adaptive" else expand_faithful
             candidates = await expand(search, active, step_budget(active, params))
         depth += 1
-        active = score_candidates(search, candidates, depth, width)
+        if params.dedup and mode != "stream":
+            scored = score_candidates(search, merge_identical(candidates), depth, len(candidates))
+            active = beam_by_multiplicity(scored, width)
+            search.pruned += len(scored) - len(active)
+        else:
+            active = score_candidates(search, candidates, depth, width)
         if mode == "adaptive":
             active = dedupe(active)
         if on_event is not None:
@@ -389,7 +429,7 @@ def _result(generator: StepGenerator, search: _Search, stats: SearchStats, with_
             score=d.path.confidence,
             steps=d.path.depth,
             finished=d.finished,
-            meta={"step_confidences": list(d.path.step_confidences)},
+            meta={"step_confidences": list(d.path.step_confidences), "multiplicity": d.path.multiplicity},
         )
         for d in answers
     ) if with_candidates else ()

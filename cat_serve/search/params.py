@@ -194,6 +194,9 @@ class CaTParams(SearchParams):
                                          "alternatives at an uncertain step always use the request's", lo=0.0, hi=2.0)
     beam: int | None = _f(None, "adaptive: width of the active set (default K); 1 follows the most "
                           "confident path and branches only at uncertain steps", lo=1, hi=64)
+    dedup: bool = _f(False, "faithful/adaptive: identical step texts among one node's K children are expanded "
+                     "once and carry their multiplicity (a deviation from Algorithm 2 that saves its repeated "
+                     "generations)")
 
     @classmethod
     def _finish(cls, values: dict) -> CaTParams:

@@ -2,19 +2,29 @@
 
 import json
 
-from lab.report import build, cat_verdict, rl_verdict
+import numpy as np
+import pytest
+
+from eval.compare import Stat
+from lab.report import better_family, build, cat_verdict, rl_verdict
 
 SC = {"accuracy": 0.50, "acc_lo95": 0.44, "acc_hi95": 0.56}
 
 
+def _c(acc: tuple, tok: tuple, n: int = 300) -> dict:
+    """A hand-made ``eval.compare.compare_rows`` result: accuracy difference and token ratio (estimate, lo, hi)."""
+    return {"n": n, "accuracy": Stat(*acc, p=0.5), "tokens_ratio": Stat(*tok)}
+
+
 def test_cat_verdicts():
-    assert cat_verdict({"tokens_vs_sc": 0.30, "accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58}, SC) == "held"
-    assert cat_verdict({"tokens_vs_sc": 0.50, "accuracy": 0.60, "acc_lo95": 0.54, "acc_hi95": 0.66}, SC).startswith(
-        "did not hold (tokens")
-    assert cat_verdict({"tokens_vs_sc": 0.30, "accuracy": 0.30, "acc_lo95": 0.25, "acc_hi95": 0.40}, SC).startswith(
-        "did not hold (accuracy")
-    assert cat_verdict({"tokens_vs_sc": 0.30, "accuracy": 0.48, "acc_lo95": 0.42, "acc_hi95": 0.54}, SC).startswith(
-        "inconclusive")
+    # "≥ SC@K at ≤ 0.35x tokens": accuracy lower bound above -0.02 and token upper bound <= 0.35
+    assert cat_verdict(_c((0.02, -0.01, 0.05), (0.30, 0.28, 0.32))).startswith("held (Δacc +0.020 [-0.010, +0.050]")
+    assert cat_verdict(_c((0.10, 0.04, 0.16), (0.50, 0.45, 0.55))).startswith("did not hold")  # tokens above 0.35
+    assert cat_verdict(_c((-0.20, -0.25, -0.15), (0.30, 0.28, 0.32))).startswith("did not hold")  # wholly below -0.02
+    assert cat_verdict(_c((-0.02, -0.06, 0.02), (0.30, 0.28, 0.32))).startswith("inconclusive")
+    # the committed CaT-stream@4 case: accuracy fine, token ratio 0.349 [0.334, 0.364] straddles the cap
+    assert cat_verdict(_c((0.057, 0.017, 0.097), (0.349, 0.334, 0.364))).startswith("inconclusive")
+    assert cat_verdict({"n": 0}).startswith("inconclusive (no paired rows)")
 
 
 def test_rl_verdicts():
@@ -36,10 +46,19 @@ def test_report_is_reproducible_and_reads_results(tmp_path):
              "accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58}]
     (folder / "table.json").write_text(json.dumps(rows))
     (folder / "settings.json").write_text(json.dumps({"k": 4, "dataset": "arith@test", "item_ids": ["a"] * 300}))
+    # per-item rows: both right on all 50 items (Δacc 0 [0, 0], no discordant pair: McNemar p = 1), CaT 30
+    # tokens against SC's 100 on every item (ratio 0.3 in every resample)
+    for label, tok in (("SC_k4", 100), ("CaT-stream_k4", 30)):
+        (folder / label).mkdir()
+        (folder / label / "results.jsonl").write_text("".join(json.dumps(
+            {"id": f"i{i}", "correct": True, "tokens": tok, "latency_s": 1.0, "confidence": 0.9}) + "\n" for i in range(50)))
+        (folder / label / "summary.json").write_text("{}")  # finished runs
     text = build(tmp_path)
     assert text == build(tmp_path)
     assert "| CaT-stream@4 | 0.520 [0.460, 0.580] | 120.0 | 0.30 |" in text
     assert "- test-k4 CaT-stream ≥ SC@4 at ≤ 0.35x tokens: held" in text
+    assert ("- test-k4 CaT-stream ≥ SC@4 at ≤ 0.35x tokens: held (Δacc +0.000 [+0.000, +0.000], p = 1.000; "
+            "tokens 0.300 [0.300, 0.300]× SC, cap 0.35; 50 paired items)") in text
     assert "No RL results yet." in text and "No CASPO results yet." in text
     assert "Not finished" not in text
     # a run stopped part-way is named with its progress, and stays out of the table and the verdicts
@@ -81,14 +100,26 @@ def test_large_calibration_profile_gets_its_own_table_and_verdict(tmp_path):
 def test_transfer_verdicts():
     from lab.report import transfer_verdict
 
-    sft = {"accuracy": 0.50, "acc_lo95": 0.44, "acc_hi95": 0.56, "tokens_per_query": 100.0}
-    assert transfer_verdict({"accuracy": 0.65, "acc_lo95": 0.58, "acc_hi95": 0.71, "tokens_per_query": 80.0},
-                            sft) == "buys accuracy, tokens 0.80x SFT's"
-    assert transfer_verdict({"accuracy": 0.35, "acc_lo95": 0.30, "acc_hi95": 0.41, "tokens_per_query": 100.0},
-                            sft).startswith("costs accuracy")
-    assert transfer_verdict({"accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58}, sft) == \
-        "accuracy within noise (+0.020)"
-    assert transfer_verdict({}, sft) == "missing"
+    c = {"n": 300, "accuracy": Stat(0.05, 0.01, 0.09, p=0.02), "tokens_ratio": Stat(0.8, 0.75, 0.85)}
+    assert transfer_verdict(c, ("held", 0.04)) == ("held (Δacc +0.050 [+0.010, +0.090], p = 0.020, Holm p = 0.040; "
+                                                   "tokens 0.800 [0.750, 0.850]× SFT's; 300 paired items)")
+    assert transfer_verdict({}, None) == "missing"
+
+
+def test_better_family_uses_holm():
+    # two comparisons: p = 0.01 and 0.04. Holm: 0.01 <= 0.05/2 is tested at 0.025, 0.04 <= 0.05/1 at 0.05.
+    # Hand-made bootstrap samples -0.01, 0.00, ..., 0.99 (step 0.01): the 1.25 % quantile (the 97.5 % interval's
+    # lower bound, level 0.025) is -0.01 + 0.0125 * 100 * 0.01 = 0.0025 > 0; the 2.5 % quantile is 0.015 > 0.
+    # Adjusted p: 2 * 0.01 = 0.02 and max(0.02, 0.04) = 0.04
+    samples = np.linspace(-0.01, 0.99, 101)
+    first = {"accuracy": Stat(0.5, 0.015, 0.965, p=0.01, samples=samples)}
+    second = {"accuracy": Stat(0.5, 0.015, 0.965, p=0.04, samples=samples)}
+    out = better_family({"a": first, "b": second})
+    assert out["a"][0] == "held" and out["a"][1] == pytest.approx(0.02)
+    assert out["b"] == ("held", pytest.approx(0.04))
+    # p = 0.5 fails Holm's first step: level 0, not "held" even with a positive 95 % bound
+    out = better_family({"a": {"accuracy": Stat(0.5, 0.015, 0.965, p=0.5, samples=samples)}})
+    assert out["a"][0] == "inconclusive"
 
 
 def test_identical_rl_curves_are_called_out():
@@ -107,8 +138,9 @@ def test_transfer_verdict_against_another_base():
     from lab.report import transfer_verdict
 
     grpo = {"accuracy": 0.50, "acc_lo95": 0.44, "acc_hi95": 0.56, "tokens_per_query": 50.0}
-    assert transfer_verdict({"accuracy": 0.52, "acc_lo95": 0.46, "acc_hi95": 0.58, "tokens_per_query": 40.0},
-                            grpo, "GRPO") == "accuracy within noise (+0.020), tokens 0.80x GRPO's"
+    c = {"n": 300, "accuracy": Stat(0.02, -0.02, 0.06, p=0.3), "tokens_ratio": Stat(0.8, 0.75, 0.85)}
+    assert transfer_verdict(c, ("inconclusive", 0.6), "GRPO").endswith("tokens 0.800 [0.750, 0.850]× GRPO's; 300 paired items)")
+    assert grpo["accuracy"] == 0.50
 
 
 def test_sft_segments_are_grouped_into_trainings():

@@ -326,3 +326,60 @@ async def test_stream_mode_branches_only_at_the_uncertain_step():
         (1, (), True), (1, (NL,), False), (1, (), True)]
     s = result.stats
     assert (s.engine_calls, s.tokens_generated, s.pruned) == (3, 5, 1)
+
+
+def duplicate_tree(gen: FakeGenerator, prompt) -> None:
+    """K = 3. Depth 1: "a" twice (entropy 0.2, c = e^-0.2) and "b" once (entropy 1.0, c = e^-1).
+    Under a: \\boxed{1} (H 0.1), \\boxed{2} (H 0.5), \\boxed{1} (H 0.1); under b: \\boxed{3} (H 0.05), twice,
+    and \\boxed{2} (H 0.3). The fake answers an identical prefix with the same K samples (its script cycles
+    with period K), as dedup assumes.
+    Exact Algorithm 2 (tau 0.1): depth 1 keeps a, a, b (C e^-0.2, e^-0.2, e^-1 >= 0.1); depth 2 asks 3 x 3 = 9
+    steps: answers 1 (C = e^-0.3) x 4, 2 (e^-0.7) x 2, 3 (e^-1.05) x 2, 2 (e^-1.3) x 1. Best: 1, C = e^-0.3.
+    dedup: depth 1 a (m 2), b (m 1); depth 2 asks 2 x 3 = 6 steps; under a, 1 has m 2 x 2 = 4 and 2 has m 2;
+    under b, 3 has m 2 and 2 has m 1: the same answer multiset (9 paths), the same best path and C, and
+    3 + 6 = 9 steps generated instead of 3 + 9 = 12."""
+    a, _, b = gen.script(prompt, cont("a", NL, entropy=0.2, finish=STOP), cont("a", NL, entropy=0.2, finish=STOP),
+                         cont("b", NL, entropy=1.0, finish=STOP))
+    gen.script(a, cont("\\boxed{1}", entropy=0.1), cont("\\boxed{2}", entropy=0.5), cont("\\boxed{1}", entropy=0.1))
+    gen.script(b, cont("\\boxed{3}", entropy=0.05), cont("\\boxed{3}", entropy=0.05), cont("\\boxed{2}", entropy=0.3))
+
+
+async def test_dedup_matches_exact_algorithm_with_fewer_generations():
+    results = {}
+    for dedup in (False, True):
+        gen = FakeGenerator()
+        prompt = gen.encode("Q", NL)
+        duplicate_tree(gen, prompt)
+        results[dedup] = await cat.run(gen, prompt, params(mode="faithful", branches=3, tau=0.1, dedup=dedup,
+                                                           return_candidates=True))
+    exact, dd = results[False], results[True]
+    assert exact.answer == dd.answer == "1"
+    assert exact.text == dd.text == "a\n\n\\boxed{1}"
+    assert exact.confidence == pytest.approx(math.exp(-0.3)) and dd.confidence == pytest.approx(math.exp(-0.3))
+
+    def weighted(result):  # answer -> summed multiplicity over the answer set
+        out = {}
+        for c in result.candidates:
+            out[c.answer] = out.get(c.answer, 0) + c.meta["multiplicity"]
+        return out
+
+    assert weighted(exact) == weighted(dd) == {"1": 4, "2": 3, "3": 2}
+    assert len(exact.candidates) == 9 and len(dd.candidates) == 4  # 1, 2 under a; 3, 2 under b
+    # (b) fewer generations: 12 steps vs 9; tokens: depth 1 3 x 2 ("a", "\n\n") = 6 in both, depth 2 one token
+    # per answer step: 6 + 9 = 15 vs 6 + 6 = 12
+    assert (exact.stats.expanded, dd.stats.expanded) == (12, 9)
+    assert (exact.stats.tokens_generated, dd.stats.tokens_generated) == (15, 12)
+
+
+def test_beam_by_multiplicity_counts_slots():
+    # K = 3 slots: x (m 2) fills two, y (m 2) gets the one left, z none
+    x, y, z = (cat._Path((i,), c, 1, (), m) for i, c, m in ((1, 0.9, 2), (2, 0.8, 2), (3, 0.7, 1)))
+    out = cat.beam_by_multiplicity([x, y, z], 3)
+    assert [(p.token_ids, p.multiplicity) for p in out] == [((1,), 2), ((2,), 1)]
+
+
+def test_dedup_param_defaults_off_and_is_checked():
+    assert params().dedup is False and params(dedup=True).dedup is True
+    from cat_serve.search.params import SearchParamsError
+    with pytest.raises(SearchParamsError):
+        params(dedup="yes")
