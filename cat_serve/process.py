@@ -44,6 +44,16 @@ def cat_serve_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cat_serve", *args]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Linux prctl
+    PR_SET_PDEATHSIG), so a caller killed without running its ``finally`` (``timeout``, SIGKILL) does
+    not leave a server behind in its own session; cat-serve's SIGTERM shutdown then stops its engine."""
+    import ctypes  # noqa: PLC0415
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM to ``proc``'s process group (``proc`` must lead it: ``start_new_session=True``), wait up to
     ``timeout`` s for ``proc``, then SIGKILL to what is left of the group. Safe to call twice or after
@@ -100,7 +110,8 @@ class ServerProcess:
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         with self.log.open("w") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         return self
 
     def start(self, timeout: float = 600) -> ServerProcess:

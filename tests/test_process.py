@@ -124,6 +124,24 @@ def test_healthy_server_as_context_manager(stand_in, tmp_path):
     server.stop()  # twice is harmless
 
 
+def test_a_killed_caller_takes_its_server_with_it(tmp_path):
+    """The server has its own session, so a group signal to its caller (``timeout``) misses it; it gets
+    SIGTERM when the caller dies, even by SIGKILL (no ``finally`` runs)."""
+    code = ("import sys, time\nfrom pathlib import Path\nfrom cat_serve.process import ServerProcess\n"
+            f"s = ServerProcess([sys.executable, {str(STAND_IN)!r}], log=Path(sys.argv[1]), port=1).launch()\n"
+            "print(s.pid, flush=True)\ntime.sleep(600)\n")
+    caller = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "s.log")], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    server_pid = int(caller.stdout.readline())
+    engine = engine_pid(tmp_path / "s.log")
+    caller.kill()
+    caller.wait()
+    try:
+        assert_gone([server_pid])  # the stand-in exits on SIGTERM (cat-serve stops its engine on it)
+    finally:
+        os.kill(engine, signal.SIGKILL)  # the stand-in's engine ignores SIGTERM and has no shutdown of its own
+
+
 def test_stop_before_launch_is_a_no_op(tmp_path):
     ServerProcess(["true"], log=tmp_path / "s.log", port=1).stop()
 
