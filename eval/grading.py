@@ -3,7 +3,7 @@
 ``grade_row(response, gold)`` is THE code path that grades every result row of a run: it takes
 the response as a plain dict (``ChatCompletion.model_dump()`` or ``Completion.model_dump()``),
 reads the text, cat-serve's extra fields (choice ``confidence``, top-level ``search``) and the
-logprobs, and grades the text with ``answers.grade`` (math-verify equivalence). The gold decides how
+logprobs, and grades the text with ``formats.grade`` (math-verify equivalence). The gold decides how
 the text is read: a letter gold ("B") reads a multiple-choice letter (a stated option text or number
 counts as its letter when the question lists the options), a word gold a short phrase, any other
 gold a number (``formats.read_for_gold``).
@@ -18,9 +18,9 @@ from cat_serve.search.confidence import mean_logprob, path_probability
 
 
 def grade(text: str, gold: str, question: str = "") -> bool:
-    from cat_serve.search import answers  # noqa: PLC0415  (math-verify loads on first use)
+    from cat_serve.search import formats  # noqa: PLC0415  (math-verify loads on first use)
 
-    return bool(answers.grade(text or "", gold, question))
+    return bool(formats.grade(text or "", gold, question))
 
 
 def extract_answer(text: str, gold: str | None = None, question: str = "") -> str | None:

@@ -18,7 +18,7 @@ import torch
 
 def greedy_accuracy(model_dir: str, spec: str, *, limit: int, batch_size: int = 32, max_new_tokens: int = 160,
                     suffix: str | None = None) -> tuple[float, list[dict]]:
-    from cat_serve.search.answers import grade
+    from cat_serve.search.formats import grade
     from cat_serve.prompts import EVAL_SUFFIX
     from eval.arith import parse_spec
     from training.models import load_model_and_tokenizer

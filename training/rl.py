@@ -9,7 +9,7 @@ and every objective needs the group layout. Those private methods change shape b
 releases (vLLM modes, multi-turn tools, liger paths ...), so overrides would be re-written per
 version and the loss would again be buried in a trainer. The loop here is ~150 lines that a reader
 can hold in their head: sample ``G`` completions per prompt -> score with the project's one grader
-(``cat_serve.search.answers.grade``) -> old/ref log-probs -> ``inner_epochs`` updates of
+(``cat_serve.search.formats.grade``) -> old/ref log-probs -> ``inner_epochs`` updates of
 ``OBJECTIVES[name]``. Group sampling goes through the engine layer (``training.rollout``): with vLLM present a vLLM engine
 colocated with the trainer whose weights are reloaded in place after every step, otherwise ``HFEngine``
 around the live policy, or ``trl vllm-serve`` on other GPUs (``--rollout-engine trl-server``).
@@ -55,7 +55,7 @@ RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 def grade_rewards(texts: Sequence[str], golds: Sequence[str]) -> list[float]:
     """1.0 when the completion's final answer matches the gold answer (the project's one grader)."""
-    from cat_serve.search.answers import grade
+    from cat_serve.search.formats import grade
 
     return [1.0 if grade(t, g) else 0.0 for t, g in zip(texts, golds)]
 
@@ -126,7 +126,7 @@ def sample_rollouts(engine, tokenizer, prompts: Sequence[Sequence[int]], args: R
 def dev_metrics(engine, tokenizer, examples: Sequence[GSM8KExample], args: RLArgs, *, seed: int) -> dict:
     """Sampled accuracy, ECE of exp(mean token logprob) and AUC-mean (CAPO, arXiv 2604.12632) on a fixed dev
     set: ``eval_samples`` completions per question at the rollout temperature, a fixed seed every time."""
-    from cat_serve.search.answers import grade
+    from cat_serve.search.formats import grade
     from cat_serve.search.types import GenParams
     from eval.metrics import auc_mean, ece
 

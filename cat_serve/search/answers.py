@@ -245,20 +245,6 @@ def answers_equivalent(a: str | None, b: str | None) -> bool:
     return _math_verify_equal(_clean(a), _clean(b))
 
 
-def grade(completion_text: str, gold: str, question: str = "") -> bool:
-    """True iff the completion's final answer equals ``gold`` (a plain answer or a GSM8K ``#### x`` string).
-
-    The gold decides how the completion is read (``formats.gold_format``): a letter gold ("B",
-    "(C)") reads a multiple-choice letter, a word gold ("Paris", "yes") a short phrase or yes/no, any
-    other gold a number or LaTeX (markers, then the conclusion number). ``question`` (optional) lets
-    a multiple-choice completion that states an option's text count as that option's letter.
-    """
-    from cat_serve.search.formats import read_for_gold  # noqa: PLC0415  (formats builds on this module)
-
-    reference, answer = read_for_gold(completion_text, gold, question)
-    return answers_equivalent(reference, answer)
-
-
 def cluster_answers(answers: list[str | None]) -> list[list[int]]:
     """Group indices of equivalent answers (None never joins a group), in order of first occurrence.
 

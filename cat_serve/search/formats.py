@@ -329,3 +329,15 @@ def read_for_gold(text: str, gold: str, question: str = "") -> tuple[str, str | 
         reference = choice_letter(reference) or reference
     reader = AnswerReader(answer_format=fmt, question=Question.parse(question), reasoning=Reasoning())
     return reference, reader.read(text)
+
+
+def grade(completion_text: str, gold: str, question: str = "") -> bool:
+    """True iff the completion's final answer equals ``gold`` (a plain answer or a GSM8K ``#### x`` string).
+
+    The gold decides how the completion is read (``formats.gold_format``): a letter gold ("B",
+    "(C)") reads a multiple-choice letter, a word gold ("Paris", "yes") a short phrase or yes/no, any
+    other gold a number or LaTeX (markers, then the conclusion number). ``question`` (optional) lets
+    a multiple-choice completion that states an option's text count as that option's letter.
+    """
+    reference, answer = read_for_gold(completion_text, gold, question)
+    return answers.answers_equivalent(reference, answer)

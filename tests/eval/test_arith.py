@@ -4,7 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from cat_serve.search.answers import grade, has_final_answer
+from cat_serve.search.answers import has_final_answer
+from cat_serve.search.formats import grade
 from eval.arith import (SPLITS, ArithConfig, Critic, Problem, fmt, generate, parse_spec, parse_step, split_of)
 
 CONFIGS = [ArithConfig(2, 1, 0), ArithConfig(3, 2, 1), ArithConfig(6, 3, 3)]

@@ -11,9 +11,9 @@ from cat_serve.search.answers import (
     conclusion_number,
     ends_in_number,
     extract_answer,
-    grade,
     normalize_answer,
 )
+from cat_serve.search.formats import grade
 from cat_serve.search.formats import AnswerReader, Question, Reasoning, gold_format, read_for_gold, split_reasoning
 from cat_serve.search.params import SelfConsistencyParams
 

@@ -13,10 +13,10 @@ from cat_serve.search.answers import (
     answers_equivalent,
     cluster_answers,
     extract_answer,
-    grade,
     has_final_answer,
     normalize_answer,
 )
+from cat_serve.search.formats import grade
 
 
 @pytest.mark.parametrize(("text", "answer", "marker"), [

@@ -373,7 +373,7 @@ async def test_dedup_matches_exact_algorithm_with_fewer_generations():
 
 def test_beam_by_multiplicity_counts_slots():
     # K = 3 slots: x (m 2) fills two, y (m 2) gets the one left, z none
-    x, y, z = (cat._Path((i,), c, 1, (), m) for i, c, m in ((1, 0.9, 2), (2, 0.8, 2), (3, 0.7, 1)))
+    x, y, z = (cat._Path((i,), c, 1, (), multiplicity=m) for i, c, m in ((1, 0.9, 2), (2, 0.8, 2), (3, 0.7, 1)))
     out = cat.beam_by_multiplicity([x, y, z], 3)
     assert [(p.token_ids, p.multiplicity) for p in out] == [((1,), 2), ((2,), 1)]
 

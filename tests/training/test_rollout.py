@@ -59,7 +59,7 @@ def test_policy_engine_samples_live_weights(tokenizer_dir):
 
 def test_rollout_engine_flag_and_guards(monkeypatch):
     import cat_serve.engine
-    from tests.conftest import _free_port
+    from cat_serve.process import free_port
     from training.rollout import RolloutEngineUnavailable, TRLVLLMServerEngine, resolve_rollout_engine
 
     _, args = parse_args(["rl", "--rollout-engine", "trl-server", "--vllm-port", "8123"])
@@ -79,7 +79,7 @@ def test_rollout_engine_flag_and_guards(monkeypatch):
         resolve_rollout_engine("vllm", world_size=8, cuda=True)
     with pytest.raises(ValueError, match="weight sync"):
         TRLVLLMServerEngine(tokenizer=None, weight_sync="gloo")
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(RolloutEngineUnavailable, match=f"no vLLM server at 127.0.0.1:{port}"):
         TRLVLLMServerEngine(tokenizer=None, port=port, timeout=0.5, weight_sync="reload")
     if torch.cuda.is_available():
