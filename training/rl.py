@@ -222,7 +222,7 @@ def no_timer(name: str):
 
 def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], args: RLArgs,
             reward_fn: RewardFn, engine, accelerator, *, seed: int | None = None, timer=no_timer,
-            trim_logits: bool = True) -> dict[str, float]:
+            trim_logits: bool = True, skip_inert_groups: bool = True) -> dict[str, float]:
     """One sample -> score -> ``inner_epochs`` updates cycle on this rank's ``batch``; metrics of all ranks.
 
     ``timer(name)`` is entered around each part (rollout, reward, reference, old_logps, forward,
@@ -249,7 +249,8 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
     for _ in range(args.inner_epochs):
         old_logps, pass_entropy, obj_metrics = policy_update(policy, optimizer, rollout, rewards, old_logps,
                                                              ref_logps, args, accelerator, timer=timer,
-                                                             trim_logits=trim_logits)
+                                                             trim_logits=trim_logits,
+                                                             skip_inert_groups=skip_inert_groups)
         entropy = pass_entropy if entropy is None else entropy
     if engine.exact_entropy:  # exact entropies of the sampling pass (HFEngine on the live policy)
         entropy = rollout.entropies
@@ -265,14 +266,17 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
 
 
 def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_logps, args: RLArgs, accelerator,
-                  *, timer=no_timer, trim_logits: bool = True):
+                  *, timer=no_timer, trim_logits: bool = True, skip_inert_groups: bool = True):
     """One optimiser step on the batch, accumulating the gradient one group at a time.
 
     A group is the unit every objective normalises over (advantages, CAPO pairs), so each group's loss
     is exact on its own; weighting it by its share of the batch (rows, or completion tokens for the
     ``token`` aggregation) makes the summed gradient that of the whole-batch loss, while only one
-    group's activations are held for backward: peak memory grows with the group, not with the batch. With ``old_logps=None`` (one update per batch) pi_old is the policy of this very
-    pass, as in TRL, so its log-probs and the entropies come from the gradient pass and a separate
+    group's activations are held for backward: peak memory grows with the group, not with the batch.
+    ``skip_inert_groups``: a group whose rewards are all equal, under an objective that gives it zero
+    gradient (``Objective.inert_on_uniform_groups``), gets a no-grad forward only (about a third of a
+    forward + backward); the update is the same. With ``old_logps=None`` (one update per batch) pi_old
+    is the policy of this very pass, as in TRL, so its log-probs and the entropies come from the gradient pass and a separate
     no-grad forward is saved. Returns (old_logps [B, T], entropy [B, T] or None, objective metrics
     combined with the same weights)."""
     rows, size = rollout.input_ids.shape[0], args.group_size
@@ -280,15 +284,21 @@ def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_l
     token_level = args.aggregation == "token" and objective.token_level
     total_tokens = rollout.completion_mask.sum().clamp(min=1)
     fresh = old_logps is None
-    olds, entropies, parts = [], [], []
+    olds, entropies, parts, skipped = [], [], [], []
     hyper = args.objective_kwargs()
+    inert = skip_inert_groups and objective.inert_on_uniform_groups(hyper)
     optimizer.zero_grad(set_to_none=True)
     for lo in range(0, rows, size):
         part, hi = _rows(rollout, lo, lo + size), lo + size
         weight = part.completion_mask.sum() / total_tokens if token_level else torch.tensor(size / rows)
         # DDP averages gradients over ranks at the last backward of the step only
         sync = contextlib.nullcontext() if hi >= rows else accelerator.no_sync(policy)
-        with sync:
+        # an all-right or all-wrong group has zero gradient under this objective: a no-grad forward gives
+        # its log-probs, entropies and metrics, and its backward is skipped (not the step's last group
+        # under DDP, whose backward carries the all-reduce)
+        skip = inert and bool((rewards[lo:hi] == rewards[lo]).all()) and not (
+            hi >= rows and accelerator.num_processes > 1)
+        with sync, (torch.no_grad() if skip else contextlib.nullcontext()):
             with timer("forward"):
                 if fresh:
                     logps, ent = token_logps(policy, part, with_entropy=True, trim_logits=trim_logits)
@@ -299,9 +309,15 @@ def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_l
                 olds.append(old)
                 loss, metrics = objective(logps, old, None if ref_logps is None else ref_logps[lo:hi],
                                           rewards[lo:hi], part.completion_mask, group_size=size, **hyper)
-            with timer("backward"):
-                accelerator.backward(loss * weight.to(loss.device))
+            if not skip:
+                with timer("backward"):
+                    accelerator.backward(loss * weight.to(loss.device))
         parts.append((float(weight), metrics))
+        skipped.append(skip)
+    if all(skipped):  # no backward at all: a zero gradient, so AdamW still moves (decay, momentum) as before
+        for p in policy.parameters():
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
     with timer("optimizer"):
         accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
         optimizer.step()

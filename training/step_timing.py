@@ -11,8 +11,11 @@ Before/after comparisons run *interleaved* in one process: at each step index ev
 step (A B A B ...), so a change of machine load hits both alike; the first ``--warmup`` steps are not
 averaged. Variants:
 
-* ``before``: the loop as it was (LM head on every position);
-* ``after``: ``trim_logits`` (the LM head only on the completion's positions, ``token_logps``).
+* ``before``: the loop as it was (LM head on every position, a backward for every group);
+* ``after``: ``trim_logits`` (the LM head only on the completion's positions, ``token_logps``);
+* ``after+skip``: also ``skip_inert_groups`` (no backward for an all-right or all-wrong group under
+  GRPO without KL, GSPO and CAPO: its gradient is zero). How much it saves depends on the share of such
+  groups, so it is only meaningful with a model that solves some prompts (the lab's SFT checkpoint).
 
 Each step row records the 1-minute load average (``os.getloadavg``), because the machine is shared.
 Writes ``steps.jsonl`` (one row per step), ``table.json`` and ``table.md`` (means over the measured
@@ -38,7 +41,9 @@ LAB_DIFFICULTY = "ops=3,digits=1,distractors=1"
 LAB_RL = {"group_size": 8, "learning_rate": 1e-5, "temperature": 1.0, "max_new_tokens": 64, "seed": 0,
           "limit": 2000}
 PARTS = ("rollout", "reward", "reference", "old_logps", "forward", "backward", "optimizer", "metrics", "sync")
-VARIANTS = {"before": {"trim_logits": False}, "after": {"trim_logits": True}}
+VARIANTS = {"before": {"trim_logits": False, "skip_inert_groups": False},
+            "after": {"trim_logits": True, "skip_inert_groups": False},
+            "after+skip": {"trim_logits": True, "skip_inert_groups": True}}
 
 
 class StepTimer:
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="embedded", help="checkpoint directory or 'embedded' (default)")
     p.add_argument("--objectives", nargs="+", default=["grpo", "capo"])
     p.add_argument("--prompts-per-step", nargs="+", type=int, default=[1, 8])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["before", "after"], choices=list(VARIANTS))
     p.add_argument("--warmup", type=int, default=1, help="steps per variant not averaged")
     p.add_argument("--steps", type=int, default=3, help="measured steps per variant")
     p.add_argument("--eval-limit", nargs="*", type=int, default=[64], help="dev questions of each timed evaluation")
@@ -120,6 +125,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "steps.jsonl").write_text("")  # a fresh measurement, not appended to an older one
     accelerator = Accelerator(cpu=True)
     base = RLArgs(model=args.model, rollout_engine=args.rollout_engine, data_path=f"arith:{LAB_DIFFICULTY}@train",
                   **LAB_RL)

@@ -105,3 +105,68 @@ def test_step_timer_and_summary_add_up():
     assert t["steps"] == 2 and t["total_s"] == 12.0
     assert t["parts_s"]["rollout"] == 7.0 and t["parts_s"]["sync"] == 1.5 and t["parts_s"]["reference"] == 0.0
     assert t["shares"]["rollout"] == pytest.approx(7 / 12)
+
+
+@pytest.mark.parametrize("objective", ["grpo", "gspo", "capo", "c2gspg"])
+def test_inert_on_uniform_groups_is_true_exactly_when_a_uniform_group_has_zero_gradient(objective, tokenizer_dir):
+    """The property the skip relies on: an all-right (or all-wrong) group's loss has an all-zero gradient
+    for GRPO without KL, GSPO and CAPO; C2GSPG's confidence term and GRPO's KL term are not zero there."""
+    from training.models import build_tiny_model, load_tokenizer
+    from training.objectives import OBJECTIVES
+    from training.rl import token_logps
+
+    model = build_tiny_model(load_tokenizer(tokenizer_dir), seed=0)
+    rollout = _ragged_rollout()
+    with torch.no_grad():
+        ref_logps = token_logps(build_tiny_model(load_tokenizer(tokenizer_dir), seed=1), rollout)
+    for beta in ((0.0, 0.1) if objective == "grpo" else (0.0,)):
+        args = RLArgs(objective=objective, group_size=4, beta=beta, ref_high=1e9)
+        hyper = args.objective_kwargs()
+        for reward in (0.0, 1.0):
+            model.zero_grad(set_to_none=True)
+            logps = token_logps(model, rollout)
+            loss, _ = OBJECTIVES[objective](logps, logps.detach() - 0.01, ref_logps, torch.full((4,), reward),
+                                            rollout.completion_mask, group_size=4, **hyper)
+            loss.backward()
+            largest = max(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None)
+            assert (largest == 0.0) == OBJECTIVES[objective].inert_on_uniform_groups(hyper), (beta, reward, largest)
+
+
+@pytest.mark.parametrize("objective,optimiser,rewards", [
+    ("grpo", "sgd", "one_uniform"), ("gspo", "sgd", "one_uniform"), ("capo", "sgd", "one_uniform"),
+    ("grpo", "adamw", "all_uniform"), ("capo", "adamw", "all_uniform")])
+def test_skipping_inert_groups_keeps_the_update(objective, optimiser, rewards, tokenizer_dir, tiny_examples):
+    """A seeded step with and without the skip: the same metrics and the same new weights. One group
+    all wrong and one mixed (SGD: equal weights mean equal gradients), or both all wrong (AdamW: with no
+    backward at all the weights still move by weight decay, as with a zero gradient before)."""
+    from accelerate import Accelerator
+
+    from training.models import build_tiny_model, load_tokenizer
+    from training.rl import rl_step
+    from training.rollout import PolicyEngine
+
+    tok = load_tokenizer(tokenizer_dir)
+    start = build_tiny_model(tok, seed=0)
+    args = RLArgs(objective=objective, group_size=4, prompts_per_step=2, max_new_tokens=8, learning_rate=1.0,
+                  ref_low=0.0, ref_high=1e9)
+
+    def reward_fn(texts, golds):  # group 0 (rows 0-3) all wrong; group 1 alternating, or all wrong too
+        return [0.0 if i < 4 or rewards == "all_uniform" else float(i % 2) for i in range(len(texts))]
+
+    results = {}
+    for skip in (False, True):
+        policy = copy.deepcopy(start)
+        ref = copy.deepcopy(start).eval().requires_grad_(False) if objective == "capo" else None
+        optimizer = (torch.optim.SGD(policy.parameters(), lr=1.0) if optimiser == "sgd"
+                     else torch.optim.AdamW(policy.parameters(), lr=1e-2))
+        metrics = rl_step(policy, ref, optimizer, tok, tiny_examples, args, reward_fn, PolicyEngine(policy, tok),
+                          Accelerator(cpu=True), seed=7, skip_inert_groups=skip)
+        results[skip] = (metrics, {k: v.detach().clone() for k, v in policy.state_dict().items()})
+    (before, w_before), (after, w_after) = results[False], results[True]
+    for key in before:
+        if isinstance(before[key], float):
+            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-7), key
+    moved = max(float((w_before[k] - start.state_dict()[k]).abs().max()) for k in w_before)
+    assert moved > 1e-5  # the step moved the weights (gradient, or AdamW's weight decay)
+    for k in w_before:
+        assert torch.allclose(w_after[k], w_before[k], atol=1e-6, rtol=1e-5), k
