@@ -96,6 +96,34 @@ def markdown(table: list[dict], evals: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def target_run_estimate(trainer: dict, vllm_8x8: dict, *, uniform_share: float, eval_s: float, steps: int = 100,
+                        evals: int = 11, startup_s: float = 300.0, groups: int = 8) -> dict:
+    """Wall seconds of issue T's run (``groups`` prompts x 8 per step, ``steps`` steps, ``evals`` dev
+    evaluations) before and after, composed from measured parts.
+
+    ``trainer``: the ``1x8_transformers`` table rows by (objective, variant) (one group per step, the trainer
+    parts); ``vllm_8x8``: the 8 x 8 vLLM step row (rollout and sync of 64 samples). The trainer loop runs
+    group by group, so a step's forward + backward is ``groups`` times one group's. ``skip_inert_groups``
+    replaces a uniform group's forward + backward by a no-grad forward (CAPO's ``reference`` part, the same
+    rows) for ``uniform_share`` of the groups."""
+    out = {}
+    for objective in ("grpo", "capo"):
+        before, after = trainer[(objective, "before")]["parts_s"], trainer[(objective, "after")]["parts_s"]
+        no_grad = trainer[("capo", "after")]["parts_s"]["reference"]
+        fb_before, fb_after = before["forward"] + before["backward"], after["forward"] + after["backward"]
+        fb_skip = (1 - uniform_share) * fb_after + uniform_share * no_grad
+        fixed = vllm_8x8["rollout"] + vllm_8x8["sync"] + vllm_8x8.get("reward", 0.0)
+        row = {}
+        for name, fb, ref, opt in (("before", fb_before, before["reference"], before["optimizer"]),
+                                   ("after", fb_after, after["reference"], after["optimizer"]),
+                                   ("after+skip", fb_skip, after["reference"], after["optimizer"])):
+            step = fixed + groups * (fb + ref) + opt
+            row[name] = {"step_s": step, "run_s": startup_s + steps * step + evals * eval_s}
+        out[objective] = row
+    return {"inputs": {"uniform_share": uniform_share, "eval_s": eval_s, "steps": steps, "evals": evals,
+                       "startup_s": startup_s, "groups": groups, "vllm_8x8": vllm_8x8}, "estimate": out}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="embedded", help="checkpoint directory or 'embedded' (default)")
@@ -108,7 +136,19 @@ def main(argv=None) -> int:
     p.add_argument("--eval-samples", type=int, default=8)
     p.add_argument("--rollout-engine", default="vllm")
     p.add_argument("--out", default="lab/results/rl_timing")
+    p.add_argument("--from-steps", action="store_true",
+                   help="only rebuild table.json/table.md from --out's steps.jsonl (e.g. of an interrupted run)")
     args = p.parse_args(argv)
+    if args.from_steps:
+        out = Path(args.out)
+        rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line.strip()]
+        old = json.loads((out / "table.json").read_text()) if (out / "table.json").exists() else {}
+        meta = {**old.get("meta", {}), "rebuilt_from_steps": True}
+        table, evals = summarise(rows, args.warmup), old.get("evals", [])
+        (out / "table.json").write_text(json.dumps({"meta": meta, "steps": table, "evals": evals}, indent=2) + "\n")
+        (out / "table.md").write_text(markdown(table, evals, meta.get("command", "(rebuilt from steps.jsonl)")))
+        print(markdown(table, evals, meta.get("command", "")))
+        return 0
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), "-m", "training.step_timing",
                                                   *(argv if argv is not None else sys.argv[1:])])
 

@@ -170,3 +170,22 @@ def test_skipping_inert_groups_keeps_the_update(objective, optimiser, rewards, t
     assert moved > 1e-5  # the step moved the weights (gradient, or AdamW's weight decay)
     for k in w_before:
         assert torch.allclose(w_after[k], w_before[k], atol=1e-6, rtol=1e-5), k
+
+
+def test_target_run_estimate_composes_the_parts():
+    """By hand: one group's forward + backward 3 + 5 = 8 s before, 2 + 4 = 6 s after; CAPO's no-grad
+    reference forward 1 s; optimiser 1 s; 8 x 8 rollout 70 s + sync 2 s. GRPO after, 8 groups:
+    72 + 8 * 6 + 1 = 121 s a step; with half the groups uniform 72 + 8 * (0.5 * 6 + 0.5 * 1) + 1 = 101 s.
+    The run: 300 + 100 * 121 + 11 * 400 = 16,800 s."""
+    from training.step_timing import target_run_estimate
+
+    def row(fwd, bwd, ref):
+        return {"parts_s": {"forward": fwd, "backward": bwd, "reference": ref, "optimizer": 1.0}}
+
+    trainer = {("grpo", "before"): row(3, 5, 0), ("grpo", "after"): row(2, 4, 0),
+               ("capo", "before"): row(3, 5, 1.5), ("capo", "after"): row(2, 4, 1.0)}
+    est = target_run_estimate(trainer, {"rollout": 70.0, "sync": 2.0}, uniform_share=0.5, eval_s=400.0)["estimate"]
+    assert est["grpo"]["before"]["step_s"] == 72 + 8 * 8 + 1
+    assert est["grpo"]["after"]["step_s"] == 121 and est["grpo"]["after+skip"]["step_s"] == 101
+    assert est["grpo"]["after"]["run_s"] == 16_800
+    assert est["capo"]["after"]["step_s"] == 72 + 8 * (6 + 1) + 1  # CAPO's reference forward for every group
