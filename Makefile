@@ -21,7 +21,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-rl-timing
 
 install: $(STAMP)
 
@@ -77,6 +77,13 @@ lab-search-dev: lab-sft
 OBJECTIVE ?= grpo
 lab-rl: lab-sft
 	$(PY) -m lab.recipe rl --objective $(OBJECTIVE)
+
+# lab-rl-timing: where an RL step's time goes (embedded model, the lab's RL settings, one core), before/after
+# each speed change interleaved step by step (training/step_timing.py; results/lab/rl_timing/)
+RL_TIMING = OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=1 taskset -c 1 $(PY) -m training.step_timing
+lab-rl-timing:
+	$(RL_TIMING) --prompts-per-step 1 --objectives grpo capo --eval-limit 64 --out results/lab/rl_timing/1x8
+	$(RL_TIMING) --prompts-per-step 8 --objectives grpo --eval-limit --out results/lab/rl_timing/8x8
 
 # lab-caspo SPLIT=dev|test: two CASPO rounds from SFT (on-policy contexts, exact critic), then step-level
 # ECE/Brier, entropy gap and step AUROCs of SFT vs CASPO (results/lab/caspo/)

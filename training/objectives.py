@@ -437,6 +437,7 @@ def c2gspg_loss(
 # ----------------------------------------------------------------------------------------------
 
 REFERENCE_USES = ("never", "always", "with_kl")
+INERT_WHEN = ("never", "always", "without_kl")
 
 
 @dataclass(frozen=True)
@@ -449,10 +450,20 @@ class Objective:
     takes_correctness: bool = False  # gets ``correct`` (reward > 0.5, bool [B]) instead of ``rewards``
     reference: str = "never"  # ref_logps: "never", "always" (CAPO's mask) or "with_kl" (when beta > 0)
     token_level: bool = False  # one loss term per token, so ``aggregation`` applies
+    # a group whose rewards are all equal has zero gradient: "never", "always" or "without_kl" (beta == 0)
+    inert_when_uniform: str = "never"
 
     def __post_init__(self):
         if self.reference not in REFERENCE_USES:
             raise ValueError(f"reference must be one of {REFERENCE_USES}, got {self.reference!r}")
+        if self.inert_when_uniform not in INERT_WHEN:
+            raise ValueError(f"inert_when_uniform must be one of {INERT_WHEN}, got {self.inert_when_uniform!r}")
+
+    def inert_on_uniform_groups(self, hyper: Mapping[str, Any]) -> bool:
+        """True when an all-right or all-wrong group contributes exactly zero gradient (its advantages
+        are 0 and nothing else in the loss depends on it), so the trainer may skip its backward pass."""
+        return self.inert_when_uniform == "always" or (
+            self.inert_when_uniform == "without_kl" and not hyper.get("beta", 0.0))
 
     @property
     def hyper_parameters(self) -> tuple[str, ...]:
@@ -472,8 +483,9 @@ class Objective:
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "grpo": Objective(grpo_loss, reference="with_kl", token_level=True),
-    "gspo": Objective(gspo_loss),
-    "capo": Objective(capo_loss, takes_correctness=True, reference="always", token_level=True),
+    "grpo": Objective(grpo_loss, reference="with_kl", token_level=True, inert_when_uniform="without_kl"),
+    "gspo": Objective(gspo_loss, inert_when_uniform="always"),
+    "capo": Objective(capo_loss, takes_correctness=True, reference="always", token_level=True,
+                      inert_when_uniform="always"),
     "c2gspg": Objective(c2gspg_loss),
 }

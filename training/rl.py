@@ -29,6 +29,7 @@ run would have done; the reference model is reloaded from ``--model`` (the start
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -152,21 +153,30 @@ def rollout_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 256 + rank) * 4096 % (2**31)
 
 
-def token_logps(model, rollout: Rollout, *, with_entropy: bool = False, chunk: int | None = None):
+def token_logps(model, rollout: Rollout, *, with_entropy: bool = False, chunk: int | None = None,
+                trim_logits: bool = True):
     """Per-token log-probs of the completion tokens [B, T] (and entropies [B, T] when asked).
 
     ``chunk`` rows at a time when given (for the no-grad passes): the [rows, T, V] log-softmax is the
-    largest tensor of a step (16 x 330 x 49,152 fp32 = 1 GB for SmolLM2), so chunking bounds memory."""
+    largest tensor of a step (16 x 330 x 49,152 fp32 = 1 GB for SmolLM2), so chunking bounds memory.
+
+    ``trim_logits``: the LM head runs only on the T + 1 last positions (transformers'
+    ``logits_to_keep``), not on the prompt's, whose logits are thrown away. Only the completion's
+    log-probs are needed, so this is a pure speed change (the head is a fifth of SmolLM2's forward
+    FLOPs per position and the prompt is most of the positions); ``tests/training/test_step_timing.py``
+    checks that the loss is unchanged."""
     if chunk is not None and chunk < rollout.input_ids.shape[0]:
-        parts = [token_logps(model, _rows(rollout, i, i + chunk), with_entropy=with_entropy)
+        parts = [token_logps(model, _rows(rollout, i, i + chunk), with_entropy=with_entropy, trim_logits=trim_logits)
                  for i in range(0, rollout.input_ids.shape[0], chunk)]
         if not with_entropy:
             return torch.cat(parts)
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    width = rollout.input_ids.shape[1] - rollout.prompt_len  # T
+    keep = {"logits_to_keep": width + 1} if trim_logits else {}
     logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                   position_ids=position_ids).logits  # [B, P+T, V]
-    logits = logits[:, rollout.prompt_len - 1:-1].float()  # [B, T, V] predicts completion tokens
+                   position_ids=position_ids, **keep).logits  # [B, P+T, V], or [B, T+1, V] trimmed
+    logits = logits[:, -(width + 1):-1].float()  # [B, T, V] predicts completion tokens
     logp_all = torch.log_softmax(logits, dim=-1)
     targets = rollout.input_ids[:, rollout.prompt_len:]  # [B, T]
     logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, T]
@@ -205,77 +215,112 @@ def rollout_metrics(stats: torch.Tensor) -> dict[str, float | None]:
     }
 
 
+def no_timer(name: str):
+    """The default ``timer`` of ``rl_step``: times nothing (``training.step_timing.StepTimer`` times)."""
+    return contextlib.nullcontext()
+
+
 def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], args: RLArgs,
-            reward_fn: RewardFn, engine, accelerator, *, seed: int | None = None) -> dict[str, float]:
-    """One sample -> score -> ``inner_epochs`` updates cycle on this rank's ``batch``; metrics of all ranks."""
+            reward_fn: RewardFn, engine, accelerator, *, seed: int | None = None, timer=no_timer,
+            trim_logits: bool = True, skip_inert_groups: bool = True) -> dict[str, float]:
+    """One sample -> score -> ``inner_epochs`` updates cycle on this rank's ``batch``; metrics of all ranks.
+
+    ``timer(name)`` is entered around each part (rollout, reward, reference, old_logps, forward,
+    backward, optimizer, metrics): ``training.step_timing`` uses it to say where a step's time goes."""
     device = accelerator.device
     policy.eval()
     prompts = [question_prompt_ids(tokenizer, ex.question) for ex in batch]
-    rollout = sample_rollouts(engine, tokenizer, prompts, args, device, seed=seed)
-    golds = [ex.gold for ex in batch for _ in range(args.group_size)]
-    rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]
+    with timer("rollout"):
+        rollout = sample_rollouts(engine, tokenizer, prompts, args, device, seed=seed)
+    with timer("reward"):
+        golds = [ex.gold for ex in batch for _ in range(args.group_size)]
+        rewards = torch.tensor(reward_fn(rollout.texts, golds), dtype=torch.float32, device=device)  # [B]
     with torch.no_grad(), accelerator.autocast():  # the reference in the policy's precision (bf16 on a GPU)
-        ref_logps = token_logps(ref, rollout, chunk=args.group_size) if ref is not None else None
+        with timer("reference"):
+            ref_logps = (token_logps(ref, rollout, chunk=args.group_size, trim_logits=trim_logits)
+                         if ref is not None else None)
         old_logps = entropy = None
         if args.inner_epochs > 1:  # pi_old must stay fixed while the updates move pi_theta
-            old_logps, entropy = token_logps(policy, rollout, with_entropy=True, chunk=args.group_size)
+            with timer("old_logps"):
+                old_logps, entropy = token_logps(policy, rollout, with_entropy=True, chunk=args.group_size,
+                                                 trim_logits=trim_logits)
     maskf = rollout.completion_mask.float()
     policy.train()
     for _ in range(args.inner_epochs):
         old_logps, pass_entropy, obj_metrics = policy_update(policy, optimizer, rollout, rewards, old_logps,
-                                                             ref_logps, args, accelerator)
+                                                             ref_logps, args, accelerator, timer=timer,
+                                                             trim_logits=trim_logits,
+                                                             skip_inert_groups=skip_inert_groups)
         entropy = pass_entropy if entropy is None else entropy
     if engine.exact_entropy:  # exact entropies of the sampling pass (HFEngine on the live policy)
         entropy = rollout.entropies
-    # how far the sampler's log-probs are from the trainer's: ~0 unless the sampler holds stale weights
-    sampler_gap = O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf).detach()
-    stats = accelerator.gather(sequence_stats(rewards, old_logps, entropy, rollout.completion_mask))
-    names = sorted(obj_metrics)
-    local = torch.tensor([float(obj_metrics[k]) for k in names] + [float(sampler_gap)], device=device)
-    means = accelerator.gather(local[None]).double().mean(0).tolist()  # objective metrics: mean over ranks
+    with timer("metrics"):
+        # how far the sampler's log-probs are from the trainer's: ~0 unless the sampler holds stale weights
+        sampler_gap = O.masked_mean((rollout.sampler_logps - old_logps).abs(), maskf).detach()
+        stats = accelerator.gather(sequence_stats(rewards, old_logps, entropy, rollout.completion_mask))
+        names = sorted(obj_metrics)
+        local = torch.tensor([float(obj_metrics[k]) for k in names] + [float(sampler_gap)], device=device)
+        means = accelerator.gather(local[None]).double().mean(0).tolist()  # objective metrics: mean over ranks
     return {**rollout_metrics(stats.cpu()), **dict(zip(names, means)), "sampler_logp_gap": means[-1],
             "samples": int(stats.shape[0])}
 
 
-def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_logps, args: RLArgs, accelerator):
+def policy_update(policy, optimizer, rollout: Rollout, rewards, old_logps, ref_logps, args: RLArgs, accelerator,
+                  *, timer=no_timer, trim_logits: bool = True, skip_inert_groups: bool = True):
     """One optimiser step on the batch, accumulating the gradient one group at a time.
 
     A group is the unit every objective normalises over (advantages, CAPO pairs), so each group's loss
     is exact on its own; weighting it by its share of the batch (rows, or completion tokens for the
     ``token`` aggregation) makes the summed gradient that of the whole-batch loss, while only one
-    group's activations are held for backward: peak memory grows with the group, not with the batch. With ``old_logps=None`` (one update per batch) pi_old is the policy of this very
-    pass, as in TRL, so its log-probs and the entropies come from the gradient pass and a separate
+    group's activations are held for backward: peak memory grows with the group, not with the batch.
+    ``skip_inert_groups``: a group whose rewards are all equal, under an objective that gives it zero
+    gradient (``Objective.inert_on_uniform_groups``), gets a no-grad forward only (about a third of a
+    forward + backward); the update is the same. With ``old_logps=None`` (one update per batch) pi_old
+    is the policy of this very pass, as in TRL, so its log-probs and the entropies come from the gradient pass and a separate
     no-grad forward is saved. Returns (old_logps [B, T], entropy [B, T] or None, objective metrics
     combined with the same weights)."""
-    import contextlib
-
     rows, size = rollout.input_ids.shape[0], args.group_size
     objective = O.OBJECTIVES[args.objective]
     token_level = args.aggregation == "token" and objective.token_level
     total_tokens = rollout.completion_mask.sum().clamp(min=1)
     fresh = old_logps is None
-    olds, entropies, parts = [], [], []
+    olds, entropies, parts, skipped = [], [], [], []
     hyper = args.objective_kwargs()
+    inert = skip_inert_groups and objective.inert_on_uniform_groups(hyper)
     optimizer.zero_grad(set_to_none=True)
     for lo in range(0, rows, size):
         part, hi = _rows(rollout, lo, lo + size), lo + size
         weight = part.completion_mask.sum() / total_tokens if token_level else torch.tensor(size / rows)
         # DDP averages gradients over ranks at the last backward of the step only
         sync = contextlib.nullcontext() if hi >= rows else accelerator.no_sync(policy)
-        with sync:
-            if fresh:
-                logps, ent = token_logps(policy, part, with_entropy=True)
-                old = logps.detach()
-                entropies.append(ent)
-            else:
-                logps, old = token_logps(policy, part), old_logps[lo:hi]
-            olds.append(old)
-            loss, metrics = objective(logps, old, None if ref_logps is None else ref_logps[lo:hi], rewards[lo:hi],
-                                      part.completion_mask, group_size=size, **hyper)
-            accelerator.backward(loss * weight.to(loss.device))
+        # an all-right or all-wrong group has zero gradient under this objective: a no-grad forward gives
+        # its log-probs, entropies and metrics, and its backward is skipped (not the step's last group
+        # under DDP, whose backward carries the all-reduce)
+        skip = inert and bool((rewards[lo:hi] == rewards[lo]).all()) and not (
+            hi >= rows and accelerator.num_processes > 1)
+        with sync, (torch.no_grad() if skip else contextlib.nullcontext()):
+            with timer("forward"):
+                if fresh:
+                    logps, ent = token_logps(policy, part, with_entropy=True, trim_logits=trim_logits)
+                    old = logps.detach()
+                    entropies.append(ent)
+                else:
+                    logps, old = token_logps(policy, part, trim_logits=trim_logits), old_logps[lo:hi]
+                olds.append(old)
+                loss, metrics = objective(logps, old, None if ref_logps is None else ref_logps[lo:hi],
+                                          rewards[lo:hi], part.completion_mask, group_size=size, **hyper)
+            if not skip:
+                with timer("backward"):
+                    accelerator.backward(loss * weight.to(loss.device))
         parts.append((float(weight), metrics))
-    accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
-    optimizer.step()
+        skipped.append(skip)
+    if all(skipped):  # no backward at all: a zero gradient, so AdamW still moves (decay, momentum) as before
+        for p in policy.parameters():
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
+    with timer("optimizer"):
+        accelerator.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+        optimizer.step()
     combined = {k: sum(w * m[k] for w, m in parts) for k in parts[0][1]}
     return torch.cat(olds), (torch.cat(entropies) if fresh else None), combined
 
