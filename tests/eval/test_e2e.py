@@ -1,6 +1,7 @@
 """End to end: `cat-eval run` / `cat-eval bench` as subprocesses against the real cat-serve
 server (session fixture ``vllm_server`` from tests/conftest.py: ``.base_url``, ``.model``)."""
 
+import itertools
 import json
 import math
 import socket
@@ -134,7 +135,10 @@ def test_bench_same_items_table_and_plots(vllm_server, tmp_path):
 
     md = (out / "bench.md").read_text()
     assert md in proc.stdout  # printed and written
-    table = [line for line in md.splitlines() if line.startswith("|")]
+    lines = md.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))  # the bench table
+    assert "Paired on shared items" in md  # the paired table (eval.compare) follows it
     assert table[0].startswith("| strategy | n | acc | ECE | Brier | AUROC | tok/q | p50 s | p95 s |")
     assert "tok/SC" in table[0] and "p50/none" in table[0]
     assert [line.split("|")[1].strip() for line in table[2:]] == searches
