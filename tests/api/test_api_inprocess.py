@@ -23,13 +23,20 @@ USER = [{"role": "user", "content": "2+2?"}]
 
 
 @pytest.fixture
-async def api():
+async def api_app():
+    """The app on a FakeEngine, its lifespan entered, and an httpx client on it (also used by test_structured_inprocess)."""
     engine = FakeEngine(model_name=MODEL, max_model_len=64)
     app = create_app(ServerConfig(default_max_tokens=16), engine=engine)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://cat") as client:
-            yield engine, client
+            yield app, engine, client
+
+
+@pytest.fixture
+async def api(api_app):
+    _, engine, client = api_app
+    yield engine, client
 
 
 def user_prompt(engine: FakeEngine, content: str = "2+2?") -> tuple[int, ...]:
@@ -390,14 +397,6 @@ def metric(app, name: str, **labels) -> float:
     return app.state.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-@pytest.fixture
-async def api_app():
-    engine = FakeEngine(model_name=MODEL, max_model_len=64)
-    app = create_app(ServerConfig(default_max_tokens=16), engine=engine)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cat") as client:
-            yield app, engine, client
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -24,15 +24,9 @@ ADD = {"type": "function", "function": {"name": "add", "description": "a + b", "
     "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}}}
 NOW = {"type": "function", "function": {"name": "now"}}  # no parameters: still a JSON object
 
+from tests.api.test_api_inprocess import api, api_app  # noqa: E402,F401  (one FakeEngine app fixture)
 
-@pytest.fixture
-async def api():
-    engine = FakeEngine(model_name=MODEL, max_model_len=64)
-    app = create_app(ServerConfig(default_max_tokens=16), engine=engine)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cat") as client:
-            yield engine, client
+
 
 
 async def chat(client, **body):
