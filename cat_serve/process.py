@@ -156,3 +156,45 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# ------------------------------------------------------------------ the same job for shell scripts
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cat_serve.process --log FILE --port N --run 'CLIENT' -- SERVER COMMAND...``
+
+    Start SERVER COMMAND as a ``ServerProcess``, wait for its ``/health``, run CLIENT (a bash command line;
+    it sees ``CAT_SERVE_ROOT``, ``CAT_SERVE_BASE_URL``, ``CAT_SERVE_PORT`` and ``CAT_SERVE_PID``), then stop
+    the server's process group. The exit status is CLIENT's, or 3 with the log's tail on stderr when the
+    server does not start. For shell scripts (scripts/gpu_check.sh, scripts/build_image.sh), so that no
+    script polls ``/health`` or stops a server itself. ``{port}`` in SERVER COMMAND becomes the port.
+    """
+    import argparse  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m cat_serve.process", description=main.__doc__.split("\n\n")[1])
+    ap.add_argument("--log", type=Path, required=True, help="the server's stdout and stderr")
+    ap.add_argument("--port", type=int, default=0, help="its port (default: a free one, passed as {port})")
+    ap.add_argument("--host", default=HOST)
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for /health (default 600)")
+    ap.add_argument("--run", required=True, help="the client: a bash command line run once the server is healthy")
+    ap.add_argument("server", nargs=argparse.REMAINDER, help="-- then the server's command line")
+    args = ap.parse_args(argv)
+    cmd = args.server[1:] if args.server[:1] == ["--"] else args.server
+    if not cmd:
+        ap.error("the server's command line is missing (after --)")
+    port = args.port or free_port(args.host)
+    server = ServerProcess([c.replace("{port}", str(port)) for c in cmd], log=args.log, port=port, host=args.host)
+    try:
+        server.start(args.timeout)
+    except ServerStartError as e:
+        print(e, file=sys.stderr)
+        return 3
+    env = {**os.environ, "CAT_SERVE_ROOT": server.root, "CAT_SERVE_BASE_URL": server.base_url,
+           "CAT_SERVE_PORT": str(port), "CAT_SERVE_PID": str(server.pid)}
+    try:
+        return subprocess.run(["bash", "-c", args.run], env=env, check=False).returncode
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -73,9 +73,26 @@ build() {
 
 ROOT=$WORK/rootfs
 cleanup() {
-    [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
     for m in dev/shm dev sys proc; do mountpoint -q "$ROOT/$m" && umount -l "$ROOT/$m"; done
     return 0
+}
+
+check_image() {  # run by cat_serve.process once the image's server is healthy ($CAT_SERVE_PID: that process)
+    set -euo pipefail
+    step "healthy; server process owner: $(ps -o user= -p "$(pgrep -P "$CAT_SERVE_PID" | head -1 || echo "$CAT_SERVE_PID")" 2>/dev/null)"
+    local hc; hc=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" 2>/dev/null || echo none)
+    step "HEALTHCHECK $hc"
+    local probe="import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=5)"  # HEALTHCHECK's
+    env -i "${envs[@]}" chroot --userspec="$uid:$gid" "$ROOT" python -c "$probe" && step "healthcheck command: ok"
+    "$PY" - "$CAT_SERVE_BASE_URL" <<'EOF' 2>&1 | tee -a "$LOG"
+import sys
+from openai import OpenAI
+c = OpenAI(base_url=sys.argv[1], api_key="none")
+m = c.models.list().data[0].id
+r = c.chat.completions.create(model=m, messages=[{"role": "user", "content": "What is 7*6?"}],
+                              max_tokens=24, temperature=0)
+print("openai SDK ->", m, "| finish_reason:", r.choices[0].finish_reason, "| content:", repr(r.choices[0].message.content))
+EOF
 }
 
 run() {
@@ -101,30 +118,13 @@ run() {
     mapfile -t envs < <("$PY" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$env_json")
     mapfile -t cmd < <("$PY" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$entry")
     step "start: chroot --userspec=$uid:$gid $ROOT ${cmd[*]} --host 127.0.0.1 --port $PORT --kv-cache-gib 1"
-    env -i "${envs[@]}" chroot --userspec="$uid:$gid" "$ROOT" \
-        "${cmd[@]}" --host 127.0.0.1 --port "$PORT" --kv-cache-gib 1 >"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
-    local t=0
-    until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do
-        kill -0 "$SERVER_PID" 2>/dev/null || { step "FAIL: server exited"; tail -30 "$WORK/server.log" | tee -a "$LOG"; exit 1; }
-        sleep 2; t=$((t + 2)); [ $t -lt "$HEALTH_TIMEOUT" ] || { step "FAIL: no /health in $HEALTH_TIMEOUT s"; exit 1; }
-    done
-    step "healthy after ${t}s; server process owner: $(ps -o user= -p "$(pgrep -P "$SERVER_PID" | head -1 || echo "$SERVER_PID")" 2>/dev/null)"
-    # the image's own HEALTHCHECK command, inside the image, as its user
-    local hc; hc=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" 2>/dev/null || echo none)
-    step "HEALTHCHECK $hc"
-    env -i "${envs[@]}" chroot --userspec="$uid:$gid" "$ROOT" sh -c \
-        "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=5)\"" \
-        && step "healthcheck command: ok"
-    "$PY" - "$PORT" <<'EOF' 2>&1 | tee -a "$LOG"
-import sys
-from openai import OpenAI
-c = OpenAI(base_url=f"http://127.0.0.1:{sys.argv[1]}/v1", api_key="none")
-m = c.models.list().data[0].id
-r = c.chat.completions.create(model=m, messages=[{"role": "user", "content": "What is 7*6?"}],
-                              max_tokens=24, temperature=0)
-print("openai SDK ->", m, "| finish_reason:", r.choices[0].finish_reason, "| content:", repr(r.choices[0].message.content))
-EOF
+    # cat_serve.process starts it in a process group of its own, waits until it is healthy, runs check_image
+    # against it and stops the group (its log: $WORK/server.log)
+    "$PY" -m cat_serve.process --log "$WORK/server.log" --port "$PORT" --timeout "$HEALTH_TIMEOUT" \
+        --run "$(declare -p envs uid gid ROOT PORT PY LOG IMAGE T0); $(declare -f step check_image); check_image" -- \
+        env -i "${envs[@]}" chroot --userspec="$uid:$gid" "$ROOT" \
+        "${cmd[@]}" --host 127.0.0.1 --port "$PORT" --kv-cache-gib 1 2> >(tee -a "$LOG" >&2) \
+        || { step "FAIL: the image's server did not start or did not answer (log: $WORK/server.log)"; exit 1; }
     step "image run OK (total wall time $(( $(date +%s) - T0 ))s)"
 }
 

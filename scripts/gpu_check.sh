@@ -47,35 +47,18 @@ if ! (command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1); then
   exit 2
 fi
 
-SERVER_PID=
-serve() {  # serve LOGNAME MODEL ENGINE: start cat-serve on $PORT and wait for /health
-  local name=$1 model=$2 engine=$3
+export OUT_DIR PY ENGINE LIMIT BENCH_CONCURRENCY PORT
+export -f log timed
+serve() {  # serve LOGNAME MODEL ENGINE FUNCTION ARGS...: cat-serve on $PORT while FUNCTION runs (cat_serve.process
+  # starts it, waits until it is healthy and stops its process group afterwards); the status is FUNCTION's, 3 if no start
+  local name=$1 model=$2 engine=$3 fn=$4; shift 4
   local extra=()
   [[ $engine == transformers ]] && extra=(--device cuda)
   [[ $engine == vllm ]] && extra=(--dtype "$VLLM_DTYPE")
-  "$PY" -m cat_serve --model "$model" --engine "$engine" --port "$PORT" --max-model-len 4096 "${extra[@]}" \
-    > "$OUT_DIR/server-$name.log" 2>&1 &
-  SERVER_PID=$!
-  "$PY" - "$PORT" "$SERVER_PID" <<'PYEOF'
-import sys, time, os, httpx
-port, pid = sys.argv[1], int(sys.argv[2])
-t0 = time.monotonic()
-while time.monotonic() - t0 < 600:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit("server exited")
-    try:
-        if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-            print(f"server ready after {time.monotonic() - t0:.1f}s"); sys.exit(0)
-    except httpx.HTTPError:
-        pass
-    time.sleep(0.5)
-sys.exit("server not ready after 600 s")
-PYEOF
+  export -f "$fn"
+  "$PY" -m cat_serve.process --log "$OUT_DIR/server-$name.log" --port "$PORT" --run "$fn $(printf '%q ' "$@")" -- \
+    "$PY" -m cat_serve --model "$model" --engine "$engine" --port "$PORT" --max-model-len 4096 "${extra[@]}"
 }
-unserve() { [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; }
-trap unserve EXIT
 
 phase_env() {
   {
@@ -105,29 +88,30 @@ phase_tests() {
     2>&1 | tee "$OUT_DIR/pytest.log" | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed" | tail -60
 }
 
-phase_bench() {
-  serve "bench-$ENGINE" embedded "$ENGINE" || { log "bench: server failed"; tail -30 "$OUT_DIR/server-bench-$ENGINE.log"; return 1; }
-  local base="http://127.0.0.1:$PORT/v1"
+bench_queries() {  # against the server `serve` started
   local common=(--dataset singleop --limit "$LIMIT" --seed 0 --concurrency "$BENCH_CONCURRENCY" --max-tokens 256
-                --base-url "$base" --no-progress)
+                --base-url "$CAT_SERVE_BASE_URL" --no-progress)
   timed bench "$PY" -m eval.cli bench "${common[@]}" --k 4 --searches none,self_consistency,cat \
     --search-params '{"cat": {"mode": "stream", "confident_threshold": 0.08, "tau": 0.0}}' --out "$OUT_DIR/bench" \
     2>&1 | tail -8
-  timed throughput "$PY" scripts/throughput.py --base-url "$base" --levels 1,16 --max-tokens 128 \
+  timed throughput "$PY" scripts/throughput.py --base-url "$CAT_SERVE_BASE_URL" --levels 1,16 --max-tokens 128 \
     --out "$OUT_DIR/throughput.json"
   timed cat_adaptive "$PY" -m eval.cli run "${common[@]}" --search cat \
     --search-params '{"branches": 4, "return_candidates": true, "mode": "adaptive", "beam": 1, "confident_threshold": 0.25, "tau": 0.0}' \
     --out "$OUT_DIR/bench/cat_adaptive" 2>&1 | tail -3
-  unserve
 }
 
-serve_check() {  # serve_check NAME CHECKPOINT: one search request to the served checkpoint
-  serve "$1" "$2" transformers || { echo "{\"checkpoint\": \"$1\", \"error\": \"server failed\"}" >> "$OUT_DIR/serve_checks.jsonl"; return 1; }
-  "$PY" - "$PORT" "$1" >> "$OUT_DIR/serve_checks.jsonl" <<'PYEOF'
+phase_bench() {
+  serve "bench-$ENGINE" embedded "$ENGINE" bench_queries
+  [[ $? == 3 ]] && log "bench: server failed (its log: $OUT_DIR/server-bench-$ENGINE.log)"
+}
+
+one_search() {  # one_search NAME: one search request to the server `serve` started
+  "$PY" - "$CAT_SERVE_BASE_URL" "$1" >> "$OUT_DIR/serve_checks.jsonl" <<'PYEOF'
 import json, sys
 from openai import OpenAI
-port, name = sys.argv[1], sys.argv[2]
-c = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+base_url, name = sys.argv[1], sys.argv[2]
+c = OpenAI(base_url=base_url, api_key="none")
 model = c.models.list().data[0].id
 r = c.chat.completions.create(model=model, max_tokens=96, messages=[{"role": "user", "content":
     "Tom has 3 apples and buys 4 more. How many apples does he have?"}],
@@ -136,7 +120,13 @@ print(json.dumps({"checkpoint": name, "model": model, "answer": r.model_extra["s
                   "confidence": r.choices[0].model_extra["confidence"], "content": r.choices[0].message.content[:200],
                   "completion_tokens": r.usage.completion_tokens}))
 PYEOF
-  unserve
+}
+
+serve_check() {  # serve_check NAME CHECKPOINT: the checkpoint served, and asked one search question
+  serve "$1" "$2" transformers one_search "$1"
+  local rc=$?
+  [[ $rc == 3 ]] && echo "{\"checkpoint\": \"$1\", \"error\": \"server failed\"}" >> "$OUT_DIR/serve_checks.jsonl"
+  return $rc
 }
 
 phase_train() {

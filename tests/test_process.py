@@ -146,6 +146,36 @@ def test_stop_before_launch_is_a_no_op(tmp_path):
     ServerProcess(["true"], log=tmp_path / "s.log", port=1).stop()
 
 
+# ---------------------------------------------------------------------- the shell scripts' entry point
+def _cli(tmp_path, run: str, mode: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STAND_IN_MODE": mode}
+    return subprocess.run([sys.executable, "-m", "cat_serve.process", "--log", str(tmp_path / "s.log"), *extra,
+                           "--run", run, "--", sys.executable, str(STAND_IN), "--port", "{port}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_runs_the_client_against_a_healthy_server_then_stops_it(tmp_path):
+    """The client sees the server's address, its exit status is the command's, and the group is gone."""
+    out = tmp_path / "client.txt"
+    r = _cli(tmp_path, f'echo "$CAT_SERVE_BASE_URL $CAT_SERVE_PID" > {out}; '
+                       f'{sys.executable} -c "import httpx,os; print(httpx.get(os.environ[\'CAT_SERVE_ROOT\'] + \'/health\').status_code)"; '
+                       'exit 7', "healthy")
+    assert r.returncode == 7, r.stderr
+    assert r.stdout.strip() == "200"
+    base_url, pid = out.read_text().split()
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base_url)
+    assert_gone([int(pid), engine_pid(tmp_path / "s.log")])
+
+
+def test_cli_failed_start_exits_3_with_the_log_and_leaves_nothing(tmp_path):
+    marker = tmp_path / "client-ran"
+    r = _cli(tmp_path, f"touch {marker}", "slow", "--timeout", "1")
+    assert r.returncode == 3
+    assert "not ready after 1 s" in r.stderr and "engine pid" in r.stderr
+    assert not marker.exists()
+    assert_gone([engine_pid(tmp_path / "s.log")])
+
+
 # ---------------------------------------------------------------------- every caller
 def _fixture_start(log_dir: Path):
     from tests.conftest import start_server
@@ -190,7 +220,8 @@ def test_every_caller_leaves_no_engine_after_a_missed_start(stand_in, tmp_path, 
 
 def test_no_other_code_runs_server_processes():
     """The job lives in cat_serve/process.py only: no other copy puts a child in its own session or
-    signals a process group, and no product code builds a ``python -m cat_serve`` command itself."""
+    signals a process group, no product code builds a ``python -m cat_serve`` command itself, and no shell
+    script touches ``/health`` (except to run the image's own HEALTHCHECK command)."""
     own = {REPO / "cat_serve" / "process.py", Path(__file__), STAND_IN}
     offenders = []
     for top in ("cat_serve", "eval", "training", "clients", "lab", "scripts", "tests"):
@@ -202,6 +233,10 @@ def test_no_other_code_runs_server_processes():
                 offenders.append(f"{f.relative_to(REPO)}: process group")
             if top != "tests" and re.search(r"""["']-m["'],\s*["']cat_serve["']""", text):
                 offenders.append(f"{f.relative_to(REPO)}: python -m cat_serve")
+    for f in (REPO / "scripts").rglob("*.sh"):  # shell scripts go through `python -m cat_serve.process`
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if "/health" in line and "HEALTHCHECK" not in line:
+                offenders.append(f"{f.relative_to(REPO)}:{n}: polls /health")
     assert offenders == []
 
 
