@@ -21,7 +21,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-rl-timing
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-rl-timing lab-sweep
 
 install: $(STAMP)
 
@@ -72,6 +72,13 @@ lab-search: lab-sft
 
 lab-search-dev: lab-sft
 	$(PY) -m lab.recipe search --split dev --k 4 --limit 100
+
+# lab-sweep: issue 20's dev sampling sweep: K=8 samples per dev item at temperature 0.3/0.5/0.7/1.0 (top_p 1, then
+#   0.95 at SC@8's best), recorded once (~/.cache/cat-serve/lab/sampling-sweep/), every selector scored from them
+#   (results/lab/search/sampling-sweep/); resumable. Needs the finished SFT checkpoint (make lab-sft).
+SWEEP_LIMIT ?= 200
+lab-sweep: install
+	$(PY) -m lab.recipe sweep --limit $(SWEEP_LIMIT)
 
 # lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (results/lab/rl/)
 OBJECTIVE ?= grpo

@@ -17,6 +17,7 @@ from lab.recipe.rl import plot_rl, train_rl
 from lab.recipe.runs import exit_on_sigterm, record_segment
 from lab.recipe.search import search
 from lab.recipe.sft import train_sft
+from lab.recipe.sweep import sampling_sweep
 from lab.recipe.transfer import transfer
 
 
@@ -53,6 +54,14 @@ def main(argv=None) -> int:
     s.add_argument("--cat-params", default="{}", help="JSON settings for every CaT mode (chosen on dev)")
     s.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY)
     s.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    w = sub.add_parser("sweep", help="issue 20: the dev sampling sweep, every selector from the same samples (make lab-sweep)")
+    w.add_argument("--limit", type=int, default=200)
+    w.add_argument("--model", default=None, help="default: the cached SFT checkpoint (never trained here)")
+    w.add_argument("--out", default=None, help="default: results/lab/search/sampling-sweep")
+    w.add_argument("--recordings", default=None, help="default: <cache>/lab/sampling-sweep/<model dir name>")
+    w.add_argument("--temperatures", type=float, nargs="+", default=None, help="default: 0.3 0.5 0.7 1.0")
+    w.add_argument("--k", type=int, nargs="+", default=None, help="default: 4 8 (the largest is recorded)")
+    w.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
     r = sub.add_parser("rl")
     r.add_argument("--objective", choices=OBJECTIVES, required=True)
     r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
@@ -83,6 +92,13 @@ def main(argv=None) -> int:
     if args.cmd == "transfer":
         print(json.dumps(transfer(args.split, k=args.k, limit=args.limit, only_models=tuple(args.models.split(","))),
                          indent=2))
+        return 0
+    if args.cmd == "sweep":
+        sampling_sweep(args.limit, model=Path(args.model) if args.model else None,
+                       out=Path(args.out) if args.out else None,
+                       recordings=Path(args.recordings) if args.recordings else None,
+                       temperatures=tuple(args.temperatures) if args.temperatures else None,
+                       ks=tuple(args.k) if args.k else None, concurrency=args.concurrency)
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())

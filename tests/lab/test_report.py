@@ -169,3 +169,16 @@ def test_large_split_check_tables_are_quoted(tmp_path):
     assert kinds < text.index("| cat | 1000-1199 (fresh) |") < text.index("| cat | 1000 |")
     assert text.index("| cat | 1000 |") < text.index("| cat | 333 | 0.067 | 0.085 |")
     assert "Outcomes drawn..." not in text and "Collected..." not in text
+
+
+def test_sampling_sweep_table_is_quoted_only_when_present(tmp_path):
+    without = build(tmp_path)
+    assert "Dev sampling sweep" not in without
+    folder = tmp_path / "search" / "sampling-sweep"
+    folder.mkdir(parents=True)
+    (folder / "table.md").write_text("Dev sampling sweep text.\n\n| setting | K |\n|---|---|\n| t0.3-p1.0 | 4 |\n")
+    (folder / "segments.jsonl").write_text('{"command": "python -m lab.recipe sweep", "wall_s": 12.5}\n')
+    text = build(tmp_path)
+    assert "### Dev sampling sweep (make lab-sweep)\n\nDev sampling sweep text.\n\n| setting | K |" in text
+    assert "| search/sampling-sweep | `python -m lab.recipe sweep` | 1 | 12 |" in text
+    assert text == build(tmp_path)

@@ -1,0 +1,42 @@
+"""``python -m lab.recipe sweep`` (make lab-sweep): issue 20 item 2, the dev sampling sweep of ``lab.sweep`` on the
+SFT checkpoint (in-process vLLM, no server). Resumable: recorded items are skipped on a re-run, the tables are
+rewritten from every recording."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lab.recipe import SEARCH_CONCURRENCY, SFT_RECIPE, cache_root, results_root, sft_dir
+from lab.recipe.runs import record_segment
+
+
+def recordings_dir(model: Path) -> Path:
+    """The recorded samples (top-20 logprobs per token: tens of MB for 200 items) live in the cache, per model."""
+    return cache_root() / "sampling-sweep" / model.name
+
+
+def sampling_sweep(limit: int, *, model: Path | None = None, out: Path | None = None, recordings: Path | None = None,
+                   temperatures: tuple[float, ...] | None = None, ks: tuple[int, ...] | None = None,
+                   concurrency: int = SEARCH_CONCURRENCY) -> dict:
+    """Record and score the sweep; the SFT checkpoint by default, which must be finished (this never trains:
+    make lab-sft does)."""
+    from lab.recipe.sft import trained_steps
+    from lab.sweep import KS, TEMPERATURES, sweep
+
+    if model is None:
+        model = sft_dir()
+        if trained_steps(model) < SFT_RECIPE["max_steps"]:
+            raise SystemExit(f"the SFT checkpoint {model} is not finished: run make lab-sft first")
+    out = out or results_root() / "search" / "sampling-sweep"
+    t0, finished = time.time(), False
+    try:
+        chosen = sweep(model, limit=limit, out=out, recordings=recordings or recordings_dir(model),
+                       temperatures=temperatures or TEMPERATURES, ks=ks or KS, concurrency=concurrency)
+        finished = True
+    finally:
+        record_segment("search/sampling-sweep", t0, limit=limit, model=str(model),
+                       **({} if finished else {"interrupted": True}))
+    print(json.dumps(chosen, indent=2))
+    return chosen
