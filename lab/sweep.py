@@ -16,7 +16,8 @@ finishes; a restart skips the items already there.
 j of a call seeded ``s`` is the sample recorded with seed ``s + j``; n = 4 takes the first 4, so K = 4 is a subset
 of K = 8), and the real strategies run on it through ``cat_serve.search.registry.run_search`` with the params the
 server would parse (``registry.parse_params`` over the checkpoint's calibration profile): selection is exactly
-the server's. Graded with ``eval.grading.grade`` (the runner's grader). Per setting and K: mean@K, pass@K, each
+the server's. Graded with ``eval.grading.grade`` (the runner's grader); ``scored.jsonl`` keeps every item's grades (per sample,
+and per K and selector the returned answer), from which the tables follow without the recordings. Per setting and K: mean@K, pass@K, each
 selector's accuracy, its gap to pass@K, tokens per query, and the paired comparison with greedy
 (``eval.compare.compare_rows``) with the verdicts of lab/README's rules ("≥ greedy": 2-point non-inferiority;
 "better than greedy": Holm across the whole table, ``lab.report.better_family``).
@@ -313,11 +314,11 @@ def render(summaries: dict[str, dict], greedy: list[dict], info: dict) -> tuple[
     g_tok = sum(r["tokens"] for r in greedy) / len(greedy)
     chosen = choose(summaries)
     lines = [f"Dev sampling sweep (`python -m lab.recipe sweep`, issue 20 item 2): `{info['dataset']}`, "
-             f"{info['n']} items, every selector scored from the same {K_MAX} seeded samples per item and setting "
-             f"(K = 4 is the first 4 of them); model `{info['model']}`. Greedy: accuracy {g_acc:.3f}, "
+             f"{info['n']} items, every selector scored from the same {info['samples']} seeded samples per item and setting "
+             f"(a smaller K takes the first K of them); model `{info['model']}`. Greedy: accuracy {g_acc:.3f}, "
              f"{g_tok:.1f} tokens per query.", "",
              f"Choice: {CHOICE_RULE}; top_p {TOP_P_ALT} was recorded at the temperature with the most accurate "
-             f"SC@{K_MAX} (t = {info.get('best_temperature')}). mean@K: one sample's accuracy (averaged over the "
+             f"SC@{info['samples']} (t = {info.get('best_temperature')}). mean@K: one sample's accuracy (averaged over the "
              "first K samples); pass@K: any of them right, the ceiling of every selector; gap = pass@K − accuracy. "
              f"vs greedy: `eval.compare` on the {info['n']} paired items (bootstrap by item, {compare.RESAMPLES} "
              "resamples, 95 % interval, exact McNemar p); \"≥ greedy\": lower bound > −0.02; \"better than "
@@ -362,8 +363,9 @@ def conclusion(summaries: dict[str, dict], paired: dict, greedy_acc: float) -> s
     best_pass = max((s["pass_at_k"], name, k) for name, by_k in summaries.items() for k, s in by_k.items())
     return (f"No selector at any setting is better than greedy ({greedy_acc:.3f}) after Holm. One sample is right "
             f"at most {best_mean[0]:.3f} of the time ({best_mean[1]}, mean@K) and some sample at most "
-            f"{best_pass[0]:.3f} ({best_pass[1]}, pass@{best_pass[2]}): a vote can only beat greedy where the right "
-            "answer is the plurality among the samples, which a mean@K below greedy's accuracy makes rare.")
+            f"{best_pass[0]:.3f} ({best_pass[1]}, pass@{best_pass[2]}). A selector returns one of the samples: it is "
+            "right at most pass@K of the time, and a vote favours the answer most samples give, so where mean@K is "
+            "below greedy's accuracy the right answer is often a minority among the samples.")
 
 
 # ---------------------------------------------------------------- recording (vLLM)
@@ -467,10 +469,12 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
                 stats.append(await record_setting(engine, items, s, path, n_samples=n_samples, seed=seed,
                                                   max_tokens=max_tokens, concurrency=concurrency))
 
+    per_setting: dict[str, list[dict]] = {}
+
     async def scored(s: Setting) -> dict:
         recs = read_recordings(recordings / f"{s.name}.jsonl")
-        per_item = await score_setting(items, recs, ks, profile)
-        return {k: setting_summary(per_item, k) for k in ks}
+        per_setting[s.name] = await score_setting(items, recs, ks, profile)
+        return {k: setting_summary(per_setting[s.name], k) for k in ks}
 
     async def main() -> dict:
         await record(settings)
@@ -495,6 +499,9 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
     (out / "table.md").write_text(md)
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
     (out / "chosen.json").write_text(json.dumps(chosen, indent=2) + "\n")
+    with open(out / "scored.jsonl", "w") as f:  # per item: what the tables are computed from (small; committed)
+        f.writelines(json.dumps({"setting": GREEDY, **r}) + "\n" for r in greedy)
+        f.writelines(json.dumps({"setting": name, **r}) + "\n" for name, rows in per_setting.items() for r in rows)
     if stats:
         with open(out / "record.jsonl", "a") as f:  # wall time and tokens of every recording segment
             for s in stats:

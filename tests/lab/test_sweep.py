@@ -134,7 +134,8 @@ def test_choice_and_vs_greedy_columns():
                                              selectors=(("SC", "self_consistency"), ("PC", "ppl_consistency"))))
     summaries = {"t0.7-p1.0": {4: sweep.setting_summary(scored, 4)}}
     greedy = [{"id": "a", "correct": True, "tokens": 3}, {"id": "b", "correct": False, "tokens": 2}]
-    md, table, chosen = sweep.render(summaries, greedy, {"dataset": "d", "n": 2, "model": "m", "best_temperature": 0.7})
+    md, table, chosen = sweep.render(summaries, greedy, {"dataset": "d", "n": 2, "model": "m", "samples": 4,
+                                                                  "best_temperature": 0.7})
     # PC@4 is more accurate (1.0 > 0.5): chosen for PC; SC's only setting is chosen for SC
     assert chosen["chosen"]["PC"]["4"]["accuracy"] == 1.0 and chosen["chosen"]["SC"]["4"]["setting"] == "t0.7-p1.0"
     pc = next(r for r in table["rows"] if r["selector"] == "PC")
