@@ -55,7 +55,7 @@ MAX_TOKENS = 160  # lab.search.run_search's
 GREEDY = "greedy"
 ABSTAIN_TEXT = "I am not confident enough to answer this."  # cat_serve.api.serving's (not imported: no API stack here)
 CHOICE_RULE = ("best = the most accurate setting on these dev items per selector and K (ties: fewer tokens per "
-               "query, then the lower temperature)")
+               "query, then the lower temperature, then top_p 1)")
 
 
 @dataclass(frozen=True)
@@ -297,7 +297,7 @@ def choose(summaries: dict[str, dict]) -> dict:
         chosen[label] = {}
         for k, cands in by_k.items():
             setting, sel = min(cands, key=lambda c: (-c[1]["accuracy"], c[1]["tokens_per_query"], c[0].temperature,
-                                                     c[0].top_p))
+                                                     -c[0].top_p))
             chosen[label][k] = {"setting": setting.name, "temperature": setting.temperature, "top_p": setting.top_p,
                                 "accuracy": sel["accuracy"], "tokens_per_query": sel["tokens_per_query"]}
     return chosen

@@ -191,3 +191,42 @@ def test_meta_mismatch_refuses_to_mix_sweeps(tmp_path):
     sweep.check_meta(tmp_path, {"model": "a", "seed": 0})  # the same sweep resumes
     with pytest.raises(SystemExit):
         sweep.check_meta(tmp_path, {"model": "b", "seed": 0})
+
+
+def test_sweep_end_to_end_on_the_fake_engine_then_resumes_without_an_engine(tmp_path, monkeypatch):
+    """record -> score -> top_p 0.95 at SC@4's best temperature -> tables; a second run only scores."""
+    items = [Item(id="a", question="What is 2 + 3?", gold="5"), Item(id="b", question="What is 1 + 2?", gold="3")]
+    engine = FakeEngine(max_model_len=1024)
+    for it in items:  # every call of a prompt gets these 4 paths (the fake cycles through them): 3 of 4 right
+        wrong = str(int(it.gold) + 1)
+        engine.gen.script(engine.chat_prompt(("user", sweep.user_message(it))),
+                          *[cont(f"\\boxed{{{it.gold if j < 3 else wrong}}}", logprob=-0.1) for j in range(4)])
+    made = []
+    monkeypatch.setattr(sweep, "load_items", lambda limit, seed=0: ("arith:toy@dev", items[:limit]))
+    monkeypatch.setattr(sweep, "make_engine", lambda model: made.append(model) or engine)
+    model, out, recs = tmp_path / "model", tmp_path / "out", tmp_path / "rec"
+    model.mkdir()
+    chosen = sweep.sweep(model, limit=2, out=out, recordings=recs, temperatures=(0.3, 0.7), ks=(2, 4))
+    assert len(made) == 1
+    # all of SC@4's settings tie at 1.0 with 4 tokens per query: the lower temperature, 0.3, gets top_p 0.95
+    assert sorted(p.name for p in recs.glob("*.jsonl")) == ["greedy.jsonl", "t0.3-p0.95.jsonl", "t0.3-p1.0.jsonl",
+                                                            "t0.7-p1.0.jsonl"]
+    assert chosen["chosen"]["SC"]["4"] == {"setting": "t0.3-p1.0", "temperature": 0.3, "top_p": 1.0, "accuracy": 1.0,
+                                           "tokens_per_query": 4.0}
+    table = json.loads((out / "table.json").read_text())
+    # 3 settings x 2 K x 4 selectors; greedy is the first path: right on both items
+    assert len(table["rows"]) == 24 and table["greedy"]["accuracy"] == 1.0
+    # mean@4 = 3/4 on both items, pass@4 = 1
+    assert {(r["mean_at_k"], r["pass_at_k"]) for r in table["rows"] if r["k"] == 4} == {(0.75, 1.0)}
+    assert (out / "table.md").read_text().startswith("Dev sampling sweep") and (out / "scored.jsonl").exists()
+    calls = len(engine.gen.calls)
+    sweep.sweep(model, limit=2, out=out, recordings=recs, temperatures=(0.3, 0.7), ks=(2, 4))
+    assert len(made) == 1 and len(engine.gen.calls) == calls  # everything recorded: no engine, no generation
+
+
+def test_the_driver_never_trains(tmp_path, monkeypatch):
+    from lab.recipe import sweep as driver
+
+    monkeypatch.setattr(driver, "sft_dir", lambda: tmp_path / "sft-unfinished")
+    with pytest.raises(SystemExit, match="make lab-sft"):
+        driver.sampling_sweep(5)
