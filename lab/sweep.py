@@ -16,8 +16,9 @@ finishes; a restart skips the items already there.
 j of a call seeded ``s`` is the sample recorded with seed ``s + j``; n = 4 takes the first 4, so K = 4 is a subset
 of K = 8), and the real strategies run on it through ``cat_serve.search.registry.run_search`` with the params the
 server would parse (``registry.parse_params`` over the checkpoint's calibration profile): selection is exactly
-the server's. Graded with ``eval.grading.grade`` (the runner's grader); ``scored.jsonl`` keeps every item's grades (per sample,
-and per K and selector the returned answer), from which the tables follow without the recordings. Per setting and K: mean@K, pass@K, each
+the server's. Graded with ``eval.grading.grade`` (the runner's grader); ``scored.jsonl`` keeps every item's
+grades (per sample, and per K and selector the returned answer), from which the tables follow without the
+recordings. Per setting and K: mean@K, pass@K, each
 selector's accuracy, its gap to pass@K, tokens per query, and the paired comparison with greedy
 (``eval.compare.compare_rows``) with the verdicts of lab/README's rules ("≥ greedy": 2-point non-inferiority;
 "better than greedy": Holm across the whole table, ``lab.report.better_family``).
@@ -317,8 +318,7 @@ def render(summaries: dict[str, dict], greedy: list[dict], info: dict) -> tuple[
              f"{info['n']} items, every selector scored from the same {info['samples']} seeded samples per item and setting "
              f"(a smaller K takes the first K of them); model `{info['model']}`. Greedy: accuracy {g_acc:.3f}, "
              f"{g_tok:.1f} tokens per query.", "",
-             f"Choice: {CHOICE_RULE}; top_p {TOP_P_ALT} was recorded at the temperature with the most accurate "
-             f"SC@{info['samples']} (t = {info.get('best_temperature')}). mean@K: one sample's accuracy (averaged over the "
+             f"Choice: {CHOICE_RULE}; {top_p_note(info)}. mean@K: one sample's accuracy (averaged over the "
              "first K samples); pass@K: any of them right, the ceiling of every selector; gap = pass@K − accuracy. "
              f"vs greedy: `eval.compare` on the {info['n']} paired items (bootstrap by item, {compare.RESAMPLES} "
              "resamples, 95 % interval, exact McNemar p); \"≥ greedy\": lower bound > −0.02; \"better than "
@@ -352,6 +352,14 @@ def render(summaries: dict[str, dict], greedy: list[dict], info: dict) -> tuple[
              "rule": CHOICE_RULE, "rows": rows_json}
     return "\n".join(lines), table, {"rule": CHOICE_RULE, "dataset": info["dataset"], "n": info["n"],
                                     "model": info["model"], "chosen": chosen}
+
+
+def top_p_note(info: dict) -> str:
+    p = info.get("top_p_alt", TOP_P_ALT)
+    if p is None or p >= 1.0:
+        return "every setting has top_p 1"
+    return (f"top_p {p} was recorded at the temperature with the most accurate SC@{info['samples']} "
+            f"(t = {info.get('best_temperature')})")
 
 
 def conclusion(summaries: dict[str, dict], paired: dict, greedy_acc: float) -> str:
@@ -480,7 +488,7 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
         await record(settings)
         summaries = {s.name: await scored(s) for s in settings[1:]}
         best_t = best_temperature(summaries, n_samples)
-        if top_p_alt is not None and best_t is not None:
+        if top_p_alt is not None and top_p_alt < 1.0 and best_t is not None:  # 1.0: no top_p setting
             alt = Setting(best_t, top_p_alt)
             await record([alt])
             summaries[alt.name] = await scored(alt)
@@ -492,7 +500,7 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
     res = asyncio.run(main())
     greedy = greedy_rows(items, read_recordings(recordings / f"{GREEDY}.jsonl"))
     info = {"dataset": dataset, "n": len(items), "model": model.name, "seed": seed, "max_tokens": max_tokens,
-            "samples": n_samples, "profile": profile is not None, "best_temperature": res["best_temperature"],
+            "samples": n_samples, "profile": profile is not None, "best_temperature": res["best_temperature"], "top_p_alt": top_p_alt,
             "recordings": str(recordings)}
     md, table, chosen = render(res["summaries"], greedy, info)
     out.mkdir(parents=True, exist_ok=True)

