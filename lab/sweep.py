@@ -485,15 +485,17 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
         return {k: setting_summary(per_setting[s.name], k) for k in ks}
 
     async def main() -> dict:
-        await record(settings)
-        summaries = {s.name: await scored(s) for s in settings[1:]}
-        best_t = best_temperature(summaries, n_samples)
-        if top_p_alt is not None and top_p_alt < 1.0 and best_t is not None:  # 1.0: no top_p setting
-            alt = Setting(best_t, top_p_alt)
-            await record([alt])
-            summaries[alt.name] = await scored(alt)
-        if engine is not None:
-            await engine.close()
+        try:
+            await record(settings)
+            summaries = {s.name: await scored(s) for s in settings[1:]}
+            best_t = best_temperature(summaries, n_samples)
+            if top_p_alt is not None and top_p_alt < 1.0 and best_t is not None:  # 1.0: no top_p setting
+                alt = Setting(best_t, top_p_alt)
+                await record([alt])
+                summaries[alt.name] = await scored(alt)
+        finally:  # an interrupt too: the engine's core process goes with it (what is recorded stays)
+            if engine is not None:
+                await engine.close()
         return {"summaries": summaries, "best_temperature": best_t}
 
     t0 = time.time()
