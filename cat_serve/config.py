@@ -28,6 +28,7 @@ class ServerConfig:
     pipeline_parallel_size: int = 1
     data_parallel_size: int = 1
     distributed_executor_backend: str | None = None  # mp | ray (vLLM's default when None)
+    enforce_eager: bool = False  # vLLM's --enforce-eager: no torch.compile / CUDA graphs (fast start, slower decode)
     # --- service: auth, limits, deadlines, shutdown (cat_serve/api/service.py) ---
     api_key: str | None = field(default=None, repr=False)  # also $CAT_SERVE_API_KEY
     metrics_auth: bool = False  # /metrics needs the API key too
@@ -69,6 +70,8 @@ class ServerConfig:
         g.add_argument("--pipeline-parallel-size", "-pp", type=int, default=d.pipeline_parallel_size)
         g.add_argument("--data-parallel-size", "-dp", type=int, default=d.data_parallel_size)
         g.add_argument("--distributed-executor-backend", choices=("mp", "ray"), default=None)
+        g.add_argument("--enforce-eager", action="store_true",
+                       help="vLLM runs the model eagerly: no compile at start-up (seconds, not minutes), slower decoding")
         s = p.add_argument_group("service")
         s.add_argument("--api-key", default=os.environ.get("CAT_SERVE_API_KEY") or None,
                        help="require 'Authorization: Bearer KEY' (default: $CAT_SERVE_API_KEY; unset = open)")
@@ -105,4 +108,6 @@ class ServerConfig:
                if getattr(self, k) != 1}
         if self.distributed_executor_backend:
             out["distributed_executor_backend"] = self.distributed_executor_backend
+        if self.enforce_eager:
+            out["enforce_eager"] = True
         return out

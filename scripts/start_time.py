@@ -24,9 +24,9 @@ from cat_serve.process import ServerProcess
 ARGS = ["--engine", "vllm", "--dtype", "float32", "--max-model-len", "2048", "--kv-cache-gib", "1"]
 
 
-def one_start(log: Path, env: dict[str, str]) -> dict:
+def one_start(log: Path, env: dict[str, str], extra: list[str]) -> dict:
     t0 = time.monotonic()
-    server = ServerProcess.cat_serve(ARGS, log=log, env=env)
+    server = ServerProcess.cat_serve([*ARGS, *extra], log=log, env=env)
     try:
         server.start(1800)
         wall = time.monotonic() - t0
@@ -42,15 +42,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--starts", type=int, default=2)
     ap.add_argument("--env", action="append", default=[], metavar="K=V")
+    ap.add_argument("--server-args", default="", help="more cat-serve flags, e.g. --enforce-eager")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in args.env)
     with tempfile.TemporaryDirectory() as d:
         rows = []
         for i in range(args.starts):
-            rows.append({"start": i + 1, **one_start(Path(d) / f"server-{i}.log", env)})
+            rows.append({"start": i + 1, **one_start(Path(d) / f"server-{i}.log", env, args.server_args.split())})
             print(json.dumps(rows[-1]), flush=True)
-    result = {"env": env, "machine": platform.processor() or platform.machine(), "starts": rows}
+    result = {"env": env, "server_args": args.server_args, "machine": platform.processor() or platform.machine(), "starts": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -31,6 +31,7 @@ if WORKER and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         sys.modules["torch"].set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups it schedules
 def pytest_collection_modifyitems(items):
     """Under ``--dist loadgroup``, each server starts once: a module's tests stay together on one worker (its
     module-scoped server), and every module with a test that uses the session's ``vllm_server`` (or
@@ -72,7 +73,11 @@ def start_server(engine: str, log_dir: Path, *extra: str, timeout: float = 600) 
     """A cat-serve on ``engine`` (embedded model) healthy within ``timeout`` s, or a test failure with its
     log's tail (its process group stopped first: no engine process outlives a failed start)."""
     log = log_dir / f"server-{engine}.log"
-    process = ServerProcess.cat_serve(["--engine", engine, "--max-model-len", str(TEST_MAX_MODEL_LEN), *extra],
+    # vLLM eager: no torch.compile at start-up (~1 s of engine init instead of 26 s with a warm compile cache or
+    # 100-180 s cold, for decoding 5-8 % slower; scripts/start_time.py). The compiled path is what `make serve`
+    # runs; what the tests check (cat-serve's code on the real engine) is the same either way.
+    eager = ("--enforce-eager",) if engine == "vllm" else ()
+    process = ServerProcess.cat_serve(["--engine", engine, "--max-model-len", str(TEST_MAX_MODEL_LEN), *eager, *extra],
                                       log=log, cwd=REPO, name=f"{engine} server")
     try:
         process.start(timeout)

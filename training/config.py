@@ -78,6 +78,8 @@ class RLArgs(CommonArgs):
                              "or 'auto' (vllm when it imports, else transformers).",
                              choices=("auto", "vllm", "transformers", "trl-server"))
     vllm_max_model_len: int = _f(2048, "--rollout-engine vllm: context length of the colocated engine.")
+    vllm_enforce_eager: bool = _f(False, "--rollout-engine vllm: run the colocated engine eagerly (vLLM's "
+                                  "enforce_eager: no compile at start-up, a little slower sampling).")
     vllm_gpu_memory_utilization: float = _f(0.3, "--rollout-engine vllm on a GPU: share of GPU memory vLLM may "
                                             "take (the trainer needs the rest).")
     vllm_host: str = _f("127.0.0.1", "--rollout-engine trl-server: host of the `trl vllm-serve` server.")

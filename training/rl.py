@@ -395,7 +395,7 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
                                  gpu_memory_utilization=args.vllm_gpu_memory_utilization, host=args.vllm_host,
                                  port=args.vllm_port, group_port=args.vllm_group_port, timeout=args.vllm_timeout,
                                  world_size=accelerator.num_processes, weight_sync=args.vllm_weight_sync,
-                                 sync_dir=args.vllm_sync_dir)
+                                 sync_dir=args.vllm_sync_dir, enforce_eager=args.vllm_enforce_eager)
     order = question_order(len(examples), args.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     try:

@@ -119,7 +119,7 @@ class ColocatedVLLMEngine:
     shared = False
 
     def __init__(self, policy, tokenizer, *, max_model_len: int = 2048, gpu_memory_utilization: float = 0.3,
-                 kv_cache_gib: int = 2, seed: int = 0):
+                 kv_cache_gib: int = 2, seed: int = 0, enforce_eager: bool = False):
         from cat_serve.engine import vllm_available
         from cat_serve.engine.vllm_engine import VLLMEngine
 
@@ -131,12 +131,12 @@ class ColocatedVLLMEngine:
         dtype = str(next(policy.parameters()).dtype).removeprefix("torch.")
         self._runner = asyncio.Runner()
         self.engine = self._runner.run(self._create(VLLMEngine, dtype, max_model_len, gpu_memory_utilization,
-                                                    kv_cache_gib, seed))
+                                                    kv_cache_gib, seed, enforce_eager))
 
-    async def _create(self, cls, dtype, max_model_len, gpu_memory_utilization, kv_cache_gib, seed):
+    async def _create(self, cls, dtype, max_model_len, gpu_memory_utilization, kv_cache_gib, seed, enforce_eager):
         return cls.create(self._dir, "policy", dtype=dtype, max_model_len=max_model_len, seed=seed,
                           gpu_memory_utilization=gpu_memory_utilization, kv_cache_gib=kv_cache_gib,
-                          worker_extension_cls="training.vllm_sync.WeightSync")
+                          worker_extension_cls="training.vllm_sync.WeightSync", enforce_eager=enforce_eager)
 
     def _write(self, policy, tokenizer=None) -> None:
         policy.save_pretrained(self._dir, safe_serialization=True)
@@ -256,12 +256,13 @@ class TRLVLLMServerEngine:
 def make_rollout_engine(kind: str, policy, tokenizer, *, seed: int = 0, max_model_len: int = 2048,
                         gpu_memory_utilization: float = 0.3, host: str = "127.0.0.1", port: int = 8000,
                         group_port: int = 51216, timeout: float = 240.0, world_size: int = 1,
-                        weight_sync: str = "auto", sync_dir: str | None = None) -> RolloutEngine:
+                        weight_sync: str = "auto", sync_dir: str | None = None,
+                        enforce_eager: bool = False) -> RolloutEngine:
     """The sampler named by ``kind`` (see the module docstring)."""
     kind = resolve_rollout_engine(kind, world_size=world_size, cuda=torch.cuda.is_available())
     if kind == "vllm":
         return ColocatedVLLMEngine(policy, tokenizer, max_model_len=max_model_len, seed=seed,
-                                   gpu_memory_utilization=gpu_memory_utilization)
+                                   gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager)
     if kind == "trl-server":
         return TRLVLLMServerEngine(tokenizer, host=host, port=port, group_port=group_port, timeout=timeout,
                                    weight_sync=weight_sync, sync_dir=sync_dir)

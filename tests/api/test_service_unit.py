@@ -128,3 +128,10 @@ def test_build_script_runs_the_image_as_its_user_on_loopback():
                    "podman export", "chroot --userspec=", "--host 127.0.0.1", "mount -t proc"):
         assert needle in script, needle
     assert shlex.split("bash -n") and (REPO / "scripts" / "build_image.sh").stat().st_mode & 0o111
+
+
+def test_vllm_options_reach_the_engine_only_when_set():
+    """`engine_options` is what build_engine hands VLLMEngine.create: vLLM's defaults are not repeated."""
+    assert ServerConfig.from_args([]).engine_options() == {}
+    assert ServerConfig.from_args(["--enforce-eager", "-tp", "2"]).engine_options() == {
+        "enforce_eager": True, "tensor_parallel_size": 2}

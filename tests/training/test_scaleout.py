@@ -43,7 +43,7 @@ def test_rl_with_colocated_vllm_sampler_tracks_the_policy(sync, monkeypatch, tmp
         monkeypatch.setattr(ColocatedVLLMEngine, "sync_weights", lambda self, policy: None)
     args = RLArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "ckpt"), objective="grpo",
                   max_steps=3, group_size=4, prompts_per_step=1, max_new_tokens=8, learning_rate=1e-2,
-                  rollout_engine="vllm", vllm_max_model_len=512)
+                  rollout_engine="vllm", vllm_max_model_len=512, vllm_enforce_eager=True)
     path = train_rl(args, reward_fn=alternating_reward, examples=tiny_examples)
     rows = [json.loads(line) for line in (path / METRICS_FILE).read_text().splitlines()]
     assert [r["samples"] for r in rows] == [4, 4, 4]
