@@ -7,7 +7,8 @@ ENGINE ?= auto
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
-# two pytest-xdist workers, one per core (tests/conftest.py pins each; `make test PYTEST_WORKERS=0` runs in one process)
+# two pytest-xdist workers, one per core, a test file per worker (tests/conftest.py pins each to its core;
+# `make test PYTEST_WORKERS=0` runs in one process)
 PYTEST_WORKERS ?= 2
 
 PY  := $(VENV)/bin/python
@@ -39,7 +40,7 @@ serve: install
 
 test: install
 	$(PY) -m cat_serve.models >/dev/null
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 calibrate: install
 	$(PY) -m eval.cli calibrate --serve-model "$(MODEL)" $(CALIBRATE_ARGS) --no-progress \

