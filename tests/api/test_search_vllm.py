@@ -10,6 +10,7 @@ import pytest
 
 from cat_serve.api.serving import ABSTAIN_TEXT
 from cat_serve.search.registry import available
+from cat_serve.search.types import SELECT_NO_ANSWER, SELECT_NO_TEXT, SELECTIONS
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -152,3 +153,38 @@ def test_disconnect_during_blocking_cat_aborts_within_1s(server):
     assert errors, "the search finished before the client disconnected"
     elapsed = _wait_inflight(server, lambda n: n == 0, 5)
     assert elapsed is not None and elapsed <= 1.0, elapsed
+
+
+# ---------------------------------------------------------------------- what users send besides arithmetic (issue L)
+POEM = [{"role": "user", "content": "Write a two-line poem about the sea."}]
+CHOICE = [{"role": "user", "content": "Which of these is a vegetable?\nA) apple\nB) carrot\nC) banana\nD) cherry\n"
+                                      "Answer with the letter of the correct option."}]
+
+
+@pytest.mark.parametrize("strategy", sorted(SMALL))
+def test_open_ended_prompt_returns_text_and_says_how_it_was_chosen(server, strategy):
+    """No path of a poem holds an answer: the best-scoring path comes back (never empty content), with
+    ``search.answer`` null and ``search.selection`` saying so; nothing abstains unless min_confidence asks."""
+    r = server.client().chat.completions.create(
+        model=server.model, messages=POEM, extra_body={"search": strategy, "search_params": {**SMALL[strategy], "seed": 1}})
+    search, content = r.model_extra["search"], r.choices[0].message.content
+    assert search["selection"] in SELECTIONS and search["selection"] != SELECT_NO_TEXT
+    assert content and content.strip() and not search["abstained"]
+    if search["answer"] is None:
+        assert search["selection"] == SELECT_NO_ANSWER
+    assert 0.0 <= r.choices[0].model_extra["confidence"] <= 1.0
+
+
+@pytest.mark.parametrize("strategy", ["self_consistency", "cat"])
+def test_multiple_choice_votes_on_letters(server, strategy):
+    """Every path's answer is an option letter (or none), never the rest of a line; the voted answer too."""
+    params = {**SMALL[strategy], "seed": 1, "return_candidates": True}
+    if strategy == "self_consistency":
+        params["n"] = 4
+    r = server.client().chat.completions.create(
+        model=server.model, messages=CHOICE, extra_body={"search": strategy, "search_params": params})
+    search = r.model_extra["search"]
+    answers = [c["answer"] for c in search["candidates"]]
+    assert any(a is not None for a in answers), search["candidates"]
+    assert {a for a in answers if a is not None} <= set("ABCD"), answers
+    assert search["answer"] is None or search["answer"] in set("ABCD")
