@@ -34,15 +34,6 @@ if WORKER and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         sys.modules["torch"].set_num_threads(1)
 
 
-
-def pytest_collection_modifyitems(items):
-    """Test files that start servers or engines (a ``slow`` or ``vllm`` test) run first, each file's tests in
-    their own order: with two workers, a minutes-long file then no longer starts last while the other
-    worker sits idle."""
-    heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("vllm")}
-    items.sort(key=lambda item: item.path not in heavy)  # stable: the order within each group is kept
-
-
 MODEL_NAME = "SmolLM2-135M-Instruct"
 TEST_MAX_MODEL_LEN = 2048
 
