@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab.recipe import REPO, SFT_RECIPE, sft_dir
+from lab.recipe import REPO, SFT_RECIPE, recipe_hash, sft_dir
 from lab.recipe.runs import record_segment, run_child
 
 
