@@ -166,7 +166,7 @@ def generate_one(rng: random.Random, cfg: ArithConfig) -> Problem:
         else:
             b = rng.choice(divisors)
         ops.append((op, b))
-        v = int(apply(op, Fraction(v), b))
+        v = v + b if op == "+" else v - b if op == "-" else v * b if op == "*" else v // b  # exact: b divides v
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     sentences = [f"{name} has {start} {thing}."]
     for op, b in ops:
