@@ -39,6 +39,56 @@ if WORKER and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         sys.modules["torch"].set_num_threads(1)
 
 
+# ---- Scheduling the files over the two workers (`--dist loadfile`, tests/conftest.py's scheduler below).
+# The files whose tests use the session's `vllm_server` run on one worker, so that server starts once (~45 s of a
+# core) instead of once per worker; `pytest_collection_modifyitems` fails the run if a file not listed here uses it.
+SHARED_SERVER_FILES = frozenset({
+    "tests/api/test_openai_vllm.py", "tests/api/test_search_vllm.py", "tests/api/test_structured_vllm.py",
+    "tests/clients/test_clients_e2e.py", "tests/engine/test_entropy.py", "tests/eval/test_e2e.py",
+    "tests/test_docs.py", "tests/training/test_judge.py",
+})
+SHARED_SCOPE = "vllm_server files"
+# The longest work units first (seconds measured in a fresh-clone run; results/ci/durations.md), so neither worker
+# is left running one long file after the other has finished. xdist's own order is "most tests first", which put
+# the 4-test, 3-minute TRL/colocated-vLLM file last. Files not listed follow in that order.
+LONGEST_FIRST = (SHARED_SCOPE, "tests/training/test_scaleout.py", "tests/api/test_service_vllm.py",
+                 "tests/api/test_reasoning_vllm.py", "tests/api/test_calibration_vllm.py",
+                 "tests/training/test_trainers.py", "tests/test_process.py", "tests/api/test_openai_transformers.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedServerFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return SHARED_SCOPE if file in SHARED_SERVER_FILES else file
+
+        def schedule(self) -> None:
+            if self.collection is None and self.collection_is_completed:  # the first call: order the units
+                rank = {scope: i for i, scope in enumerate(LONGEST_FIRST)}
+                for node, ids in self.registered_collections.items():
+                    count: dict[str, int] = {}
+                    for nodeid in ids:
+                        count[self._split_scope(nodeid)] = count.get(self._split_scope(nodeid), 0) + 1
+                    self.registered_collections[node] = sorted(
+                        ids, key=lambda n: (rank.get(self._split_scope(n), len(rank)), -count[self._split_scope(n)],
+                                            self._split_scope(n)))
+                self.config.option.loadscopereorder = False  # keep that order
+            super().schedule()
+
+    return SharedServerFirst(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    strays = sorted({item.nodeid.split("::")[0] for item in items if "vllm_server" in getattr(item, "fixturenames", ())}
+                    - SHARED_SERVER_FILES)
+    if strays:
+        raise pytest.UsageError(f"{strays} use vllm_server: add them to SHARED_SERVER_FILES in tests/conftest.py")
+
+
 MODEL_NAME = "SmolLM2-135M-Instruct"
 TEST_MAX_MODEL_LEN = 2048
 

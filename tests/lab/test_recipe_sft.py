@@ -12,6 +12,8 @@ from lab.recipe import SFT_RECIPE, recipe_hash
 
 def test_a_finished_training_is_recorded_as_a_segment_of_its_recipe(monkeypatch, tmp_path):
     monkeypatch.setenv("CAT_SERVE_CACHE", str(tmp_path / "cache"))
+    # the empty cache would convert the embedded model again (~25 s); the stand-in child never reads it
+    monkeypatch.setattr("cat_serve.models.ensure_embedded_model", lambda: tmp_path / "embedded")
     steps = iter([0, SFT_RECIPE["max_steps"]])  # before the child: none; after it: all
     monkeypatch.setattr(sft, "trained_steps", lambda path: next(steps))
     ran, segments = [], []
