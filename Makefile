@@ -24,7 +24,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup
 
 install: $(STAMP)
 
@@ -69,6 +69,17 @@ lab-reasoning-bench: lab-reasoning-sft
 	  '$(PY) -m eval.cli bench $(REASONING_BENCH_ARGS) --base-url "$$CAT_SERVE_BASE_URL" --out results/lab/reasoning/bench' -- \
 	  $(PY) -m cat_serve --model "$$($(PY) -m lab.reasoning path)" --reasoning-parser qwen3 --dtype float32 \
 	  --max-model-len 1024 --kv-cache-gib 1 --calibration none --port '{port}'
+
+# lab-dedup: issue 20 item 3: faithful CaT exact and with `dedup: true` on the SFT checkpoint, K=4 and K=8, on the
+#   same test items (scripts/cat_dedup_measure.py) -> results/lab/search/dedup/k{4,8}.json
+DEDUP_LIMITS ?= 4:30 8:12
+lab-dedup: lab-sft
+	mkdir -p results/lab/search/dedup
+	$(PY) -m cat_serve.process --log runs/dedup-server.log --run \
+	  'for kl in $(DEDUP_LIMITS); do $(PY) scripts/cat_dedup_measure.py --base-url "$$CAT_SERVE_BASE_URL" \
+	     --k $${kl%%:*} --limit $${kl##*:} --out results/lab/search/dedup/k$${kl%%:*}.json || exit 1; done' -- \
+	  $(PY) -m cat_serve --model "$$($(PY) -m lab.recipe path)" --dtype float32 --enforce-eager \
+	  --max-model-len 1024 --kv-cache-gib 1 --port '{port}'
 
 # lab-calibrate: the SFT model's calibration profile (<ckpt>/cat_calibration.json, results/lab/calibration/)
 lab-calibrate: lab-sft

@@ -182,3 +182,29 @@ def test_sampling_sweep_table_is_quoted_only_when_present(tmp_path):
     assert "### Dev sampling sweep (make lab-sweep)\n\nDev sampling sweep text.\n\n| setting | K |" in text
     assert "| search/sampling-sweep | `python -m lab.recipe sweep` | 1 | 12 |" in text
     assert text == build(tmp_path)
+
+
+def test_dedup_table_and_verdict_hand_computed(tmp_path):
+    """4 items: dedup right on one item exact missed (Δacc +0.25, McNemar p = 1 with one discordant item), at
+    half of exact's tokens on every item (ratio 0.5 in every resample); the bootstrap's lower bound is 0 (a
+    resample misses that item with probability 0.75^4 = 0.32), above -0.02: "≥ exact" held."""
+    from lab.report import dedup_section
+
+    def rows(correct, tokens):
+        return [{"id": f"q{i}", "correct": bool(c), "tokens": t} for i, (c, t) in enumerate(zip(correct, tokens))]
+
+    def setting(correct, tokens, share):
+        return {"k": 4, "items": 4, "accuracy": sum(correct) / 4, "tokens_per_query": sum(tokens) / 4,
+                "steps_generated_per_query": 3.0, "duplicate_share": share, "rows": rows(correct, tokens)}
+
+    d = tmp_path / "search" / "dedup"
+    d.mkdir(parents=True)
+    (d / "k4.json").write_text(json.dumps({"dedup=False": setting([1, 0, 1, 0], [100, 200, 100, 200], 0.9),
+                                           "dedup=True": setting([1, 1, 1, 0], [50, 100, 50, 100], 0.0)}))
+    body, verdicts = dedup_section(tmp_path)
+    row = next(line for line in body if line.startswith("| 4 |"))
+    assert "| 0.500 | 0.750 | +0.250 [+0.000, " in row and ", p = 1.000 |" in row
+    assert "| 150 | 75 | 0.500 [0.500, 0.500] |" in row and row.endswith("| 0.90 |")
+    assert verdicts == ["- Faithful CaT dedup ≥ exact at K = 4: held (Δacc " + row.split(" | ")[4]
+                        + ", 4 items; tokens 0.500 [0.500, 0.500]× exact's)"]
+    assert dedup_section(tmp_path / "nothing") == ([], [])
