@@ -24,7 +24,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features
 
 install: $(STAMP)
 
@@ -103,6 +103,12 @@ lab-search-dev: lab-sft
 SWEEP_LIMIT ?= 200
 lab-sweep: install
 	$(PY) -m lab.recipe sweep --limit $(SWEEP_LIMIT)
+
+# lab-calibrate-features: issue 20 item 4: 8 samples per item of the large collection's 1,200 items (T 0.7), recorded
+#   once (~/.cache/cat-serve/lab/calibration-features/); SC/PC/RPC/DeepConf at n=4 and 8 get multi-feature maps
+#   (results/lab/calibration/features/); resumable. Needs the finished SFT checkpoint (make lab-sft).
+lab-calibrate-features: install
+	$(PY) -m lab.recipe calibrate-features
 
 # lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (results/lab/rl/)
 OBJECTIVE ?= grpo

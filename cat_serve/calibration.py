@@ -1,17 +1,25 @@
-"""Calibration profiles: per strategy, a monotone map raw score -> P(correct) (numpy only).
+"""Calibration profiles: per strategy, a map raw score (and features) -> P(correct) (numpy only).
 
 A profile is a JSON file written by ``cat-eval calibrate`` (which fits the maps with scikit-learn);
 serving only evaluates the fitted maps, so nothing here imports scikit-learn::
 
     {"version": 1,
      "maps": {"cat": {"kind": "isotonic", "x": [...], "y": [...]},      # piecewise linear
-              "self_consistency": {"kind": "platt", "a": 3.1, "b": -2.0}},  # sigmoid(a*x + b)
+              "self_consistency": {"kind": "platt", "a": 3.1, "b": -2.0},  # sigmoid(a*x + b)
+              "ppl_consistency@8": {"kind": "logistic", "features": ["raw", "vote_share", ...],
+                                    "coef": [...], "intercept": -0.4, "mean": [...], "scale": [...]}},
      "search_defaults": {"cat": {"confident_threshold": 0.31, "tau": 0.002}},
      "provenance": {...}, "evaluation": {...}}
 
 * isotonic: ``np.interp`` over the knots (x strictly increasing, y non-decreasing, both in [0, 1]);
   outside the knots the end values hold. Platt: ``sigmoid(a*x + b)`` with ``a >= 0``. Both maps are
   non-decreasing, and the value is clipped to [0, 1].
+* logistic: ``sigmoid(intercept + sum coef_i * (f_i - mean_i) / scale_i)`` over a fixed feature vector: ``raw``
+  (the strategy's score) and the features the strategy reports (``SearchResult.features``; the voting
+  strategies' ``voting.VOTE_FEATURES``). Not monotone in the raw score: that is its point (a PC score of 0.5-0.6
+  can be right more often than one of 0.6-0.8 once the vote share is known).
+* Maps per width: ``"<strategy>@<n>"`` serves a search with n (voting) or K (CaT) = n; a plain ``"<strategy>"``
+  map serves every other width (``CalibrationProfile.map_for``).
 * ``search_defaults`` are the profile's values of strategy parameters (CaT's step thresholds for
   this model); a request's ``search_params`` override them. A CaT ``tau`` holds only for the
   ``aggregation`` it was fitted with (``search_defaults.cat.aggregation``).
@@ -38,7 +46,8 @@ from cat_serve.search.types import SearchResult
 PROFILE_FILE = "cat_calibration.json"  # inside a model directory: loaded automatically
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # shipped profiles (embedded model)
 VERSION = 1
-KINDS = ("isotonic", "platt", "identity")
+KINDS = ("isotonic", "platt", "logistic", "identity")
+RAW = "raw"  # the feature name of the strategy's own score in a logistic map
 
 
 class ProfileError(ValueError):
@@ -47,18 +56,34 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class ScoreMap:
-    """One strategy's raw score -> P(correct) map (see the module docstring)."""
+    """One strategy's raw score (and features) -> P(correct) map (see the module docstring)."""
 
     kind: str
     x: tuple[float, ...] = ()
     y: tuple[float, ...] = ()
     a: float = 1.0
-    b: float = 0.0
+    b: float = 0.0  # Platt's, and the logistic map's intercept
+    features: tuple[str, ...] = ()  # logistic: the feature names, in coef's order
+    coef: tuple[float, ...] = ()
+    mean: tuple[float, ...] = ()
+    scale: tuple[float, ...] = ()
 
-    def __call__(self, raw: float) -> float:
+    @property
+    def uses_features(self) -> bool:
+        return self.kind == "logistic"
+
+    def __call__(self, raw: float, features: dict | None = None) -> float:
         if not math.isfinite(raw):
             raise ValueError(f"raw score must be finite, got {raw!r}")
-        if self.kind == "isotonic":
+        if self.kind == "logistic":
+            values = {**(features or {}), RAW: raw}
+            missing = [f for f in self.features if f not in values]
+            if missing:
+                raise ValueError(f"logistic map needs features {missing} (the strategy reported {sorted(values)})")
+            z = self.b + sum(c * (float(values[f]) - m) / s
+                             for f, c, m, s in zip(self.features, self.coef, self.mean, self.scale))
+            value = float(1.0 / (1.0 + np.exp(-z)))
+        elif self.kind == "isotonic":
             value = float(np.interp(raw, np.asarray(self.x), np.asarray(self.y)))
         elif self.kind == "platt":
             value = float(1.0 / (1.0 + np.exp(-(self.a * raw + self.b))))
@@ -71,6 +96,9 @@ class ScoreMap:
             return {"kind": "isotonic", "x": list(self.x), "y": list(self.y)}
         if self.kind == "platt":
             return {"kind": "platt", "a": self.a, "b": self.b}
+        if self.kind == "logistic":
+            return {"kind": "logistic", "features": list(self.features), "coef": list(self.coef),
+                    "intercept": self.b, "mean": list(self.mean), "scale": list(self.scale)}
         return {"kind": "identity"}
 
     @classmethod
@@ -94,6 +122,18 @@ class ScoreMap:
             if a < 0:
                 raise ProfileError(f"{where}: Platt slope a must be >= 0 (a monotone map), got {a}")
             return cls("platt", a=a, b=b)
+        if kind == "logistic":
+            names = d.get("features")
+            if not isinstance(names, list) or not names or not all(isinstance(f, str) for f in names) \
+                    or len(set(names)) != len(names):
+                raise ProfileError(f"{where}: features must be a non-empty list of distinct names")
+            coef, mean, scale = (_floats(d.get(k), f"{where}.{k}") for k in ("coef", "mean", "scale"))
+            if not len(coef) == len(mean) == len(scale) == len(names):
+                raise ProfileError(f"{where}: coef, mean and scale need one value per feature ({len(names)})")
+            if any(v <= 0 for v in scale):
+                raise ProfileError(f"{where}: scale values must be > 0")
+            [b] = _floats([d.get("intercept")], f"{where}.intercept")
+            return cls("logistic", b=b, features=tuple(names), coef=coef, mean=mean, scale=scale)
         return cls("identity")
 
 
@@ -121,11 +161,18 @@ class CalibrationProfile:
 
     # ------------------------------------------------------------------ use
     def has_map(self, strategy: str) -> bool:
-        return strategy in self.maps
+        return any(k == strategy or k.startswith(strategy + "@") for k in self.maps)
 
-    def calibrate(self, strategy: str, result: SearchResult) -> SearchResult:
+    def map_for(self, name: str, width: int | None = None) -> ScoreMap | None:
+        """``name``'s map at this width (n of a voting strategy, K of CaT): ``"<name>@<width>"`` if the
+        profile has one, else ``"<name>"``; ``name`` may be a no-answer map's (``"<strategy>:no_answer"``)."""
+        if width is not None and f"{name}@{width}" in self.maps:
+            return self.maps[f"{name}@{width}"]
+        return self.maps.get(name)
+
+    def calibrate(self, strategy: str, result: SearchResult, width: int | None = None) -> SearchResult:
         """``result`` with ``confidence`` mapped, the raw score kept in ``raw_confidence``."""
-        return calibrate_result(result, self.maps.get(strategy))
+        return calibrate_result(result, self.map_for(strategy, width))
 
     def defaults_for(self, strategy: str, search_params: dict | None) -> dict:
         """The profile's parameter values for ``strategy`` (the request's ``search_params`` win).
@@ -142,7 +189,8 @@ class CalibrationProfile:
 
     def summary(self) -> dict:
         """What ``/v1/models`` reports."""
-        return {"loaded": True, "path": self.path, "strategies": sorted(self.maps),
+        return {"loaded": True, "path": self.path, "strategies": sorted({k.split("@")[0] for k in self.maps}),
+                "maps": sorted(self.maps),
                 "search_defaults": self.search_defaults,
                 "model_fingerprint": self.provenance.get("model_fingerprint")}
 

@@ -4,9 +4,11 @@
    the strategy's raw score); runs are ``eval.runner`` folders, so an interrupted collection resumes.
 2. Split each strategy's items by position into a fit split and a held-out split (disjoint; the
    last third is held out). ``--strategy-limits cat=120`` gives a cheap strategy more items.
-3. Per strategy, fit a non-decreasing map raw score -> P(correct) on the fit split: isotonic
-   regression, Platt scaling, or the constant base rate (scikit-learn), whichever has the lowest
-   cross-validated log-loss (stratified k-fold).
+3. Per strategy, fit a map raw score -> P(correct) on the fit split: isotonic regression, Platt
+   scaling, the constant base rate or, where the strategy reports features (``search.features``: the
+   voting strategies' vote share, distinct answers and distinct paths behind the answer), a logistic
+   regression over (raw score, features) (scikit-learn), whichever has the lowest cross-validated
+   log-loss (stratified k-fold).
 4. CaT's step thresholds for this model, from the fit split's CaT paths:
    ``confident_threshold`` = the step-confidence quantile at the target branching rate (stream and
    adaptive modes branch at a step whose c is below it), and ``tau`` = the largest value that prunes
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cat_serve.calibration import PROFILE_FILE, CalibrationProfile, ScoreMap, shipped_profile_path
+from cat_serve.calibration import PROFILE_FILE, RAW, CalibrationProfile, ScoreMap, shipped_profile_path
 from cat_serve.process import ServerProcess, ServerStartError
 from eval import metrics, runner
 from eval.datasets import Item
@@ -53,8 +55,10 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def _fit_one(kind: str, x: np.ndarray, y: np.ndarray) -> ScoreMap | None:
-    """One candidate map fitted on (x, y); None when it cannot be monotone non-decreasing."""
+def _fit_one(kind: str, x: np.ndarray, y: np.ndarray, feats: np.ndarray | None = None,
+             names: Sequence[str] = ()) -> ScoreMap | None:
+    """One candidate map fitted on (x, y) (``feats``: the logistic map's design matrix, columns ``names``);
+    None when it cannot be fitted (one class only; a Platt slope < 0, which would not be monotone)."""
     if kind == "constant":  # the base rate, smoothed (Laplace) so that it is never 0 or 1
         rate = (y.sum() + 0.5) / (len(y) + 1.0)
         return ScoreMap("platt", a=0.0, b=float(math.log(rate / (1 - rate))))
@@ -74,41 +78,65 @@ def _fit_one(kind: str, x: np.ndarray, y: np.ndarray) -> ScoreMap | None:
         lr = LogisticRegression(C=100.0).fit(x.reshape(-1, 1), y)
         a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         return ScoreMap("platt", a=a, b=b) if a >= 0 else None
+    if kind == "logistic":  # standardised columns, sklearn's default L2 (C = 1); served by ScoreMap with numpy
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+        mean, scale = feats.mean(axis=0), feats.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        lr = LogisticRegression(C=1.0).fit((feats - mean) / scale, y)
+        return ScoreMap("logistic", b=float(lr.intercept_[0]), features=tuple(names),
+                        coef=tuple(map(float, lr.coef_[0])), mean=tuple(map(float, mean)),
+                        scale=tuple(map(float, scale)))
     raise ValueError(kind)
 
 
-def _predict(m: ScoreMap, x: np.ndarray) -> np.ndarray:
-    return np.array([m(float(v)) for v in x])
+def _predict(m: ScoreMap, x: np.ndarray, feats: Sequence[dict] | None = None) -> np.ndarray:
+    return np.array([m(float(v), feats[i] if feats is not None else None) for i, v in enumerate(x)])
 
 
-def fit_map(scores: Sequence[float], correct: Sequence[bool], *, folds: int = 5, seed: int = 0
-            ) -> tuple[ScoreMap, dict]:
-    """The candidate (isotonic, platt, constant) with the lowest cross-validated log-loss, refitted
-    on all of (scores, correct); plus a report of every candidate's CV log-loss."""
+def feature_names(features: Sequence[dict] | None) -> tuple[str, ...]:
+    """The logistic map's columns: the raw score, then every feature all rows report (sorted); () when the
+    rows report none (no logistic candidate)."""
+    if not features or not all(features):
+        return ()
+    common = set(features[0]).intersection(*features[1:])
+    return (RAW, *sorted(common)) if common else ()
+
+
+def fit_map(scores: Sequence[float], correct: Sequence[bool], features: Sequence[dict] | None = None, *,
+            folds: int = 5, seed: int = 0) -> tuple[ScoreMap, dict]:
+    """The candidate (isotonic, platt, constant, and logistic where ``features`` are given, one dict per
+    score) with the lowest cross-validated log-loss, refitted on all of (scores, correct); plus a report of
+    every candidate's CV log-loss."""
     x, y = np.asarray(scores, float), np.asarray(correct, float)
     if len(x) == 0:
         raise ValueError("no labelled scores to fit")
+    names = feature_names(features)
+    feats = (np.array([[float(s) if f == RAW else float(d[f]) for f in names] for s, d in zip(x, features)])
+             if names else None)
+    kinds = ("isotonic", "platt", "constant") + (("logistic",) if names else ())
     n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
     k = min(folds, n_pos, n_neg)
     cv: dict[str, float | None] = {}
     if k >= 2:
         from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
 
-        for kind in ("isotonic", "platt", "constant"):
+        for kind in kinds:
             losses = []
             for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x.reshape(-1, 1), y):
-                m = _fit_one(kind, x[tr], y[tr])
+                m = _fit_one(kind, x[tr], y[tr], None if feats is None else feats[tr], names)
                 if m is None:
                     losses = None
                     break
-                losses.append(_log_loss(y[te], _predict(m, x[te])) * len(te))
+                held = None if feats is None else [features[i] for i in te]
+                losses.append(_log_loss(y[te], _predict(m, x[te], held)) * len(te))
             cv[kind] = None if losses is None else sum(losses) / len(x)
         best = min((v, kind) for kind, v in cv.items() if v is not None)[1]
     else:  # fewer than 2 examples of a class: no cross-validation is possible; the base rate
         best = "constant"
-    chosen = _fit_one(best, x, y) or _fit_one("constant", x, y)
+    chosen = _fit_one(best, x, y, feats, names) or _fit_one("constant", x, y)
     return chosen, {"chosen": best, "cv_log_loss": cv, "folds": k if k >= 2 else 0,
-                    "n": len(x), "n_correct": n_pos}
+                    "n": len(x), "n_correct": n_pos, **({"features": list(names)} if names else {})}
 
 
 def cat_thresholds(rows: Sequence[dict], *, branching_rate: float, tau_prune: float = 0.05,
@@ -142,9 +170,10 @@ def cat_thresholds(rows: Sequence[dict], *, branching_rate: float, tau_prune: fl
     }
 
 
-def evaluate(score_map: ScoreMap, scores: Sequence[float], correct: Sequence[bool]) -> dict:
-    """Raw vs calibrated metrics on a (held-out) split."""
-    cal = [score_map(float(s)) for s in scores]
+def evaluate(score_map: ScoreMap, scores: Sequence[float], correct: Sequence[bool],
+             features: Sequence[dict] | None = None) -> dict:
+    """Raw vs calibrated metrics on a (held-out) split (``features``: one dict per score, for a logistic map)."""
+    cal = list(_predict(score_map, np.asarray(scores, float), features)) if len(scores) else []
     out = {"n": len(scores), "accuracy": metrics.accuracy(correct)}
     for name, conf in (("raw", list(scores)), ("calibrated", cal)):
         out[name] = {"ece": metrics.ece(conf, correct), "brier": metrics.brier(conf, correct),
@@ -155,11 +184,21 @@ def evaluate(score_map: ScoreMap, scores: Sequence[float], correct: Sequence[boo
     return out
 
 
+def _answered(rows: Sequence[dict]) -> list[dict]:
+    return [r for r in rows if not r.get("error") and r.get("raw_confidence") is not None
+            and (r.get("search") or {}).get("answer") is not None]
+
+
 def labelled(rows: Sequence[dict]) -> tuple[list[float], list[bool]]:
     """(raw score, correct) of rows with an answer; rows without one are not mapped (confidence 0)."""
-    kept = [r for r in rows if not r.get("error") and r.get("raw_confidence") is not None
-            and (r.get("search") or {}).get("answer") is not None]
+    kept = _answered(rows)
     return [float(r["raw_confidence"]) for r in kept], [bool(r["correct"]) for r in kept]
+
+
+def labelled_features(rows: Sequence[dict]) -> list[dict] | None:
+    """The ``search.features`` of ``labelled``'s rows, in its order; None unless every one reports some."""
+    feats = [(r.get("search") or {}).get("features") or {} for r in _answered(rows)]
+    return feats if feats and all(feats) else None
 
 
 # ---------------------------------------------------------------------- orchestration
@@ -209,9 +248,9 @@ def build_profile(cfg: CalibrateConfig, rows: dict[str, list[dict]], model: dict
     maps, fits, evaluation, defaults = {}, {}, {}, {}
     for strategy, srows in rows.items():
         fit_rows, hold_rows = split(srows, cfg.holdout)
-        score_map, report = fit_map(*labelled(fit_rows), folds=cfg.folds)
+        score_map, report = fit_map(*labelled(fit_rows), labelled_features(fit_rows), folds=cfg.folds)
         maps[strategy], fits[strategy] = score_map, report
-        evaluation[strategy] = evaluate(score_map, *labelled(hold_rows))
+        evaluation[strategy] = evaluate(score_map, *labelled(hold_rows), labelled_features(hold_rows))
         if strategy == "cat":
             defaults["cat"] = cat_thresholds(fit_rows, branching_rate=cfg.branching_rate,
                                              tau_prune=cfg.tau_prune)

@@ -210,7 +210,8 @@ async def score_item(item: Item, rec: Recording, ks: Sequence[int] = KS, profile
                      selectors: Sequence[tuple[str, str]] = SELECTORS) -> dict:
     """One item at one setting: per sample correct/tokens, and per K and selector the returned path's grade.
 
-    Returns ``{"id", "samples": [{"correct", "tokens"}], "k": {K: {label: {"correct", "tokens", "answer"}}}}``."""
+    Returns ``{"id", "samples": [{"correct", "tokens"}], "k": {K: {label: {"correct", "tokens", "answer", "raw",
+    "features"}}}}`` (``raw``: the strategy's own score, ``features``: what a multi-feature calibration map reads)."""
     grade = Grader(item)
     out = {"id": item.id, "samples": [{"correct": grade(s.text), "tokens": s.num_tokens} for s in rec.samples],
            "k": {}}
@@ -222,7 +223,8 @@ async def score_item(item: Item, rec: Recording, ks: Sequence[int] = KS, profile
                                                           profile=profile, question=user_message(item))
             text = ABSTAIN_TEXT if abstained else result.text
             out["k"][k][label] = {"correct": grade(text), "tokens": result.stats.tokens_generated,
-                                  "answer": result.answer}
+                                  "answer": result.answer, "raw": result.raw_confidence,
+                                  "features": dict(result.features)}
     return out
 
 

@@ -165,6 +165,8 @@ def search_object(result: SearchResult, abstained: bool, params) -> dict:
         "selection": result.selection,
         "raw_confidence": result.raw_confidence, "calibrated": result.calibrated,
     }
+    if result.features:  # what a multi-feature calibration map reads (voting strategies: voting.VOTE_FEATURES)
+        out["features"] = dict(result.features)
     if getattr(params, "return_candidates", False):
         out["candidates"] = [{"text": c.text, "answer": c.answer, "score": c.score, "steps": c.steps,
                               "finished": c.finished,

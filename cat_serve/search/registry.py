@@ -83,6 +83,15 @@ def parse_params(name: str, raw: dict | None, defaults: dict | None = None,
 NO_ANSWER_MAP = "{}:no_answer"  # profile map of a strategy's no-answer path score
 
 
+def search_width(params: SearchParams) -> int | None:
+    """The width a profile's per-width maps are keyed by: n (voting strategies) or K (CaT's ``branches``)."""
+    for attr in ("n", "branches"):
+        value = getattr(params, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def abstains(result: SearchResult, params: SearchParams) -> bool:
     """The shared abstention rule: returned text whose confidence is below ``min_confidence``."""
     has_text = result.answer is not None or bool(result.text)
@@ -109,6 +118,9 @@ async def run_search(name: str, generator: StepGenerator, prompt_ids: Sequence[i
         raise TypeError(f"strategy {name!r} needs {strategy.params_cls.__name__}, got {type(params).__name__}")
     reader = AnswerReader.for_search(params, generator.decode(prompt_ids), question)
     result = await strategy.run(generator, prompt_ids, params, on_event=on_event, reader=reader)
-    maps = profile.maps if profile is not None else {}
-    result = result.calibrated_by(maps.get(name), maps.get(NO_ANSWER_MAP.format(name)))
+    if profile is not None:
+        width = search_width(params)
+        result = result.calibrated_by(profile.map_for(name, width), profile.map_for(NO_ANSWER_MAP.format(name), width))
+    else:
+        result = result.calibrated_by(None)
     return result, abstains(result, params)

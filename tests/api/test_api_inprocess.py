@@ -266,6 +266,8 @@ async def test_search_fields_and_vote_share(api):
     assert search["expanded"] == 3 and search["tokens_generated"] == 3 and search["engine_calls"] == 1
     assert [c["answer"] for c in search["candidates"]] == ["4", "5", "4"]
     assert search["params"]["n"] == 3 and search["wall_time_s"] >= 0
+    # 4 has 2 of 3 votes, 2 answers in all, and its 2 paths differ ("so ..." and "thus ...")
+    assert search["features"] == pytest.approx({"vote_share": 2 / 3, "distinct_answers": 2, "distinct_paths": 2})
     assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
 
 

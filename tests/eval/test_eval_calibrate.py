@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cat_serve.calibration import ScoreMap
-from eval.calibrate import cat_thresholds, evaluate, fit_map, labelled, split
+from eval.calibrate import cat_thresholds, evaluate, fit_map, labelled, labelled_features, split
 
 
 def test_single_class_gets_the_smoothed_base_rate():
@@ -23,6 +23,32 @@ def test_informative_scores_get_an_increasing_map():
     assert m(0.15) < 0.5 < m(0.85)
     values = [m(i / 50) for i in range(51)]
     assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+def test_a_feature_the_raw_score_misses_gets_the_logistic_map():
+    # issue 20 item 4's case: the raw score is the same uninformative 0.5 everywhere; the vote share decides.
+    # Correct exactly when vote_share = 1: no monotone map of the raw score can do better than the base rate
+    shares = [0.25, 0.5, 0.75, 1.0] * 10
+    correct = [v == 1.0 for v in shares]
+    feats = [{"vote_share": v, "distinct_answers": 1.0 if v == 1.0 else 2.0} for v in shares]
+    m, report = fit_map([0.5] * 40, correct, feats)
+    assert report["chosen"] == "logistic" and report["features"] == ["raw", "distinct_answers", "vote_share"]
+    assert report["cv_log_loss"]["logistic"] < report["cv_log_loss"]["constant"]
+    assert m(0.5, {"vote_share": 1.0, "distinct_answers": 1.0}) > 0.5 > m(0.5, {"vote_share": 0.5, "distinct_answers": 2.0})
+    out = evaluate(m, [0.5] * 40, correct, feats)
+    assert out["calibrated"]["ece"] < out["raw"]["ece"]
+    # rows without features get no logistic candidate
+    _, report = fit_map([0.5] * 40, correct)
+    assert "logistic" not in report["cv_log_loss"] and "features" not in report
+
+
+def test_labelled_features_follow_labelled_rows():
+    rows = [{"raw_confidence": 0.4, "correct": True, "search": {"answer": "3", "features": {"vote_share": 0.5}}},
+            {"raw_confidence": 0.0, "correct": False, "search": {"answer": None, "features": {"vote_share": 0.0}}},
+            {"raw_confidence": 0.9, "correct": False, "search": {"answer": "1", "features": {"vote_share": 1.0}}}]
+    assert labelled_features(rows) == [{"vote_share": 0.5}, {"vote_share": 1.0}]
+    rows[2]["search"].pop("features")  # a row without features: none for any (the committed runs' rows)
+    assert labelled_features(rows) is None
 
 
 def row(*samples):

@@ -167,3 +167,67 @@ async def test_cat_candidates_carry_their_step_confidences():
     [cand] = out.candidates
     assert cand.meta["step_confidences"] == pytest.approx([math.exp(-0.5), math.exp(-1.0)])
     assert out.confidence == pytest.approx(math.exp(-1.5))
+
+
+# ---------------------------------------------------------------------- multi-feature maps (issue 20 item 4)
+LOGISTIC = {"kind": "logistic", "features": ["raw", "vote_share"], "coef": [1.0, 2.0], "intercept": 0.5,
+            "mean": [0.5, 0.5], "scale": [0.5, 0.25]}
+
+
+def test_logistic_map_by_hand_and_round_trip():
+    m = ScoreMap.from_dict(LOGISTIC)
+    assert m.uses_features
+    # z = 0.5 + 1 * (1.0 - 0.5) / 0.5 + 2 * (0.75 - 0.5) / 0.25 = 0.5 + 1 + 2 = 3.5
+    assert m(1.0, {"vote_share": 0.75}) == pytest.approx(1 / (1 + math.exp(-3.5)))
+    # not monotone in the raw score alone: a higher raw score with a lower vote share maps lower
+    assert m(0.9, {"vote_share": 0.25}) < m(0.5, {"vote_share": 0.75})
+    assert ScoreMap.from_dict(m.to_dict()) == m
+    with pytest.raises(ValueError, match="vote_share"):
+        m(1.0, {})
+
+
+@pytest.mark.parametrize("bad", [
+    {**LOGISTIC, "scale": [0.5, 0.0]},  # a zero scale divides by zero
+    {**LOGISTIC, "coef": [1.0]},  # one coefficient per feature
+    {**LOGISTIC, "features": ["raw", "raw"]},
+    {**LOGISTIC, "intercept": "x"},
+])
+def test_bad_logistic_maps_are_rejected(bad):
+    with pytest.raises(ProfileError):
+        CalibrationProfile.from_dict({"version": 1, "maps": {"ppl_consistency": bad}})
+
+
+async def test_vote_features_by_hand():
+    from cat_serve.search import perplexity, self_consistency
+    from cat_serve.search.params import PerplexityParams
+
+    # vote_script: A A A A (answer 5, 4 distinct paths) and B B B' (answer 8, B' repeats B1: 2 distinct paths)
+    gen, prompt = vote_script()
+    sc = await self_consistency.run(gen, prompt, SelfConsistencyParams.from_dict({"n": 7}, {"max_tokens": 50}))
+    assert sc.features == pytest.approx({"vote_share": 4 / 7, "distinct_answers": 2.0, "distinct_paths": 4.0})
+    gen, prompt = vote_script()
+    pc = await perplexity.run(gen, prompt, PerplexityParams.from_dict({"n": 7}, {}))
+    # PC picks 8 (probability mass 1.0 against 0.8): one vote each, 3 of 7; behind it 2 distinct paths
+    assert pc.answer == "8" and pc.confidence == pytest.approx(1 / 1.8)
+    assert pc.features == pytest.approx({"vote_share": 3 / 7, "distinct_answers": 2.0, "distinct_paths": 2.0})
+
+
+async def test_maps_per_width_and_the_logistic_map_through_run_search():
+    # vote_script at n = 7: raw 4/7, vote_share 4/7. "@7" is a logistic map, the plain map serves other widths
+    profile = CalibrationProfile.from_dict({"version": 1, "maps": {
+        "self_consistency": {"kind": "platt", "a": 0.0, "b": logit(0.2)},
+        "self_consistency@7": {"kind": "logistic", "features": ["raw", "vote_share", "distinct_paths"],
+                               "coef": [0.0, 1.0, -1.0], "intercept": 0.0, "mean": [0.0, 0.0, 0.0],
+                               "scale": [1.0, 1.0, 1.0]}}})
+    assert profile.has_map("self_consistency") and not profile.has_map("self")
+    assert profile.map_for("self_consistency", 4) is profile.maps["self_consistency"]
+    gen, prompt = vote_script()
+    params = SelfConsistencyParams.from_dict({"n": 7}, {"max_tokens": 50})
+    out, _ = await registry.run_search("self_consistency", gen, prompt, params, profile=profile)
+    # z = 4/7 - 4 = -3.428571
+    assert out.calibrated and out.confidence == pytest.approx(1 / (1 + math.exp(4 - 4 / 7)))
+    gen, prompt = vote_script()
+    params = SelfConsistencyParams.from_dict({"n": 6}, {"max_tokens": 50})  # the first 6 paths: the plain map
+    out, _ = await registry.run_search("self_consistency", gen, prompt, params, profile=profile)
+    assert out.confidence == pytest.approx(0.2)
+    assert profile.summary()["strategies"] == ["self_consistency"]

@@ -1,0 +1,226 @@
+"""Issue 20 item 4: calibration maps on more than one score, and one map per width (n = 4 and n = 8).
+
+    python -m lab.recipe calibrate-features            # make lab-calibrate-features (resumable)
+
+PC's confidence cannot be calibrated by a monotone map of its one score (issue 9: a raw 0.5-0.6 was right 0.565
+of the time, 0.6-0.8 only 0.491). The voting strategies now report features beside their score
+(``cat_serve.search.voting.VOTE_FEATURES``: the answer's share of the votes, one vote per path; the number of
+distinct answers; the number of distinct paths behind the answer), and a profile map may be a logistic
+regression over (raw score, features) (``cat_serve.calibration``, kind ``logistic``).
+
+The committed large collection (results/lab/calibration/large) has no features in its rows, so its items are
+collected again, the way ``lab.sweep`` does it: **record** 8 samples per item of ``LARGE_DATASET`` (all 1,200
+items: fit 0-666, held-out 667-999 and fresh 1000-1199, the large profile's protocol) at its collection settings
+(temperature 0.7, top_p 1, 160 tokens, seeded), in-process vLLM, resumable; **score** SC, PC, RPC and offline
+DeepConf at n = 4 (the first four samples) and n = 8 from the same samples, through the server's own
+``registry.run_search``: each returned answer's raw score, features and grade (``scored.jsonl``).
+
+Per strategy and n, ``eval.calibrate.fit_map`` on the fit items picks by 5-fold CV log-loss among constant,
+Platt and isotonic (the monotone maps of the raw score) and the logistic map over the features; the monotone
+pick is reported beside it. Both are scored on the held-out and the fresh items: ECE, the ECE ratio to the raw
+score's with a bootstrap interval by item (``eval.compare.ece_difference``), and issue 9's target (calibrated ECE
+≤ ½ raw ECE or ≤ 0.05, on the point estimates, as ``eval.calibrate.evaluate``). CaT reports no features: its
+row is the large collection's own rows, monotone maps only. The profile (``profile.json``) holds
+``<strategy>@4`` and ``<strategy>@8`` maps, the n = 4 map as the plain ``<strategy>`` map for any other width, and
+the large profile's CaT map and CaT defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cat_serve.calibration import CalibrationProfile
+from eval import calibrate, compare, runner
+from eval.datasets import Item, load_dataset
+
+from lab.sweep import SELECTORS, Setting, make_engine, read_recordings, record_setting, score_item
+from lab.sweep import user_message as lab_sweep_user_message  # noqa: F401  (the prompt recorded: tests script it)
+
+SETTING = Setting(0.7)  # cat-eval calibrate's collection temperature (the large profile's)
+WIDTHS = (4, 8)
+SAMPLES = max(WIDTHS)
+PARTS = {"fit": (0, 667), "held-out": (667, 1000), "fresh": (1000, 1200)}  # the large profile's protocol
+LIMIT = PARTS["fresh"][1]
+EVALUATED = ("held-out", "fresh")
+
+
+def load_items(dataset: str, limit: int, seed: int = 0) -> list[Item]:
+    return load_dataset(dataset, limit=limit, seed=seed)
+
+
+def rows_of(scored: Sequence[dict], label: str, k: int) -> list[dict]:
+    """``scored.jsonl`` entries -> rows in ``cat-eval calibrate``'s shape (what ``eval.calibrate.labelled`` reads)."""
+    out = []
+    for r in scored:
+        e = r["k"][str(k)][label] if str(k) in r["k"] else r["k"][k][label]
+        out.append({"id": r["id"], "correct": e["correct"], "raw_confidence": e["raw"],
+                    "search": {"answer": e["answer"], "features": e["features"]}, "error": None})
+    return out
+
+
+def part(rows: Sequence[dict], ids: Sequence[str]) -> list[dict]:
+    by_id = runner.latest_by_id(rows)
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def score_part(score_map, rows: Sequence[dict]) -> dict:
+    """``eval.calibrate.evaluate`` of one part, plus the ECE ratio calibrated / raw with its bootstrap interval."""
+    x, y = calibrate.labelled(rows)
+    feats = calibrate.labelled_features(rows)
+    e = calibrate.evaluate(score_map, x, y, feats)
+    cal = [score_map(v, feats[i] if feats else None) for i, v in enumerate(x)]
+    _, ratio = compare.ece_difference(cal, y, x, y, compare.bootstrap_indices(len(x)))
+    return {"n": e["n"], "accuracy": e["accuracy"], "raw_ece": e["raw"]["ece"], "ece": e["calibrated"]["ece"],
+            "auroc": e["calibrated"]["auroc"], "raw_auroc": e["raw"]["auroc"], "brier": e["calibrated"]["brier"],
+            "ratio": {"estimate": ratio.estimate, "lo": ratio.lo, "hi": ratio.hi},
+            "meets_target": e["meets_target"], "halves": compare.halves(ratio.lo, ratio.hi)}
+
+
+def fit_strategy(rows: Sequence[dict], ids: dict[str, list[str]]) -> tuple[dict, dict]:
+    """(maps: {"chosen", "monotone"}, report) for one strategy and width."""
+    fit_rows = part(rows, ids["fit"])
+    x, y = calibrate.labelled(fit_rows)
+    chosen, chosen_fit = calibrate.fit_map(x, y, calibrate.labelled_features(fit_rows))
+    monotone, mono_fit = calibrate.fit_map(x, y)
+    report = {"fit": {"n": len(x), "chosen": chosen_fit["chosen"], "cv_log_loss": chosen_fit["cv_log_loss"],
+                      **({"features": chosen_fit["features"]} if "features" in chosen_fit else {}),
+                      "monotone": mono_fit["chosen"]}}
+    for name in EVALUATED:
+        held = part(rows, ids[name])
+        report[name] = {"chosen": score_part(chosen, held), "monotone": score_part(monotone, held)}
+    return {"chosen": chosen, "monotone": monotone}, report
+
+
+def item_ids(items: Sequence[Item]) -> dict[str, list[str]]:
+    return {name: [it.id for it in items[a:b]] for name, (a, b) in PARTS.items()}
+
+
+def cat_rows(large: Path) -> list[dict]:
+    """CaT's rows of the large collection (its fit/held-out runs and its fresh items)."""
+    rows = []
+    for sub in ("runs", "fresh"):
+        path = large / sub / "cat" / runner.RESULTS
+        rows += runner.read_rows(path) if path.is_file() else []
+    return rows
+
+
+def fit_all(scored: Sequence[dict], items: Sequence[Item], large: Path) -> tuple[dict, dict]:
+    """(maps by profile key, reports by (strategy label, width)) for every voting strategy and width, and CaT."""
+    ids = item_ids(items)
+    maps, reports = {}, {}
+    for label, name in SELECTORS:
+        for k in WIDTHS:
+            fitted, reports[f"{label}@{k}"] = fit_strategy(rows_of(scored, label, k), ids)
+            maps[f"{name}@{k}"] = fitted["chosen"]
+            if k == WIDTHS[0]:
+                maps[name] = fitted["chosen"]  # any other width: the n = 4 map (issue 20 item 5 measures its cost)
+    if (large / "runs" / "cat").is_dir():
+        fitted, reports["CaT-stream@4"] = fit_strategy(cat_rows(large), ids)
+        maps["cat"] = fitted["chosen"]
+    return maps, reports
+
+
+def _f(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def render(reports: dict, info: dict) -> str:
+    lines = [
+        "# Calibration maps on more than one score (issue 20 item 4)", "",
+        f"Generated by `python -m lab.recipe calibrate-features` (make lab-calibrate-features) on {info['model']}: "
+        f"{info['n']} items of `{info['dataset']}` (fit 0-666, held-out 667-999, fresh 1000-1199), "
+        f"{SAMPLES} samples per item at temperature {SETTING.temperature}, top_p {SETTING.top_p}; "
+        "SC, PC, RPC and offline DeepConf scored at n = 4 (the first four samples) and n = 8 from the same samples. "
+        "CaT-stream@4: the large collection's own rows (CaT reports no features).", "",
+        "**chosen**: the map with the lowest 5-fold CV log-loss on the fit items among constant, Platt, isotonic and "
+        "logistic over (raw, vote_share, distinct_answers, distinct_paths); **monotone**: the best of the first three "
+        "(what profiles held before). ECE ratio: calibrated / raw, bootstrap 95 % interval by item (2,000 resamples). "
+        "Target (issue 9): calibrated ECE ≤ ½ raw ECE or ≤ 0.05.", "",
+        "| strategy | chosen map | part | n | acc | raw ECE | monotone ECE | chosen ECE | ratio [95 % CI] | "
+        "AUROC raw → chosen | target met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, rep in reports.items():
+        for name in EVALUATED:
+            c, m = rep[name]["chosen"], rep[name]["monotone"]
+            r = c["ratio"]
+            lines.append(f"| {key} | {rep['fit']['chosen']} | {name} | {c['n']} | {_f(c['accuracy'])} | "
+                         f"{_f(c['raw_ece'])} | {_f(m['ece'])} | {_f(c['ece'])} | {_f(r['estimate'], 2)} "
+                         f"[{_f(r['lo'], 2)}, {_f(r['hi'], 2)}] | {_f(c['raw_auroc'])} → {_f(c['auroc'])} | "
+                         f"{'yes' if c['meets_target'] else 'no'} |")
+    lines += ["", verdict(reports), ""]
+    return "\n".join(lines)
+
+
+def verdict(reports: dict) -> str:
+    """Issue 20 item 4's acceptance line for PC (both widths, both parts)."""
+    out = []
+    for k in WIDTHS:
+        rep = reports.get(f"PC@{k}")
+        if rep is None:
+            continue
+        parts = [f"{name} ECE {_f(rep[name]['chosen']['ece'])} vs raw {_f(rep[name]['chosen']['raw_ece'])} "
+                 f"(ratio {_f(rep[name]['chosen']['ratio']['estimate'], 2)} [{_f(rep[name]['chosen']['ratio']['lo'], 2)}, "
+                 f"{_f(rep[name]['chosen']['ratio']['hi'], 2)}])" for name in EVALUATED]
+        met = all(rep[name]["chosen"]["meets_target"] for name in EVALUATED)
+        out.append(f"- PC@{k} with its {rep['fit']['chosen']} map meets the target on held-out and fresh items: "
+                   f"{'held' if met else 'did not hold'} ({'; '.join(parts)}).")
+    return "\n".join(out)
+
+
+async def score_all(items: Sequence[Item], recs: dict, profile=None) -> list[dict]:
+    return [await score_item(it, recs[it.id], WIDTHS, profile) for it in items if it.id in recs]
+
+
+def run(model: Path, *, out: Path, recordings: Path, large: Path, dataset: str, limit: int = LIMIT,
+        seed: int = 0, concurrency: int = 8) -> dict:
+    """Record what is missing, score, fit, and write ``out``/{table.md, profile.json, scored.jsonl, record.jsonl}."""
+    from lab.sweep import MAX_TOKENS, check_meta
+
+    items = load_items(dataset, limit, seed)
+    check_meta(recordings, {"model": str(model), "dataset": dataset, "seed": seed, "max_tokens": MAX_TOKENS,
+                            "samples": SAMPLES})
+    path = recordings / f"{SETTING.name}.jsonl"
+    stats, t0 = None, time.time()
+    if len(read_recordings(path)) < len(items):
+        async def record() -> dict:
+            engine = make_engine(model)
+            try:
+                return await record_setting(engine, items, SETTING, path, n_samples=SAMPLES, seed=seed,
+                                            concurrency=concurrency)
+            finally:
+                await engine.close()
+        stats = asyncio.run(record())
+    scored = asyncio.run(score_all(items, read_recordings(path)))
+    maps, reports = fit_all(scored, items, large)
+    old = CalibrationProfile.load(large / "profile.json") if (large / "profile.json").is_file() else None
+    profile = CalibrationProfile(
+        maps=maps, search_defaults=old.search_defaults if old else {},
+        provenance={"dataset": dataset, "items": {n: b - a for n, (a, b) in PARTS.items()}, "model": model.name,
+                    "collection": {"temperature": SETTING.temperature, "top_p": SETTING.top_p,
+                                   "max_tokens": MAX_TOKENS, "samples": SAMPLES, "seed": seed},
+                    "cat": "maps and defaults of the large collection's rows (results/lab/calibration/large)",
+                    "command": "python -m lab.recipe calibrate-features"},
+        evaluation=reports)
+    out.mkdir(parents=True, exist_ok=True)
+    profile.save(out / "profile.json")
+    info = {"model": model.name, "n": len(scored), "dataset": dataset}
+    (out / "table.md").write_text(render(reports, info))
+    with open(out / "scored.jsonl", "w") as f:  # per item, width and strategy: grade, raw score and features
+        f.writelines(json.dumps({"id": r["id"], "k": r["k"]}) + "\n" for r in scored)
+    if stats:
+        with open(out / "record.jsonl", "a") as f:
+            f.write(json.dumps({**stats, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))}) + "\n")
+    return reports
+
+
+def refit(out: Path, items: Sequence[Item], large: Path) -> dict:
+    """Fit and render again from ``out``/scored.jsonl (no recordings needed): the committed tables' check."""
+    scored = [json.loads(line) for line in (out / "scored.jsonl").read_text().splitlines()]
+    _, reports = fit_all(scored, items, large)
+    return reports
+

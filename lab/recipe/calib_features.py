@@ -1,0 +1,33 @@
+"""``python -m lab.recipe calibrate-features`` (make lab-calibrate-features): issue 20 item 4 on the SFT checkpoint,
+``lab.calib_features`` (in-process vLLM, no server). Resumable: recorded items are skipped on a re-run; the table
+and profile are rewritten from every recording."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lab.recipe import LARGE_DATASET, SEARCH_CONCURRENCY, SFT_RECIPE, cache_root, results_root, sft_dir
+from lab.recipe.runs import record_segment
+
+
+def calibrate_features(*, model: Path | None = None, out: Path | None = None, recordings: Path | None = None,
+                       limit: int | None = None, concurrency: int = SEARCH_CONCURRENCY) -> dict:
+    """Record, score and fit; the SFT checkpoint by default, which must be finished (make lab-sft trains it)."""
+    from lab.calib_features import LIMIT, run
+    from lab.recipe.sft import trained_steps
+
+    if model is None:
+        model = sft_dir()
+        if trained_steps(model) < SFT_RECIPE["max_steps"]:
+            raise SystemExit(f"the SFT checkpoint {model} is not finished: run make lab-sft first")
+    root = results_root() / "calibration"
+    t0, finished = time.time(), False
+    try:
+        reports = run(model, out=out or root / "features",
+                      recordings=recordings or cache_root() / "calibration-features" / model.name,
+                      large=root / "large", dataset=LARGE_DATASET, limit=limit or LIMIT, concurrency=concurrency)
+        finished = True
+    finally:
+        record_segment("calibration/features", t0, model=str(model), **({} if finished else {"interrupted": True}))
+    return reports
