@@ -316,7 +316,9 @@ def render(summaries: dict[str, dict], greedy: list[dict], info: dict) -> tuple[
     g_acc = sum(r["correct"] for r in greedy) / len(greedy)
     g_tok = sum(r["tokens"] for r in greedy) / len(greedy)
     chosen = choose(summaries)
-    lines = [f"Dev sampling sweep (`python -m lab.recipe sweep`, issue 20 item 2): `{info['dataset']}`, "
+    title = ("Dev sampling sweep" if info.get("split", "dev") == "dev" else
+             f"Sampling on the {info['split']} split at the settings chosen on dev")
+    lines = [f"{title} (`python -m lab.recipe sweep`, issue 20 item 2): `{info['dataset']}`, "
              f"{info['n']} items, every selector scored from the same {info['samples']} seeded samples per item and setting "
              f"(a smaller K takes the first K of them); model `{info['model']}`. Greedy: accuracy {g_acc:.3f}, "
              f"{g_tok:.1f} tokens per query.", "",
@@ -345,7 +347,7 @@ def render(summaries: dict[str, dict], greedy: list[dict], info: dict) -> tuple[
                                                 "tokens_ratio": c["tokens_ratio"].as_dict() if c["tokens_ratio"] else None,
                                                 "holm_p": c["holm_p"], "non_inferior": c["non_inferior"],
                                                 "better": c["better"]}})
-    lines += ["", "Best setting per selector (dev):", "", "| selector | K | setting | accuracy | tokens/query |",
+    lines += ["", f"Best setting per selector ({info.get('split', 'dev')}):", "", "| selector | K | setting | accuracy | tokens/query |",
               "|---|---|---|---|---|"]
     lines += [f"| {label} | {k} | {c['setting']} | {c['accuracy']:.3f} | {c['tokens_per_query']:.1f} |"
               for label, by_k in chosen.items() for k, c in by_k.items()]
@@ -457,11 +459,11 @@ def check_meta(recordings: Path, meta: dict) -> None:
 
 def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures: Sequence[float] = TEMPERATURES,
           ks: Sequence[int] = KS, seed: int = 0, max_tokens: int = MAX_TOKENS, concurrency: int = 8,
-          top_p_alt: float | None = TOP_P_ALT) -> dict:
+          top_p_alt: float | None = TOP_P_ALT, split: str = "dev") -> dict:
     """Record what is missing, then score and write ``out``/{table.md, table.json, chosen.json, record.json}."""
     from cat_serve.calibration import PROFILE_FILE, CalibrationProfile
 
-    dataset, items = load_items(limit, seed)
+    dataset, items = load_items(limit, seed, split=split)
     n_samples = max(ks)
     check_meta(recordings, {"model": str(model), "dataset": dataset, "seed": seed, "max_tokens": max_tokens,
                             "samples": n_samples})
@@ -503,7 +505,7 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
     t0 = time.time()
     res = asyncio.run(main())
     greedy = greedy_rows(items, read_recordings(recordings / f"{GREEDY}.jsonl"))
-    info = {"dataset": dataset, "n": len(items), "model": model.name, "seed": seed, "max_tokens": max_tokens,
+    info = {"split": split, "dataset": dataset, "n": len(items), "model": model.name, "seed": seed, "max_tokens": max_tokens,
             "samples": n_samples, "profile": profile is not None, "best_temperature": res["best_temperature"], "top_p_alt": top_p_alt,
             "recordings": str(recordings)}
     md, table, chosen = render(res["summaries"], greedy, info)

@@ -12,9 +12,10 @@ from lab.recipe.runs import record_segment
 
 
 def calibrate_features(*, model: Path | None = None, out: Path | None = None, recordings: Path | None = None,
-                       limit: int | None = None, concurrency: int = SEARCH_CONCURRENCY) -> dict:
+                       limit: int | None = None, concurrency: int = SEARCH_CONCURRENCY, samples: int | None = None,
+                       record: bool = True) -> dict:
     """Record, score and fit; the SFT checkpoint by default, which must be finished (make lab-sft trains it)."""
-    from lab.calib_features import LIMIT, run
+    from lab.calib_features import LIMIT, SAMPLES, run
     from lab.recipe.sft import trained_steps
 
     if model is None:
@@ -26,8 +27,10 @@ def calibrate_features(*, model: Path | None = None, out: Path | None = None, re
     try:
         reports = run(model, out=out or root / "features",
                       recordings=recordings or cache_root() / "calibration-features" / model.name,
-                      large=root / "large", dataset=LARGE_DATASET, limit=limit or LIMIT, concurrency=concurrency)
+                      large=root / "large", dataset=LARGE_DATASET, limit=limit or LIMIT, concurrency=concurrency,
+                      samples=samples or SAMPLES, record=record)
         finished = True
     finally:
-        record_segment("calibration/features", t0, model=str(model), **({} if finished else {"interrupted": True}))
+        record_segment("calibration/features", t0, model=str(model), **({} if record else {"scored_only": True}),
+                       **({} if finished else {"interrupted": True}))
     return reports

@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     s.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
     w = sub.add_parser("sweep", help="issue 20: the dev sampling sweep, every selector from the same samples (make lab-sweep)")
     w.add_argument("--limit", type=int, default=200)
+    w.add_argument("--split", choices=("dev", "test"), default="dev",
+                   help="test: the run at the settings chosen on dev (pass them with --temperatures and --top-p 1)")
     w.add_argument("--model", default=None, help="default: the cached SFT checkpoint (never trained here)")
     w.add_argument("--out", default=None, help="default: results/lab/search/sampling-sweep")
     w.add_argument("--recordings", default=None, help="default: <cache>/lab/sampling-sweep/<model dir name>")
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
     f.add_argument("--recordings", default=None, help="default: <cache>/lab/calibration-features/<model dir name>")
     f.add_argument("--limit", type=int, default=None, help="default: all 1,200 items of the large collection")
     f.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
+    f.add_argument("--samples", type=int, default=None, help="samples recorded per item (default 8: maps at n=4 and 8)")
+    f.add_argument("--no-record", action="store_true", help="score and fit what is recorded, record nothing")
     r = sub.add_parser("rl")
     r.add_argument("--objective", choices=OBJECTIVES, required=True)
     r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
@@ -110,13 +114,14 @@ def main(argv=None) -> int:
                        recordings=Path(args.recordings) if args.recordings else None,
                        temperatures=tuple(args.temperatures) if args.temperatures else None,
                        ks=tuple(args.k) if args.k else None, concurrency=args.concurrency,
-                       top_p_alt=args.top_p)
+                       top_p_alt=args.top_p, split=args.split)
         return 0
     if args.cmd == "calibrate-features":
         reports = calibrate_features(model=Path(args.model) if args.model else None,
                                      out=Path(args.out) if args.out else None,
                                      recordings=Path(args.recordings) if args.recordings else None,
-                                     limit=args.limit, concurrency=args.concurrency)
+                                     limit=args.limit, concurrency=args.concurrency, samples=args.samples,
+                                     record=not args.no_record)
         print(verdict(reports))
         return 0
     if args.cmd == "rl-plot":

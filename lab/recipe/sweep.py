@@ -12,14 +12,20 @@ from lab.recipe import SEARCH_CONCURRENCY, SFT_RECIPE, cache_root, results_root,
 from lab.recipe.runs import record_segment
 
 
-def recordings_dir(model: Path) -> Path:
-    """The recorded samples (top-20 logprobs per token: tens of MB for 200 items) live in the cache, per model."""
-    return cache_root() / "sampling-sweep" / model.name
+def recordings_dir(model: Path, split: str = "dev") -> Path:
+    """The recorded samples (top-20 logprobs per token: tens of MB for 200 items) live in the cache, per model
+    and split."""
+    return cache_root() / "sampling-sweep" / (model.name if split == "dev" else f"{model.name}-{split}")
+
+
+def out_dir(split: str) -> Path:
+    """results/lab/search/sampling-sweep (dev: the sweep) or sampling-<split> (the run at the chosen settings)."""
+    return results_root() / "search" / ("sampling-sweep" if split == "dev" else f"sampling-{split}")
 
 
 def sampling_sweep(limit: int, *, model: Path | None = None, out: Path | None = None, recordings: Path | None = None,
                    temperatures: tuple[float, ...] | None = None, ks: tuple[int, ...] | None = None,
-                   concurrency: int = SEARCH_CONCURRENCY, top_p_alt: float | None = None) -> dict:
+                   concurrency: int = SEARCH_CONCURRENCY, top_p_alt: float | None = None, split: str = "dev") -> dict:
     """Record and score the sweep; the SFT checkpoint by default, which must be finished (this never trains:
     make lab-sft does)."""
     from lab.recipe.sft import trained_steps
@@ -29,15 +35,15 @@ def sampling_sweep(limit: int, *, model: Path | None = None, out: Path | None = 
         model = sft_dir()
         if trained_steps(model) < SFT_RECIPE["max_steps"]:
             raise SystemExit(f"the SFT checkpoint {model} is not finished: run make lab-sft first")
-    out = out or results_root() / "search" / "sampling-sweep"
+    out = out or out_dir(split)
     t0, finished = time.time(), False
     try:
-        chosen = sweep(model, limit=limit, out=out, recordings=recordings or recordings_dir(model),
+        chosen = sweep(model, limit=limit, out=out, recordings=recordings or recordings_dir(model, split),
                        temperatures=temperatures or TEMPERATURES, ks=ks or KS, concurrency=concurrency,
-                       top_p_alt=TOP_P_ALT if top_p_alt is None else top_p_alt)
+                       top_p_alt=TOP_P_ALT if top_p_alt is None else top_p_alt, split=split)
         finished = True
     finally:
-        record_segment("search/sampling-sweep", t0, limit=limit, model=str(model),
+        record_segment(str(out_dir(split).relative_to(results_root())), t0, limit=limit, model=str(model),
                        **({} if finished else {"interrupted": True}))
     print(json.dumps(chosen, indent=2))
     return chosen

@@ -208,3 +208,23 @@ def test_dedup_table_and_verdict_hand_computed(tmp_path):
     assert verdicts == ["- Faithful CaT dedup ≥ exact at K = 4: held (Δacc " + row.split(" | ")[4]
                         + ", 4 items; tokens 0.500 [0.500, 0.500]× exact's)"]
     assert dedup_section(tmp_path / "nothing") == ([], [])
+
+
+def test_test_split_sampling_and_feature_maps_are_quoted_with_their_verdicts(tmp_path):
+    without = build(tmp_path)
+    assert "dev-chosen sampling" not in without and "more than one score" not in without
+    test = tmp_path / "search" / "sampling-test"
+    test.mkdir(parents=True)
+    (test / "table.md").write_text("Sampling on the test split.\n\n| a |\n|---|\n\nNo selector beats greedy.\n")
+    feats = tmp_path / "calibration" / "features"
+    feats.mkdir(parents=True)
+    (feats / "table.md").write_text("# Title\n\nBody.\n\n- PC@4 with its logistic map meets the target: held (x).\n")
+    (feats / "segments.jsonl").write_text('{"command": "python -m lab.recipe calibrate-features", "wall_s": 60}\n')
+    text = build(tmp_path)
+    assert "### Test split at the dev-chosen sampling\n\nSampling on the test split." in text
+    assert "- sampling on test vs greedy: No selector beats greedy." in text
+    assert "### Calibration maps on more than one score (make lab-calibrate-features)\n\nBody." in text
+    # the PC line is in the table's body and again among the verdicts
+    assert text.count("- PC@4 with its logistic map meets the target: held (x).") == 2
+    assert "| calibration/features | `python -m lab.recipe calibrate-features` | 1 | 60 |" in text
+    assert text == build(tmp_path)

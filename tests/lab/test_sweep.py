@@ -202,7 +202,7 @@ def test_sweep_end_to_end_on_the_fake_engine_then_resumes_without_an_engine(tmp_
         engine.gen.script(engine.chat_prompt(("user", sweep.user_message(it))),
                           *[cont(f"\\boxed{{{it.gold if j < 3 else wrong}}}", logprob=-0.1) for j in range(4)])
     made = []
-    monkeypatch.setattr(sweep, "load_items", lambda limit, seed=0: ("arith:toy@dev", items[:limit]))
+    monkeypatch.setattr(sweep, "load_items", lambda limit, seed=0, split="dev": ("arith:toy@dev", items[:limit]))
     monkeypatch.setattr(sweep, "make_engine", lambda model: made.append(model) or engine)
     model, out, recs = tmp_path / "model", tmp_path / "out", tmp_path / "rec"
     model.mkdir()
@@ -236,7 +236,7 @@ def test_top_p_1_records_no_extra_setting(tmp_path, monkeypatch):
     it = Item(id="a", question="What is 2 + 3?", gold="5")
     engine = FakeEngine(max_model_len=1024)
     engine.gen.script(engine.chat_prompt(("user", sweep.user_message(it))), cont("\\boxed{5}"))
-    monkeypatch.setattr(sweep, "load_items", lambda limit, seed=0: ("arith:toy@dev", [it]))
+    monkeypatch.setattr(sweep, "load_items", lambda limit, seed=0, split="dev": ("arith:toy@dev", [it]))
     monkeypatch.setattr(sweep, "make_engine", lambda model: engine)
     (tmp_path / "m").mkdir()
     sweep.sweep(tmp_path / "m", limit=1, out=tmp_path / "out", recordings=tmp_path / "rec", temperatures=(0.5,),
