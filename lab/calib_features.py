@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cat_serve.calibration import CalibrationProfile
+from cat_serve.calibration import CalibrationProfile, model_fingerprint
 from eval import calibrate, compare, runner
 from eval.datasets import Item, load_dataset
 
@@ -138,7 +138,8 @@ def render(reports: dict, info: dict) -> str:
         f"{info['samples']} samples per item at temperature {SETTING.temperature}, top_p {SETTING.top_p}; "
         f"SC, PC, RPC and offline DeepConf scored at n = {' and '.join(map(str, info['widths']))} from the same samples "
         "(a smaller n takes the first n). "
-        "CaT-stream@4: the large collection's own rows (CaT reports no features).", "",
+        f"Model fingerprint {info.get('fingerprint')}. CaT-stream@4: the large collection's own rows (CaT reports no "
+        f"features), collected on the checkpoint with fingerprint {info.get('cat_fingerprint')}.", "",
         "**chosen**: the map with the lowest 5-fold CV log-loss on the fit items among constant, Platt, isotonic and "
         "logistic over (raw, vote_share, distinct_answers, distinct_paths); **monotone**: the best of the first three "
         "(what profiles held before). ECE ratio: calibrated / raw, bootstrap 95 % interval by item (2,000 resamples). "
@@ -205,6 +206,7 @@ def run(model: Path, *, out: Path, recordings: Path, large: Path, dataset: str, 
     profile = CalibrationProfile(
         maps=maps, search_defaults=old.search_defaults if old else {},
         provenance={"dataset": dataset, "items": {n: b - a for n, (a, b) in PARTS.items()}, "model": model.name,
+                    "model_fingerprint": model_fingerprint(model),
                     "collection": {"temperature": SETTING.temperature, "top_p": SETTING.top_p,
                                    "max_tokens": MAX_TOKENS, "samples": samples, "seed": seed},
                     "cat": "maps and defaults of the large collection's rows (results/lab/calibration/large)",
@@ -212,7 +214,8 @@ def run(model: Path, *, out: Path, recordings: Path, large: Path, dataset: str, 
         evaluation=reports)
     out.mkdir(parents=True, exist_ok=True)
     profile.save(out / "profile.json")
-    info = {"model": model.name, "n": len(scored), "dataset": dataset, "samples": samples, "widths": widths}
+    info = {"model": model.name, "n": len(scored), "dataset": dataset, "samples": samples, "widths": widths,
+            "fingerprint": model_fingerprint(model), "cat_fingerprint": old.provenance.get("model_fingerprint") if old else None}
     (out / "table.md").write_text(render(reports, info))
     with open(out / "scored.jsonl", "w") as f:  # per item, width and strategy: grade, raw score and features
         f.writelines(json.dumps({"id": r["id"], "k": r["k"]}) + "\n" for r in scored)
