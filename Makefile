@@ -24,7 +24,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features lab-cat-temperature
 
 install: $(STAMP)
 
@@ -109,6 +109,11 @@ lab-sweep: install
 #   (results/lab/calibration/features/); resumable. Needs the finished SFT checkpoint (make lab-sft).
 lab-calibrate-features: install
 	$(PY) -m lab.recipe calibrate-features
+
+# lab-cat-temperature: issue 20: CaT stream (greedy trunk) at branch temperature 0.3/0.5/0.7/1.0, K=4 and 8, on dev
+#   items 0-199 through the lab server, paired with greedy (results/lab/search/cat-temperature/); resumable
+lab-cat-temperature: install
+	$(PY) -m lab.recipe cat-temperature --limit $(SWEEP_LIMIT)
 
 # lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (results/lab/rl/)
 OBJECTIVE ?= grpo

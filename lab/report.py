@@ -203,6 +203,17 @@ def sampling_test_section(results: Path) -> tuple[list[str], list[str]]:
             [f"- sampling on test vs greedy: {lines[-1]}"] if lines and lines[-1].strip() else [])
 
 
+def cat_temperature_section(results: Path) -> tuple[list[str], list[str]]:
+    """``make lab-cat-temperature`` (CaT stream's branch temperature, greedy trunk, on dev), quoted as
+    ``lab.cat_temperature`` wrote it; its last line (better than greedy or not) is a verdict. Nothing when absent."""
+    f = results / "search" / "cat-temperature" / "table.md"
+    if not f.exists():
+        return [], []
+    lines = f.read_text().rstrip("\n").split("\n")
+    return (["### CaT's branch temperature on dev (make lab-cat-temperature)", "", *lines, ""],
+            [f"- CaT stream (greedy trunk) vs greedy on dev: {lines[-1]}"])
+
+
 def calibration_features_section(results: Path) -> tuple[list[str], list[str]]:
     """``make lab-calibrate-features`` (issue 20 item 4), quoted as ``lab.calib_features`` wrote it; its PC lines
     are verdicts. Nothing when absent."""
@@ -506,7 +517,7 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
 def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
     for kind in ("sft", "calibration", "calibration/features", "search", "search/sampling-sweep",
-                 "search/sampling-test", "rl", "caspo", "transfer", "all"):
+                 "search/sampling-test", "search/cat-temperature", "rl", "caspo", "transfer", "all"):
         files = [results / kind / "segments.jsonl"] if kind != "rl" else sorted((results / "rl").glob("*/segments.jsonl"))
         for f in files:
             segs = _jsonl(f)
@@ -517,7 +528,8 @@ def commands_section(results: Path) -> list[str]:
             name = kind if kind != "rl" else f"rl/{f.parent.name}"
             default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}",
                        "search/sampling-sweep": "make lab-sweep",
-                       "calibration/features": "make lab-calibrate-features"}.get(kind, f"make lab-{kind}")
+                       "calibration/features": "make lab-calibrate-features",
+                       "search/cat-temperature": "make lab-cat-temperature"}.get(kind, f"make lab-{kind}")
             cmds = sorted({s.get("command", default) for s in segs})
             out.append(f"| {name} | {'<br>'.join(f'`{c}`' for c in cmds)} | {len(segs)} | "
                        f"{sum(float(s['wall_s']) for s in segs):.0f} |")
@@ -530,7 +542,7 @@ def build(results: Path) -> str:
     lines += sft_section(results)
     verdicts = []
     for section in (calibration_section, calibration_features_section, search_section, sampling_sweep_section,
-                    sampling_test_section, dedup_section, rl_section,
+                    cat_temperature_section, sampling_test_section, dedup_section, rl_section,
                     caspo_section, transfer_section):
         body, v = section(results)
         lines += body

@@ -107,16 +107,19 @@ def cost_plot(rows: list[dict], path: Path, title: str) -> None:
 
 def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, difficulty: str = LAB_DIFFICULTY,
                cat_params: dict | None = None, only: list[str] | None = None, concurrency: int = 4,
-               max_tokens: int = 160, seed: int = 0, by_mode: dict | None = None) -> list[dict]:
+               max_tokens: int = 160, seed: int = 0, by_mode: dict | None = None,
+               temperature: float | None = None) -> list[dict]:
+    """``temperature``: the requests' (None: the runner's default, 0 for greedy and 0.7 for the sampled ones)."""
     dataset = f"arith:{difficulty}@{split}"
     items = load_dataset(dataset, limit=limit, seed=seed)
     folder = out / f"{split}-k{k}"
     folder.mkdir(parents=True, exist_ok=True)
     base = runner.RunConfig(base_url=base_url, out_dir=folder, dataset=dataset, concurrency=concurrency,
-                            max_tokens=max_tokens, progress=False)
+                            max_tokens=max_tokens, progress=False, temperature=temperature)
     (folder / "settings.json").write_text(json.dumps(
         {"dataset": dataset, "limit": limit, "seed": seed, "k": k, "max_tokens": max_tokens,
          "concurrency": concurrency, "cat_params": cat_params or {}, "cat_params_by_mode": by_mode or {},
+         **({"temperature": temperature} if temperature is not None else {}),
          "item_ids": [it.id for it in items]}, indent=2) + "\n")
     summaries = {}
     for label, name, params in strategies(k, cat_params, by_mode):

@@ -17,7 +17,7 @@ from lab.recipe.calibrate import calibrate_lab
 from lab.recipe.caspo import caspo_experiment
 from lab.recipe.rl import plot_rl, train_rl
 from lab.recipe.runs import exit_on_sigterm, record_segment
-from lab.recipe.search import search
+from lab.recipe.search import cat_temperature, search
 from lab.recipe.sft import train_sft
 from lab.recipe.sweep import sampling_sweep
 from lab.recipe.transfer import transfer
@@ -77,6 +77,10 @@ def main(argv=None) -> int:
     f.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
     f.add_argument("--samples", type=int, default=None, help="samples recorded per item (default 8: maps at n=4 and 8)")
     f.add_argument("--no-record", action="store_true", help="score and fit what is recorded, record nothing")
+    ct = sub.add_parser("cat-temperature", help="issue 20: CaT stream's branch temperature with a greedy trunk, on dev "
+                        "(make lab-cat-temperature)")
+    ct.add_argument("--limit", type=int, default=200)
+    ct.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="requests in flight")
     r = sub.add_parser("rl")
     r.add_argument("--objective", choices=OBJECTIVES, required=True)
     r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
@@ -123,6 +127,9 @@ def main(argv=None) -> int:
                                      limit=args.limit, concurrency=args.concurrency, samples=args.samples,
                                      record=not args.no_record)
         print(verdict(reports))
+        return 0
+    if args.cmd == "cat-temperature":
+        print(json.dumps(cat_temperature(args.limit, concurrency=args.concurrency), indent=2))
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())

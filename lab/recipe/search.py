@@ -109,3 +109,25 @@ def search(split: str, ks: list[int], limit: int, *, only: str | None = None, ca
         finished = True
     finally:
         record_segment("search", t0, split=split, **({} if finished else {"interrupted": True}))
+
+
+def cat_temperature(limit: int, *, model: Path | None = None, concurrency: int = SEARCH_CONCURRENCY) -> dict:
+    """``lab.cat_temperature`` on the finished SFT checkpoint, served with its profile (CaT's defaults:
+    step delimiters, tau); results/lab/search/cat-temperature/."""
+    from lab.cat_temperature import run_all, write
+    from lab.recipe import SFT_RECIPE, sft_dir
+    from lab.recipe.sft import trained_steps
+
+    model = model or sft_dir()
+    if trained_steps(model) < SFT_RECIPE["max_steps"] or not (model / PROFILE_FILE).exists():
+        raise SystemExit(f"{model} needs a finished SFT and its profile (make lab-sft, then its cat_calibration.json)")
+    out = results_root() / "search" / "cat-temperature"
+    t0, finished = time.time(), False
+    try:
+        with served(model, log=results_root() / "search" / "server-cat-temperature.log") as base_url:
+            summary = run_all(base_url, out, limit=limit, concurrency=concurrency)
+        write(out, summary)
+        finished = True
+    finally:
+        record_segment("search/cat-temperature", t0, limit=limit, **({} if finished else {"interrupted": True}))
+    return summary["chosen"]

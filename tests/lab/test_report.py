@@ -228,3 +228,13 @@ def test_test_split_sampling_and_feature_maps_are_quoted_with_their_verdicts(tmp
     assert text.count("- PC@4 with its logistic map meets the target: held (x).") == 2
     assert "| calibration/features | `python -m lab.recipe calibrate-features` | 1 | 60 |" in text
     assert text == build(tmp_path)
+
+
+def test_cat_temperature_table_is_quoted_with_its_verdict(tmp_path):
+    assert "branch temperature" not in build(tmp_path)
+    folder = tmp_path / "search" / "cat-temperature"
+    folder.mkdir(parents=True)
+    (folder / "table.md").write_text("Intro.\n\n| a |\n|---|\n\nNo branch temperature makes CaT stream better.\n")
+    text = build(tmp_path)
+    assert "### CaT's branch temperature on dev (make lab-cat-temperature)\n\nIntro." in text
+    assert "- CaT stream (greedy trunk) vs greedy on dev: No branch temperature makes CaT stream better." in text
