@@ -358,10 +358,51 @@ def render(summaries: dict[str, dict], greedy: list[dict], info: dict) -> tuple[
                                     "model": info["model"], "chosen": chosen}
 
 
+def at_dev_choice(summaries: dict[str, dict], greedy: list[dict], dev_chosen: dict) -> tuple[list[str], list[dict]]:
+    """Each selector and K at the setting the dev sweep chose (``dev_chosen``: its chosen.json), paired with greedy
+    on these items; "better than greedy" with Holm across these comparisons (one table). The last line is the
+    conclusion."""
+    from lab.report import better_family
+
+    picked = {}
+    for label, by_k in dev_chosen["chosen"].items():
+        for k, c in by_k.items():
+            s = summaries.get(c["setting"], {}).get(int(k))
+            if s is not None and label in s["selectors"]:
+                sel = s["selectors"][label]
+                picked[f"{label}@{k}"] = (c["setting"], sel, compare.compare_rows(sel["rows"], greedy))
+    family = better_family({n: c for n, (_, _, c) in picked.items()})
+    lines = ["", f"At the settings chosen on dev ({dev_chosen.get('dataset')}, {dev_chosen.get('n')} items): each selector "
+             f"paired with greedy on these items; \"better than greedy\": Holm across these {len(picked)} comparisons.", "",
+             "| selector@K | dev-chosen setting | accuracy | tokens/query | Δacc vs greedy [95% CI], p | tokens vs greedy "
+             "[95% CI] | Holm p | ≥ greedy | better than greedy |", "|---" * 9 + "|"]
+    rows, held, non_inf = [], [], []
+    for name, (setting, sel, c) in picked.items():
+        acc, tok = c.get("accuracy"), c.get("tokens_ratio")
+        verdict, holm_p = family.get(name, (compare.INCONCLUSIVE, None))
+        ni = compare.non_inferior(acc.lo, acc.hi) if acc else compare.INCONCLUSIVE
+        lines.append(f"| {name} | {setting} | {sel['accuracy']:.3f} | {sel['tokens_per_query']:.1f} | "
+                     f"{compare.fmt_stat(acc, sign=True) if acc else '–'} | {compare.fmt_stat(tok) if tok else '–'} | "
+                     f"{compare.fmt_p(holm_p) if holm_p is not None else '–'} | {ni} | {verdict} |")
+        rows.append({"strategy": name, "setting": setting, "accuracy": sel["accuracy"],
+                     "tokens_per_query": sel["tokens_per_query"], "accuracy_vs_greedy": acc.as_dict() if acc else None,
+                     "tokens_vs_greedy": tok.as_dict() if tok else None, "holm_p": holm_p, "non_inferior": ni,
+                     "better": verdict})
+        (held if verdict == compare.HELD else []).append(name)
+        (non_inf if ni == compare.HELD else []).append(name)
+    g = sum(r["correct"] for r in greedy) / len(greedy)
+    lines += ["", ("Better than greedy at the dev-chosen settings (Holm): " + ", ".join(held) + "." if held else
+                   f"No selector at its dev-chosen setting is better than greedy ({g:.3f}) after Holm; "
+                   f"≥ greedy (2-point margin) held for: {', '.join(non_inf) if non_inf else 'none'}.")]
+    return lines, rows
+
+
 def top_p_note(info: dict) -> str:
     p = info.get("top_p_alt", TOP_P_ALT)
     if p is None or p >= 1.0:
         return "every setting has top_p 1"
+    if info.get("top_p_temperature_fixed"):
+        return f"top_p {p} was recorded at t = {info.get('best_temperature')}, the temperature the dev sweep chose"
     return (f"top_p {p} was recorded at the temperature with the most accurate SC@{info['samples']} "
             f"(t = {info.get('best_temperature')})")
 
@@ -459,7 +500,8 @@ def check_meta(recordings: Path, meta: dict) -> None:
 
 def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures: Sequence[float] = TEMPERATURES,
           ks: Sequence[int] = KS, seed: int = 0, max_tokens: int = MAX_TOKENS, concurrency: int = 8,
-          top_p_alt: float | None = TOP_P_ALT, split: str = "dev") -> dict:
+          top_p_alt: float | None = TOP_P_ALT, split: str = "dev", top_p_temperature: float | None = None,
+          dev_chosen: dict | None = None) -> dict:
     """Record what is missing, then score and write ``out``/{table.md, table.json, chosen.json, record.json}."""
     from cat_serve.calibration import PROFILE_FILE, CalibrationProfile
 
@@ -492,7 +534,7 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
         try:
             await record(settings)
             summaries = {s.name: await scored(s) for s in settings[1:]}
-            best_t = best_temperature(summaries, n_samples)
+            best_t = best_temperature(summaries, n_samples) if top_p_temperature is None else top_p_temperature
             if top_p_alt is not None and top_p_alt < 1.0 and best_t is not None:  # 1.0: no top_p setting
                 alt = Setting(best_t, top_p_alt)
                 await record([alt])
@@ -508,7 +550,13 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
     info = {"split": split, "dataset": dataset, "n": len(items), "model": model.name, "seed": seed, "max_tokens": max_tokens,
             "samples": n_samples, "profile": profile is not None, "best_temperature": res["best_temperature"], "top_p_alt": top_p_alt,
             "recordings": str(recordings)}
+    if top_p_temperature is not None:
+        info["top_p_temperature_fixed"] = True
     md, table, chosen = render(res["summaries"], greedy, info)
+    if dev_chosen is not None:  # the test split: each selector at the setting dev chose, its own Holm family
+        lines, rows = at_dev_choice(res["summaries"], greedy, dev_chosen)
+        md += "\n".join(lines) + "\n"
+        table["at_dev_choice"] = rows
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(md)
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")

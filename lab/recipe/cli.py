@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     w = sub.add_parser("sweep", help="issue 20: the dev sampling sweep, every selector from the same samples (make lab-sweep)")
     w.add_argument("--limit", type=int, default=200)
     w.add_argument("--split", choices=("dev", "test"), default="dev",
-                   help="test: the run at the settings chosen on dev (pass them with --temperatures and --top-p 1)")
+                   help="test: the run at the settings the dev sweep chose (read from its chosen.json)")
     w.add_argument("--model", default=None, help="default: the cached SFT checkpoint (never trained here)")
     w.add_argument("--out", default=None, help="default: results/lab/search/sampling-sweep")
     w.add_argument("--recordings", default=None, help="default: <cache>/lab/sampling-sweep/<model dir name>")

@@ -36,11 +36,24 @@ def sampling_sweep(limit: int, *, model: Path | None = None, out: Path | None = 
         if trained_steps(model) < SFT_RECIPE["max_steps"]:
             raise SystemExit(f"the SFT checkpoint {model} is not finished: run make lab-sft first")
     out = out or out_dir(split)
+    dev_chosen, top_p_temperature = None, None
+    if split != "dev":  # the settings the dev sweep chose, and no others: nothing is chosen on this split
+        f = out_dir("dev") / "chosen.json"
+        if not f.exists():
+            raise SystemExit(f"{f} is missing: run the dev sweep (make lab-sweep) first")
+        dev_chosen = json.loads(f.read_text())
+        picked = {(c["temperature"], c["top_p"]) for by_k in dev_chosen["chosen"].values() for c in by_k.values()}
+        temperatures = tuple(sorted({t for t, p in picked if p == 1.0}))
+        alts = sorted({(t, p) for t, p in picked if p < 1.0})
+        if len(alts) > 1:
+            raise SystemExit(f"the dev sweep chose more than one top_p setting: {alts}")
+        top_p_temperature, top_p_alt = alts[0] if alts else (None, 1.0)
     t0, finished = time.time(), False
     try:
         chosen = sweep(model, limit=limit, out=out, recordings=recordings or recordings_dir(model, split),
                        temperatures=temperatures or TEMPERATURES, ks=ks or KS, concurrency=concurrency,
-                       top_p_alt=TOP_P_ALT if top_p_alt is None else top_p_alt, split=split)
+                       top_p_alt=TOP_P_ALT if top_p_alt is None else top_p_alt, split=split,
+                       top_p_temperature=top_p_temperature, dev_chosen=dev_chosen)
         finished = True
     finally:
         record_segment(str(out_dir(split).relative_to(results_root())), t0, limit=limit, model=str(model),

@@ -50,3 +50,11 @@ def test_record_score_fit_per_width_then_resume_without_an_engine(tmp_path, monk
     assert calib_features.run(model, **kw) == reports  # recorded: the same numbers, no engine, no generation
     assert len(made) == 1 and len(engine.gen.calls) == calls
     assert calib_features.refit(out, items, tmp_path / "no-large") == reports
+
+
+def test_ece_floor_by_hand():
+    # certain predictions: outcomes are fixed, a perfect map shows ECE 0
+    assert calib_features.ece_floor([0.0, 1.0, 1.0]) == 0.0
+    # two items at 0.5, one bin: ECE = |mean(y) - 0.5| = 0.5 when both outcomes agree (probability 1/2), else 0:
+    # expected 0.25 (500 draws: standard error 0.25 / sqrt(500) = 0.011)
+    assert calib_features.ece_floor([0.5, 0.5]) == pytest.approx(0.25, abs=0.035)

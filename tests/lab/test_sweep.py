@@ -243,3 +243,34 @@ def test_top_p_1_records_no_extra_setting(tmp_path, monkeypatch):
                 ks=(2,), top_p_alt=1.0)
     assert sorted(p.name for p in (tmp_path / "rec").glob("*.jsonl")) == ["greedy.jsonl", "t0.5-p1.0.jsonl"]
     assert "every setting has top_p 1" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_test_split_reports_each_selector_at_its_dev_choice(tmp_path, monkeypatch):
+    """--split test: the dev-chosen settings only; the table ends with the dev-chosen rows vs greedy (own Holm)."""
+    items = [Item(id="a", question="What is 2 + 3?", gold="5"), Item(id="b", question="What is 1 + 2?", gold="3")]
+    engine = FakeEngine(max_model_len=1024)
+    for it in items:  # 3 of 4 paths right, as in the end-to-end test above; greedy (the first path) right
+        wrong = str(int(it.gold) + 1)
+        engine.gen.script(engine.chat_prompt(("user", sweep.user_message(it))),
+                          *[cont(f"\\boxed{{{it.gold if j < 3 else wrong}}}", logprob=-0.1) for j in range(4)])
+    monkeypatch.setattr(sweep, "load_items", lambda limit, seed=0, split="dev": (f"arith:toy@{split}", items[:limit]))
+    monkeypatch.setattr(sweep, "make_engine", lambda model: engine)
+    model, out, recs = tmp_path / "model", tmp_path / "out", tmp_path / "rec"
+    model.mkdir()
+    dev_chosen = {"dataset": "arith:toy@dev", "n": 2, "chosen": {
+        "SC": {"4": {"setting": "t0.3-p1.0", "temperature": 0.3, "top_p": 1.0}},
+        "PC": {"4": {"setting": "t0.5-p0.95", "temperature": 0.5, "top_p": 0.95}}}}
+    sweep.sweep(model, limit=2, out=out, recordings=recs, temperatures=(0.3,), ks=(4,), split="test",
+                top_p_alt=0.95, top_p_temperature=0.5, dev_chosen=dev_chosen)
+    # only the chosen settings are recorded: t0.3 at top_p 1, and top_p 0.95 at dev's t0.5 (not a test choice)
+    assert sorted(p.name for p in recs.glob("*.jsonl")) == ["greedy.jsonl", "t0.3-p1.0.jsonl", "t0.5-p0.95.jsonl"]
+    md = (out / "table.md").read_text()
+    assert md.startswith("Sampling on the test split at the settings chosen on dev")
+    assert "top_p 0.95 was recorded at t = 0.5, the temperature the dev sweep chose" in md
+    # SC@4 and PC@4 right on both items, as greedy: Δacc 0, no discordant pair (p = 1)
+    assert "| SC@4 | t0.3-p1.0 | 1.000 | 4.0 | +0.000 [+0.000, +0.000], p = 1.000 |" in md
+    assert "| PC@4 | t0.5-p0.95 | 1.000 |" in md
+    assert md.rstrip().endswith("No selector at its dev-chosen setting is better than greedy (1.000) after Holm; "
+                                "≥ greedy (2-point margin) held for: SC@4, PC@4.")
+    table = json.loads((out / "table.json").read_text())
+    assert [r["strategy"] for r in table["at_dev_choice"]] == ["SC@4", "PC@4"]
