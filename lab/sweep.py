@@ -347,10 +347,11 @@ def render(summaries: dict[str, dict], greedy: list[dict], info: dict) -> tuple[
                                                 "tokens_ratio": c["tokens_ratio"].as_dict() if c["tokens_ratio"] else None,
                                                 "holm_p": c["holm_p"], "non_inferior": c["non_inferior"],
                                                 "better": c["better"]}})
-    lines += ["", f"Best setting per selector ({info.get('split', 'dev')}):", "", "| selector | K | setting | accuracy | tokens/query |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {label} | {k} | {c['setting']} | {c['accuracy']:.3f} | {c['tokens_per_query']:.1f} |"
-              for label, by_k in chosen.items() for k, c in by_k.items()]
+    if info.get("split", "dev") == "dev":  # a choice is made on dev only (the test split is run at dev's choice)
+        lines += ["", "Best setting per selector (dev):", "", "| selector | K | setting | accuracy | tokens/query |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {label} | {k} | {c['setting']} | {c['accuracy']:.3f} | {c['tokens_per_query']:.1f} |"
+                  for label, by_k in chosen.items() for k, c in by_k.items()]
     lines += ["", conclusion(summaries, paired, g_acc), ""]
     table = {"info": info, "greedy": {"accuracy": g_acc, "tokens_per_query": g_tok, "n": len(greedy)},
              "rule": CHOICE_RULE, "rows": rows_json}
@@ -560,7 +561,8 @@ def sweep(model: Path, *, limit: int, out: Path, recordings: Path, temperatures:
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(md)
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    (out / "chosen.json").write_text(json.dumps(chosen, indent=2) + "\n")
+    if split == "dev":  # nothing is chosen on another split
+        (out / "chosen.json").write_text(json.dumps(chosen, indent=2) + "\n")
     with open(out / "scored.jsonl", "w") as f:  # per item: what the tables are computed from (small; committed)
         f.writelines(json.dumps({"setting": GREEDY, **r}) + "\n" for r in greedy)
         f.writelines(json.dumps({"setting": name, **r}) + "\n" for name, rows in per_setting.items() for r in rows)

@@ -274,3 +274,4 @@ def test_test_split_reports_each_selector_at_its_dev_choice(tmp_path, monkeypatc
                                 "≥ greedy (2-point margin) held for: SC@4, PC@4.")
     table = json.loads((out / "table.json").read_text())
     assert [r["strategy"] for r in table["at_dev_choice"]] == ["SC@4", "PC@4"]
+    assert "Best setting per selector" not in md and not (out / "chosen.json").exists()  # nothing chosen on test
