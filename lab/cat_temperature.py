@@ -31,18 +31,18 @@ def setting_name(t: float, k: int) -> str:
 
 
 def run_all(base_url: str, out: Path, *, limit: int, temperatures: Sequence[float] = TEMPERATURES,
-            ks: Sequence[int] = KS, concurrency: int = 8) -> dict:
-    """greedy once, then CaT stream at every (temperature, K); returns ``summarise(out)``."""
+            ks: Sequence[int] = KS, concurrency: int = 8, split: str = "dev",
+            settings: Sequence[tuple[float, int]] | None = None) -> dict:
+    """greedy once, then CaT stream at every (temperature, K), or at ``settings`` only (the test split: the dev
+    choice per K); returns ``summarise(out)``."""
     from lab.search import run_search
 
-    run_search(base_url, split="dev", k=ks[0], limit=limit, out=out / "greedy", only=["greedy"],
+    run_search(base_url, split=split, k=ks[0], limit=limit, out=out / "greedy", only=["greedy"],
                concurrency=concurrency)
-    for t in temperatures:
-        for k in ks:
-            run_search(base_url, split="dev", k=k, limit=limit, out=out / f"t{t}",
-                       only=["CaT-stream"], by_mode={"stream": STREAM_PARAMS}, concurrency=concurrency,
-                       temperature=t)
-    return summarise(out, temperatures=temperatures, ks=ks)
+    for t, k in settings or [(t, k) for t in temperatures for k in ks]:
+        run_search(base_url, split=split, k=k, limit=limit, out=out / f"t{t}", only=["CaT-stream"],
+                   by_mode={"stream": STREAM_PARAMS}, concurrency=concurrency, temperature=t)
+    return summarise(out, temperatures=temperatures, ks=ks, split=split)
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -50,16 +50,17 @@ def _rows(folder: Path) -> list[dict]:
     return runner.read_rows(f) if f.is_file() else []
 
 
-def summarise(out: Path, *, temperatures: Sequence[float] = TEMPERATURES, ks: Sequence[int] = KS) -> dict:
+def summarise(out: Path, *, temperatures: Sequence[float] = TEMPERATURES, ks: Sequence[int] = KS,
+              split: str = "dev") -> dict:
     """Per setting with rows: accuracy, tokens/query, and the paired comparison with greedy (Holm across all)."""
     from lab.report import better_family
 
-    greedy_dirs = sorted((out / "greedy").glob("dev-k*/greedy"))
+    greedy_dirs = sorted((out / "greedy").glob(f"{split}-k*/greedy"))
     greedy = _rows(greedy_dirs[0]) if greedy_dirs else []
     settings = {}
     for t in temperatures:
         for k in ks:
-            rows = _rows(out / f"t{t}" / f"dev-k{k}" / f"CaT-stream_k{k}")
+            rows = _rows(out / f"t{t}" / f"{split}-k{k}" / f"CaT-stream_k{k}")
             if rows:
                 settings[setting_name(t, k)] = {"temperature": t, "k": k, "rows": rows}
     comps = {name: compare.compare_rows(s["rows"], greedy) for name, s in settings.items()} if greedy else {}
@@ -86,7 +87,7 @@ def summarise(out: Path, *, temperatures: Sequence[float] = TEMPERATURES, ks: Se
             best = min(mine, key=lambda r: (-r["accuracy"], r["tokens_per_query"], r["temperature"]))
             chosen[str(k)] = {"setting": best["setting"], "temperature": best["temperature"],
                               "accuracy": best["accuracy"], "tokens_per_query": best["tokens_per_query"]}
-    return {"greedy": {"n": len(g), "accuracy": sum(bool(r.get("correct")) for r in g) / len(g) if g else None,
+    return {"split": split, "greedy": {"n": len(g), "accuracy": sum(bool(r.get("correct")) for r in g) / len(g) if g else None,
                        "tokens_per_query": sum(r.get("tokens") or 0 for r in g) / len(g) if g else None},
             "stream_params": STREAM_PARAMS, "rows": table, "chosen": chosen}
 
@@ -94,7 +95,9 @@ def summarise(out: Path, *, temperatures: Sequence[float] = TEMPERATURES, ks: Se
 def render(summary: dict) -> str:
     g = summary["greedy"]
     lines = [f"CaT stream's branch temperature, greedy trunk (`python -m lab.recipe cat-temperature`, issue 20 item 2): "
-             f"dev items, CaT params {json.dumps(summary['stream_params'])} over the served profile's defaults; "
+             f"{summary.get('split', 'dev')} items, CaT params {json.dumps(summary['stream_params'])} over the served "
+             "profile's defaults" + ("" if summary.get("split", "dev") == "dev" else
+                                     ", at the branch temperature dev chose per K (nothing chosen here)") + "; "
              f"greedy on the same items: accuracy {g['accuracy']:.3f}, {g['tokens_per_query']:.1f} tokens per query "
              f"(n = {g['n']}). vs greedy: `eval.compare`, bootstrap by item ({compare.RESAMPLES} resamples, 95 %), "
              "exact McNemar p; \"better than greedy\": Holm across this table.", "",
@@ -107,9 +110,12 @@ def render(summary: dict) -> str:
         holm = compare.fmt_p(v["holm_p"]) if v["holm_p"] is not None else "–"
         lines.append(f"| {r['temperature']} | {r['k']} | {r['n']} | {r['accuracy']:.3f} | {r['tokens_per_query']:.1f} | "
                      f"{acc} | {tok} | {holm} | {v['non_inferior']} | {v['better']} |")
-    lines += ["", "Chosen per K (the most accurate; ties: fewer tokens, the lower temperature): " +
-              "; ".join(f"K = {k}: {c['setting']} ({c['accuracy']:.3f}, {c['tokens_per_query']:.1f} tokens)"
-                        for k, c in summary["chosen"].items()) + ".", ""]
+    if summary.get("split", "dev") == "dev":
+        lines += ["", "Chosen per K (the most accurate; ties: fewer tokens, the lower temperature): " +
+                  "; ".join(f"K = {k}: {c['setting']} ({c['accuracy']:.3f}, {c['tokens_per_query']:.1f} tokens)"
+                            for k, c in summary["chosen"].items()) + ".", ""]
+    else:
+        lines += [""]
     better = [r["setting"] for r in summary["rows"] if r["vs_greedy"]["better"] == compare.HELD]
     lines.append("Better than greedy (Holm): " + ", ".join(better) + "." if better else
                  "No branch temperature makes CaT stream better than greedy after Holm.")

@@ -206,12 +206,15 @@ def sampling_test_section(results: Path) -> tuple[list[str], list[str]]:
 def cat_temperature_section(results: Path) -> tuple[list[str], list[str]]:
     """``make lab-cat-temperature`` (CaT stream's branch temperature, greedy trunk, on dev), quoted as
     ``lab.cat_temperature`` wrote it; its last line (better than greedy or not) is a verdict. Nothing when absent."""
-    f = results / "search" / "cat-temperature" / "table.md"
-    if not f.exists():
-        return [], []
-    lines = f.read_text().rstrip("\n").split("\n")
-    return (["### CaT's branch temperature on dev (make lab-cat-temperature)", "", *lines, ""],
-            [f"- CaT stream (greedy trunk) vs greedy on dev: {lines[-1]}"])
+    body, verdicts = [], []
+    for folder, split, how in (("cat-temperature", "dev", "make lab-cat-temperature"),
+                               ("cat-temperature-test", "test", "python -m lab.recipe cat-temperature --split test")):
+        f = results / "search" / folder / "table.md"
+        if f.exists():
+            lines = f.read_text().rstrip("\n").split("\n")
+            body += [f"### CaT's branch temperature on {split} ({how})", "", *lines, ""]
+            verdicts.append(f"- CaT stream (greedy trunk) vs greedy on {split}: {lines[-1]}")
+    return body, verdicts
 
 
 def calibration_features_section(results: Path) -> tuple[list[str], list[str]]:
@@ -517,7 +520,7 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
 def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
     for kind in ("sft", "calibration", "calibration/features", "search", "search/sampling-sweep",
-                 "search/sampling-test", "search/cat-temperature", "rl", "caspo", "transfer", "all"):
+                 "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "caspo", "transfer", "all"):
         files = [results / kind / "segments.jsonl"] if kind != "rl" else sorted((results / "rl").glob("*/segments.jsonl"))
         for f in files:
             segs = _jsonl(f)

@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     ct = sub.add_parser("cat-temperature", help="issue 20: CaT stream's branch temperature with a greedy trunk, on dev "
                         "(make lab-cat-temperature)")
     ct.add_argument("--limit", type=int, default=200)
+    ct.add_argument("--split", choices=("dev", "test"), default="dev",
+                    help="test: the branch temperature dev chose per K, on test items (after the dev run)")
     ct.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="requests in flight")
     r = sub.add_parser("rl")
     r.add_argument("--objective", choices=OBJECTIVES, required=True)
@@ -129,7 +131,7 @@ def main(argv=None) -> int:
         print(verdict(reports))
         return 0
     if args.cmd == "cat-temperature":
-        print(json.dumps(cat_temperature(args.limit, concurrency=args.concurrency), indent=2))
+        print(json.dumps(cat_temperature(args.limit, concurrency=args.concurrency, split=args.split), indent=2))
         return 0
     if args.cmd == "rl-plot":
         print(plot_rl())

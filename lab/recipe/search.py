@@ -111,9 +111,11 @@ def search(split: str, ks: list[int], limit: int, *, only: str | None = None, ca
         record_segment("search", t0, split=split, **({} if finished else {"interrupted": True}))
 
 
-def cat_temperature(limit: int, *, model: Path | None = None, concurrency: int = SEARCH_CONCURRENCY) -> dict:
+def cat_temperature(limit: int, *, model: Path | None = None, concurrency: int = SEARCH_CONCURRENCY,
+                    split: str = "dev") -> dict:
     """``lab.cat_temperature`` on the finished SFT checkpoint, served with its profile (CaT's defaults:
-    step delimiters, tau); results/lab/search/cat-temperature/."""
+    step delimiters, tau); results/lab/search/cat-temperature/ (dev: every setting) or cat-temperature-test/
+    (the test split at the branch temperature dev chose per K, read from the dev table.json)."""
     from lab.cat_temperature import run_all, write
     from lab.recipe import SFT_RECIPE, sft_dir
     from lab.recipe.sft import trained_steps
@@ -121,13 +123,24 @@ def cat_temperature(limit: int, *, model: Path | None = None, concurrency: int =
     model = model or sft_dir()
     if trained_steps(model) < SFT_RECIPE["max_steps"] or not (model / PROFILE_FILE).exists():
         raise SystemExit(f"{model} needs a finished SFT and its profile (make lab-sft, then its cat_calibration.json)")
-    out = results_root() / "search" / "cat-temperature"
+    dev_out = results_root() / "search" / "cat-temperature"
+    out, settings, ks = dev_out, None, None
+    if split != "dev":
+        f = dev_out / "table.json"
+        if not f.exists():
+            raise SystemExit(f"{f} is missing: run make lab-cat-temperature (dev) first")
+        chosen = json.loads(f.read_text())["chosen"]
+        settings = [(c["temperature"], int(k)) for k, c in chosen.items()]
+        ks = tuple(k for _, k in settings)
+        out = results_root() / "search" / f"cat-temperature-{split}"
     t0, finished = time.time(), False
     try:
-        with served(model, log=results_root() / "search" / "server-cat-temperature.log") as base_url:
-            summary = run_all(base_url, out, limit=limit, concurrency=concurrency)
+        with served(model, log=results_root() / "search" / f"server-cat-temperature-{split}.log") as base_url:
+            summary = run_all(base_url, out, limit=limit, concurrency=concurrency, split=split, settings=settings,
+                              **({"ks": ks, "temperatures": sorted({t for t, _ in settings})} if settings else {}))
         write(out, summary)
         finished = True
     finally:
-        record_segment("search/cat-temperature", t0, limit=limit, **({} if finished else {"interrupted": True}))
+        record_segment(str(out.relative_to(results_root())), t0, limit=limit,
+                       **({} if finished else {"interrupted": True}))
     return summary["chosen"]

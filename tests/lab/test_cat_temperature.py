@@ -37,3 +37,14 @@ def test_summary_pairs_each_setting_with_greedy_and_chooses_per_k(tmp_path):
     assert "| 0.3 | 4 | 50 | 1.000 | 60.0 | +0.500 [" in md and "| 2.00× |" in md
     assert "Better than greedy (Holm): t0.3-k4." in md
     assert json.loads((tmp_path / "table.json").read_text())["chosen"]["4"]["setting"] == "t0.3-k4"
+
+
+def test_test_split_summary_reads_its_own_folders_and_chooses_nothing(tmp_path):
+    ids = [f"i{j}" for j in range(10)]
+    write_rows(tmp_path / "greedy" / "test-k4" / "greedy", [{"id": i, "correct": True, "tokens": 30} for i in ids])
+    write_rows(tmp_path / "t0.7" / "test-k4" / "CaT-stream_k4", [{"id": i, "correct": True, "tokens": 40} for i in ids])
+    s = cat_temperature.summarise(tmp_path, temperatures=(0.7,), ks=(4, 8), split="test")
+    assert [r["setting"] for r in s["rows"]] == ["t0.7-k4"] and s["greedy"]["n"] == 10
+    md = cat_temperature.render(s)
+    assert md.startswith("CaT stream's branch temperature") and "test items" in md and "Chosen per K" not in md
+    assert "| 0.7 | 4 | 10 | 1.000 | 40.0 | +0.000 [+0.000, +0.000], p = 1.000 | 1.33× |" in md
