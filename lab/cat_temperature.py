@@ -116,9 +116,15 @@ def render(summary: dict) -> str:
                             for k, c in summary["chosen"].items()) + ".", ""]
     else:
         lines += [""]
-    better = [r["setting"] for r in summary["rows"] if r["vs_greedy"]["better"] == compare.HELD]
-    lines.append("Better than greedy (Holm): " + ", ".join(better) + "." if better else
-                 "No branch temperature makes CaT stream better than greedy after Holm.")
+    def stated(r: dict) -> str:
+        return (f"{r['setting']} Δacc {compare.fmt_stat(r['_acc'], sign=True)}, "
+                f"Holm p = {compare.fmt_p(r['vs_greedy']['holm_p'])}")
+
+    better = [r for r in summary["rows"] if r["vs_greedy"]["better"] == compare.HELD]
+    closest = max((r for r in summary["rows"] if r["_acc"]), key=lambda r: r["_acc"].estimate, default=None)
+    lines.append("Better than greedy (Holm): " + "; ".join(stated(r) for r in better) + "." if better else
+                 "No branch temperature makes CaT stream better than greedy after Holm"
+                 + (f" (closest: {stated(closest)})." if closest else "."))
     return "\n".join(lines) + "\n"
 
 

@@ -392,8 +392,14 @@ def at_dev_choice(summaries: dict[str, dict], greedy: list[dict], dev_chosen: di
         (held if verdict == compare.HELD else []).append(name)
         (non_inf if ni == compare.HELD else []).append(name)
     g = sum(r["correct"] for r in greedy) / len(greedy)
-    lines += ["", ("Better than greedy at the dev-chosen settings (Holm): " + ", ".join(held) + "." if held else
-                   f"No selector at its dev-chosen setting is better than greedy ({g:.3f}) after Holm; "
+    stated = {r["strategy"]: (f"{r['strategy']} Δacc {compare.fmt_stat(picked[r['strategy']][2]['accuracy'], sign=True)}, "
+                              f"Holm p = {compare.fmt_p(r['holm_p'])}") for r in rows if r["holm_p"] is not None}
+    best = max((r for r in rows if r["accuracy_vs_greedy"]), key=lambda r: r["accuracy_vs_greedy"]["estimate"],
+               default=None)
+    lines += ["", ("Better than greedy at the dev-chosen settings (Holm): " + "; ".join(stated[n] for n in held) + "."
+                   if held else
+                   f"No selector at its dev-chosen setting is better than greedy ({g:.3f}) after Holm"
+                   + (f" (closest: {stated[best['strategy']]})" if best else "") + "; "
                    f"≥ greedy (2-point margin) held for: {', '.join(non_inf) if non_inf else 'none'}.")]
     return lines, rows
 

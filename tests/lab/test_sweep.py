@@ -270,7 +270,8 @@ def test_test_split_reports_each_selector_at_its_dev_choice(tmp_path, monkeypatc
     # SC@4 and PC@4 right on both items, as greedy: Δacc 0, no discordant pair (p = 1)
     assert "| SC@4 | t0.3-p1.0 | 1.000 | 4.0 | +0.000 [+0.000, +0.000], p = 1.000 |" in md
     assert "| PC@4 | t0.5-p0.95 | 1.000 |" in md
-    assert md.rstrip().endswith("No selector at its dev-chosen setting is better than greedy (1.000) after Holm; "
+    assert md.rstrip().endswith("No selector at its dev-chosen setting is better than greedy (1.000) after Holm "
+                                "(closest: SC@4 Δacc +0.000 [+0.000, +0.000], p = 1.000, Holm p = 1.000); "
                                 "≥ greedy (2-point margin) held for: SC@4, PC@4.")
     table = json.loads((out / "table.json").read_text())
     assert [r["strategy"] for r in table["at_dev_choice"]] == ["SC@4", "PC@4"]
