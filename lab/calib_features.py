@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cat_serve.calibration import CalibrationProfile, model_fingerprint
+from cat_serve.calibration import PROFILE_FILE, CalibrationProfile, model_fingerprint
 from eval import calibrate, compare, metrics, runner
 from eval.datasets import Item, load_dataset
 
@@ -202,9 +202,11 @@ async def score_all(items: Sequence[Item], recs: dict, widths: Sequence[int] = W
 
 
 def run(model: Path, *, out: Path, recordings: Path, large: Path, dataset: str, limit: int = LIMIT,
-        seed: int = 0, concurrency: int = 8, samples: int = SAMPLES, record: bool = True) -> dict:
+        seed: int = 0, concurrency: int = 8, samples: int = SAMPLES, record: bool = True,
+        install: bool = False) -> dict:
     """Record what is missing (unless ``record`` is False: score what is recorded), score, fit, and write
-    ``out``/{table.md, profile.json, scored.jsonl, record.jsonl}. ``samples`` < 8 fits the widths it covers."""
+    ``out``/{table.md, profile.json, scored.jsonl, record.jsonl}. ``samples`` < 8 fits the widths it covers.
+    ``install``: also save the profile as the checkpoint's ``cat_calibration.json`` (what its server then loads)."""
     widths = tuple(w for w in WIDTHS if w <= samples)
     from lab.sweep import MAX_TOKENS, check_meta
 
@@ -236,6 +238,8 @@ def run(model: Path, *, out: Path, recordings: Path, large: Path, dataset: str, 
         evaluation=reports)
     out.mkdir(parents=True, exist_ok=True)
     profile.save(out / "profile.json")
+    if install:
+        profile.save(model / PROFILE_FILE)
     info = {"model": model.name, "n": len(scored), "dataset": dataset, "samples": samples, "widths": widths,
             "fingerprint": model_fingerprint(model), "cat_fingerprint": old.provenance.get("model_fingerprint") if old else None}
     (out / "table.md").write_text(render(reports, info))

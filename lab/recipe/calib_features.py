@@ -13,7 +13,7 @@ from lab.recipe.runs import record_segment
 
 def calibrate_features(*, model: Path | None = None, out: Path | None = None, recordings: Path | None = None,
                        limit: int | None = None, concurrency: int = SEARCH_CONCURRENCY, samples: int | None = None,
-                       record: bool = True) -> dict:
+                       record: bool = True, install: bool = False) -> dict:
     """Record, score and fit; the SFT checkpoint by default, which must be finished (make lab-sft trains it)."""
     from lab.calib_features import LIMIT, SAMPLES, run
     from lab.recipe.sft import trained_steps
@@ -28,7 +28,7 @@ def calibrate_features(*, model: Path | None = None, out: Path | None = None, re
         reports = run(model, out=out or root / "features",
                       recordings=recordings or cache_root() / "calibration-features" / model.name,
                       large=root / "large", dataset=LARGE_DATASET, limit=limit or LIMIT, concurrency=concurrency,
-                      samples=samples or SAMPLES, record=record)
+                      samples=samples or SAMPLES, record=record, install=install)
         finished = True
     finally:
         record_segment("calibration/features", t0, model=str(model), **({} if record else {"scored_only": True}),

@@ -77,6 +77,8 @@ def main(argv=None) -> int:
     f.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
     f.add_argument("--samples", type=int, default=None, help="samples recorded per item (default 8: maps at n=4 and 8)")
     f.add_argument("--no-record", action="store_true", help="score and fit what is recorded, record nothing")
+    f.add_argument("--install", action="store_true", help="also write the profile into the checkpoint "
+                   "(<ckpt>/cat_calibration.json: its server loads it)")
     ct = sub.add_parser("cat-temperature", help="issue 20: CaT stream's branch temperature with a greedy trunk, on dev "
                         "(make lab-cat-temperature)")
     ct.add_argument("--limit", type=int, default=200)
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
                                      out=Path(args.out) if args.out else None,
                                      recordings=Path(args.recordings) if args.recordings else None,
                                      limit=args.limit, concurrency=args.concurrency, samples=args.samples,
-                                     record=not args.no_record)
+                                     record=not args.no_record, install=args.install)
         print(verdict(reports))
         return 0
     if args.cmd == "cat-temperature":

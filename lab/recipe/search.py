@@ -122,9 +122,9 @@ def cat_temperature(limit: int, *, model: Path | None = None, concurrency: int =
 
     model = model or sft_dir()
     if trained_steps(model) < SFT_RECIPE["max_steps"] or not (model / PROFILE_FILE).exists():
-        raise SystemExit(f"{model} needs a finished SFT (make lab-sft) and a profile in it: make lab-calibrate, or "
-                         "copy results/lab/calibration/features/profile.json to its cat_calibration.json (as the "
-                         "committed runs did)")
+        raise SystemExit(f"{model} needs a finished SFT (make lab-sft) and a profile in it: python -m lab.recipe "
+                         "calibrate-features --no-record --install (the feature profile the committed runs served) "
+                         "or make lab-calibrate")
     dev_out = results_root() / "search" / "cat-temperature"
     out, settings, ks = dev_out, None, None
     if split != "dev":

@@ -50,6 +50,9 @@ def test_record_score_fit_per_width_then_resume_without_an_engine(tmp_path, monk
     assert calib_features.run(model, **kw) == reports  # recorded: the same numbers, no engine, no generation
     assert len(made) == 1 and len(engine.gen.calls) == calls
     assert calib_features.refit(out, items, tmp_path / "no-large") == reports
+    assert not (model / "cat_calibration.json").exists()  # the checkpoint gets the profile only when asked
+    calib_features.run(model, **kw, install=True)
+    assert CalibrationProfile.load(model / "cat_calibration.json").maps == profile.maps
 
 
 def test_ece_floor_by_hand():
