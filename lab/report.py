@@ -184,21 +184,25 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
     return out, verdicts or ["- CaT ≥ SC@K at ≤ 0.35x tokens: no test-split run yet."]
 
 
+def table_lines(f: Path) -> list[str] | None:
+    """The lines of a table an experiment wrote whole (``table.md``), to quote as they are; None when absent."""
+    return f.read_text().rstrip("\n").split("\n") if f.exists() else None
+
+
 def sampling_sweep_section(results: Path) -> tuple[list[str], list[str]]:
     """``make lab-sweep``'s dev table (``lab.sweep`` writes it whole), quoted as it is; nothing when absent."""
-    f = results / "search" / "sampling-sweep" / "table.md"
-    if not f.exists():
+    lines = table_lines(results / "search" / "sampling-sweep" / "table.md")
+    if lines is None:
         return [], []
-    return ["### Dev sampling sweep (make lab-sweep)", "", *f.read_text().rstrip("\n").split("\n"), ""], []
+    return ["### Dev sampling sweep (make lab-sweep)", "", *lines, ""], []
 
 
 def sampling_test_section(results: Path) -> tuple[list[str], list[str]]:
     """The test-split run at the settings the dev sweep chose (``python -m lab.recipe sweep --split test``), quoted
     as ``lab.sweep`` wrote it; its conclusion line is the vs-greedy verdict. Nothing when absent."""
-    f = results / "search" / "sampling-test" / "table.md"
-    if not f.exists():
+    lines = table_lines(results / "search" / "sampling-test" / "table.md")
+    if lines is None:
         return [], []
-    lines = f.read_text().rstrip("\n").split("\n")
     return (["### Test split at the dev-chosen sampling", "", *lines, ""],
             [f"- sampling on test vs greedy: {lines[-1]}"] if lines and lines[-1].strip() else [])
 
@@ -209,9 +213,8 @@ def cat_temperature_section(results: Path) -> tuple[list[str], list[str]]:
     body, verdicts = [], []
     for folder, split, how in (("cat-temperature", "dev", "make lab-cat-temperature"),
                                ("cat-temperature-test", "test", "python -m lab.recipe cat-temperature --split test")):
-        f = results / "search" / folder / "table.md"
-        if f.exists():
-            lines = f.read_text().rstrip("\n").split("\n")
+        lines = table_lines(results / "search" / folder / "table.md")
+        if lines is not None:
             body += [f"### CaT's branch temperature on {split} ({how})", "", *lines, ""]
             verdicts.append(f"- CaT stream (greedy trunk) vs greedy on {split}: {lines[-1]}")
     return body, verdicts
@@ -220,10 +223,9 @@ def cat_temperature_section(results: Path) -> tuple[list[str], list[str]]:
 def calibration_features_section(results: Path) -> tuple[list[str], list[str]]:
     """``make lab-calibrate-features`` (issue 20 item 4), quoted as ``lab.calib_features`` wrote it; its PC lines
     are verdicts. Nothing when absent."""
-    f = results / "calibration" / "features" / "table.md"
-    if not f.exists():
+    lines = table_lines(results / "calibration" / "features" / "table.md")
+    if lines is None:
         return [], []
-    lines = f.read_text().rstrip("\n").split("\n")
     body = ["### Calibration maps on more than one score (make lab-calibrate-features)", "", *lines[2:], ""]
     return body, [line for line in lines if line.startswith("- PC@")]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lab.recipe import LARGE_DATASET, SEARCH_CONCURRENCY, SFT_RECIPE, cache_root, results_root, sft_dir
+from lab.recipe import LARGE_DATASET, SEARCH_CONCURRENCY, cache_root, results_root
 from lab.recipe.runs import record_segment
 
 
@@ -16,12 +16,9 @@ def calibrate_features(*, model: Path | None = None, out: Path | None = None, re
                        record: bool = True, install: bool = False) -> dict:
     """Record, score and fit; the SFT checkpoint by default, which must be finished (make lab-sft trains it)."""
     from lab.calib_features import LIMIT, SAMPLES, run
-    from lab.recipe.sft import trained_steps
+    from lab.recipe.sft import finished_sft
 
-    if model is None:
-        model = sft_dir()
-        if trained_steps(model) < SFT_RECIPE["max_steps"]:
-            raise SystemExit(f"the SFT checkpoint {model} is not finished: run make lab-sft first")
+    model = finished_sft(model)
     root = results_root() / "calibration"
     t0, finished = time.time(), False
     try:

@@ -117,14 +117,12 @@ def cat_temperature(limit: int, *, model: Path | None = None, concurrency: int =
     step delimiters, tau); results/lab/search/cat-temperature/ (dev: every setting) or cat-temperature-test/
     (the test split at the branch temperature dev chose per K, read from the dev table.json)."""
     from lab.cat_temperature import run_all, write
-    from lab.recipe import SFT_RECIPE, sft_dir
-    from lab.recipe.sft import trained_steps
+    from lab.recipe.sft import finished_sft
 
-    model = model or sft_dir()
-    if trained_steps(model) < SFT_RECIPE["max_steps"] or not (model / PROFILE_FILE).exists():
-        raise SystemExit(f"{model} needs a finished SFT (make lab-sft) and a profile in it: python -m lab.recipe "
-                         "calibrate-features --no-record --install (the feature profile the committed runs served) "
-                         "or make lab-calibrate")
+    model = finished_sft(model)
+    if not (model / PROFILE_FILE).exists():
+        raise SystemExit(f"{model} needs a profile: python -m lab.recipe calibrate-features --no-record --install "
+                         "(the feature profile the committed runs served) or make lab-calibrate")
     dev_out = results_root() / "search" / "cat-temperature"
     out, settings, ks = dev_out, None, None
     if split != "dev":

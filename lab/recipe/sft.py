@@ -33,6 +33,17 @@ def trained_steps(path: Path) -> int:
     return read_state(path)["step"] if is_checkpoint(path) else 0
 
 
+def finished_sft(model: Path | None = None) -> Path:
+    """``model``, or the cached SFT checkpoint, which must be finished: the drivers that only read it never train
+    (make lab-sft does)."""
+    if model is not None:
+        return model
+    model = sft_dir()
+    if trained_steps(model) < SFT_RECIPE["max_steps"]:
+        raise SystemExit(f"the SFT checkpoint {model} is not finished: run make lab-sft first")
+    return model
+
+
 def train_sft(recipe: dict = SFT_RECIPE) -> Path:
     out = sft_dir(recipe)
     done = trained_steps(out)

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from lab.recipe import SEARCH_CONCURRENCY, SFT_RECIPE, cache_root, results_root, sft_dir
+from lab.recipe import SEARCH_CONCURRENCY, cache_root, results_root
 from lab.recipe.runs import record_segment
 
 
@@ -28,13 +28,10 @@ def sampling_sweep(limit: int, *, model: Path | None = None, out: Path | None = 
                    concurrency: int = SEARCH_CONCURRENCY, top_p_alt: float | None = None, split: str = "dev") -> dict:
     """Record and score the sweep; the SFT checkpoint by default, which must be finished (this never trains:
     make lab-sft does)."""
-    from lab.recipe.sft import trained_steps
+    from lab.recipe.sft import finished_sft
     from lab.sweep import KS, TEMPERATURES, TOP_P_ALT, sweep
 
-    if model is None:
-        model = sft_dir()
-        if trained_steps(model) < SFT_RECIPE["max_steps"]:
-            raise SystemExit(f"the SFT checkpoint {model} is not finished: run make lab-sft first")
+    model = finished_sft(model)
     out = out or out_dir(split)
     dev_chosen, top_p_temperature = None, None
     if split != "dev":  # the settings the dev sweep chose, and no others: nothing is chosen on this split

@@ -225,9 +225,10 @@ def test_sweep_end_to_end_on_the_fake_engine_then_resumes_without_an_engine(tmp_
 
 
 def test_the_driver_never_trains(tmp_path, monkeypatch):
+    from lab.recipe import sft
     from lab.recipe import sweep as driver
 
-    monkeypatch.setattr(driver, "sft_dir", lambda: tmp_path / "sft-unfinished")
+    monkeypatch.setattr(sft, "sft_dir", lambda: tmp_path / "sft-unfinished")
     with pytest.raises(SystemExit, match="make lab-sft"):
         driver.sampling_sweep(5)
 
