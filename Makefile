@@ -89,10 +89,11 @@ lab-calibrate: lab-sft
 lab-calibrate-large: lab-sft
 	$(PY) -m lab.recipe calibrate --large
 
-# lab-search: serve the SFT checkpoint, run every strategy at K=4 and K=8 on the test split (settings fixed on dev)
+# lab-search: serve the SFT checkpoint, run every strategy at K=4 and K=8 on the test split, each at the sampling
+#   issue 20's dev runs chose (lab-sweep, lab-cat-temperature, lab-search-dev) into results/lab/search/chosen/; resumable
 LAB_LIMIT ?= 300
 lab-search: lab-sft
-	$(PY) -m lab.recipe search --split test --k 4 8 --limit $(LAB_LIMIT)
+	$(PY) -m lab.recipe search --split test --k 4 8 --limit $(LAB_LIMIT) --chosen
 
 lab-search-dev: lab-sft
 	$(PY) -m lab.recipe search --split dev --k 4 --limit 100

@@ -46,6 +46,7 @@ class RunConfig:
     concurrency: int = 8
     max_tokens: int = 512
     temperature: float | None = None  # None: 0.0 for `none`, SAMPLING_TEMPERATURE otherwise
+    top_p: float | None = None  # None: not sent (the server's default, 1)
     endpoint: str = "chat"  # "chat" | "completions"
     logprobs: bool | None = None  # None: only for `none` (its confidence/perplexity need them)
     timeout_s: float = 600.0
@@ -71,6 +72,8 @@ def request_kwargs(cfg: RunConfig, model: str, question: str) -> dict:
         extra["search_params"] = cfg.search_params
     kw = {"model": model, "max_tokens": cfg.max_tokens,
           "temperature": effective_temperature(cfg), "extra_body": extra}
+    if cfg.top_p is not None:
+        kw["top_p"] = cfg.top_p
     if cfg.endpoint == "chat":
         kw["messages"] = [{"role": "user", "content": prompt}]
         if wants_logprobs(cfg):
@@ -181,6 +184,7 @@ def run_summary(cfg: RunConfig, model: str | None, rows: Sequence[dict], new_row
     return {
         "dataset": cfg.dataset, "strategy": cfg.search, "search_params": cfg.search_params,
         "model": model, "temperature": effective_temperature(cfg), "max_tokens": cfg.max_tokens,
+        **({"top_p": cfg.top_p} if cfg.top_p is not None else {}),
         "n_requested": len(new_rows), "n_resumed": len(rows) - len(new_rows),
         **metrics.summarize(rows),
         "wall_time_s": wall_time_s,

@@ -108,8 +108,10 @@ def cost_plot(rows: list[dict], path: Path, title: str) -> None:
 def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, difficulty: str = LAB_DIFFICULTY,
                cat_params: dict | None = None, only: list[str] | None = None, concurrency: int = 4,
                max_tokens: int = 160, seed: int = 0, by_mode: dict | None = None,
-               temperature: float | None = None) -> list[dict]:
-    """``temperature``: the requests' (None: the runner's default, 0 for greedy and 0.7 for the sampled ones)."""
+               temperature: float | None = None, sampling: dict | None = None) -> list[dict]:
+    """``temperature``: the requests' (None: the runner's default, 0 for greedy and 0.7 for the sampled ones).
+    ``sampling``: per strategy (label without @K), its own {"temperature", "top_p"} over ``temperature``."""
+    sampling = sampling or {}
     dataset = f"arith:{difficulty}@{split}"
     items = load_dataset(dataset, limit=limit, seed=seed)
     folder = out / f"{split}-k{k}"
@@ -120,12 +122,14 @@ def run_search(base_url: str, *, split: str, k: int, limit: int, out: Path, diff
         {"dataset": dataset, "limit": limit, "seed": seed, "k": k, "max_tokens": max_tokens,
          "concurrency": concurrency, "cat_params": cat_params or {}, "cat_params_by_mode": by_mode or {},
          **({"temperature": temperature} if temperature is not None else {}),
+         **({"sampling": sampling} if sampling else {}),
          "item_ids": [it.id for it in items]}, indent=2) + "\n")
     summaries = {}
     for label, name, params in strategies(k, cat_params, by_mode):
         if only and label.split("@")[0] not in only:
             continue
-        cfg = replace(base, search=name, search_params=params, out_dir=folder / label.replace("@", "_k"))
+        cfg = replace(base, search=name, search_params=params, out_dir=folder / label.replace("@", "_k"),
+                      **sampling.get(label.split("@")[0], {}))
         summaries[label] = runner.run(cfg, items)
         s = summaries[label]
         print(json.dumps({"strategy": label, "n": s["n"], "accuracy": s["accuracy"],

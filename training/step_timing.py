@@ -16,6 +16,9 @@ averaged. Variants:
 * ``after+skip``: also ``skip_inert_groups`` (no backward for an all-right or all-wrong group under
   GRPO without KL, GSPO and CAPO: its gradient is zero). How much it saves depends on the share of such
   groups, so it is only meaningful with a model that solves some prompts (the lab's SFT checkpoint).
+* ``after+skip+bf16``: also bf16 autocast over the fp32 weights for the trainer's forward, backward and
+  reference (what ``cat-train rl --mixed-precision bf16`` does), worth it on a CPU with native bf16
+  (AVX512-BF16 / AMX); the rollout engine is unchanged.
 
 Each step row records the 1-minute load average (``os.getloadavg``), because the machine is shared.
 Writes ``steps.jsonl`` (one row per step), ``table.json`` and ``table.md`` (means over the measured
@@ -43,7 +46,8 @@ LAB_RL = {"group_size": 8, "learning_rate": 1e-5, "temperature": 1.0, "max_new_t
 PARTS = ("rollout", "reward", "reference", "old_logps", "forward", "backward", "optimizer", "metrics", "sync")
 VARIANTS = {"before": {"trim_logits": False, "skip_inert_groups": False},
             "after": {"trim_logits": True, "skip_inert_groups": False},
-            "after+skip": {"trim_logits": True, "skip_inert_groups": True}}
+            "after+skip": {"trim_logits": True, "skip_inert_groups": True},
+            "after+skip+bf16": {"trim_logits": True, "skip_inert_groups": True, "bf16": True}}
 
 
 class StepTimer:
@@ -192,9 +196,13 @@ def main(argv=None) -> int:
                         batch = [examples[i] for i in step_questions(order, step_no, 0, 1, pps)]
                         timer, load1 = StepTimer(), os.getloadavg()[0]
                         t0 = time.perf_counter()
-                        m = rl_step(policy, ref if uses_ref else None, optimizer, tokenizer, batch, run,
-                                    grade_rewards, engine, accelerator, seed=rollout_seed(base.seed, step_no, 0),
-                                    timer=timer, **VARIANTS[variant])
+                        opts = dict(VARIANTS[variant])
+                        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if opts.pop("bf16", False)
+                                else contextlib.nullcontext())
+                        with cast:
+                            m = rl_step(policy, ref if uses_ref else None, optimizer, tokenizer, batch, run,
+                                        grade_rewards, engine, accelerator, seed=rollout_seed(base.seed, step_no, 0),
+                                        timer=timer, **opts)
                         with timer("sync"):
                             sync_sampler(engine, policy, accelerator)
                         row = {"objective": objective, "prompts_per_step": pps, "variant": variant, "index": index,
@@ -220,6 +228,7 @@ def main(argv=None) -> int:
     meta = {"command": command, "model": args.model, "lab_rl": LAB_RL, "difficulty": LAB_DIFFICULTY,
             "affinity": sorted(os.sched_getaffinity(0)), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "torch_threads": torch.get_num_threads(), "cpu_bf16": "avx512_bf16" in open("/proc/cpuinfo").read(),
+            "cpu_amx": "amx_bf16" in open("/proc/cpuinfo").read(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "table.json").write_text(json.dumps({"meta": meta, "steps": table, "evals": evals}, indent=2) + "\n")
     (out / "table.md").write_text(markdown(table, evals, command))

@@ -4,6 +4,7 @@ and profile are rewritten from every recording."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -13,21 +14,34 @@ from lab.recipe.runs import record_segment
 
 def calibrate_features(*, model: Path | None = None, out: Path | None = None, recordings: Path | None = None,
                        limit: int | None = None, concurrency: int = SEARCH_CONCURRENCY, samples: int | None = None,
-                       record: bool = True, install: bool = False) -> dict:
-    """Record, score and fit; the SFT checkpoint by default, which must be finished (make lab-sft trains it)."""
-    from lab.calib_features import LIMIT, SAMPLES, run
+                       record: bool = True, install: bool = False, extend: bool = False) -> dict:
+    """Record, score and fit; the SFT checkpoint by default, which must be finished (make lab-sft trains it).
+    ``extend``: the extended protocol (4,000 items, each part grown by new items; features-extended/), whose
+    recordings start from a copy of the 1,200-item collection's (the same items, ids and samples)."""
+    from lab.calib_features import EXTENDED_LIMIT, EXTENDED_PARTS, LIMIT, SAMPLES, SETTING, run
     from lab.recipe.sft import finished_sft
 
     model = finished_sft(model)
     root = results_root() / "calibration"
+    base_recordings = cache_root() / "calibration-features" / model.name
+    dataset, parts = LARGE_DATASET, None
+    if extend:
+        dataset, parts = LARGE_DATASET.replace(f"n={LIMIT}@", f"n={EXTENDED_LIMIT}@"), EXTENDED_PARTS
+        limit, out = limit or EXTENDED_LIMIT, out or root / "features-extended"
+        if recordings is None:
+            recordings = base_recordings.with_name(f"{model.name}-n{EXTENDED_LIMIT}")
+            src, dst = base_recordings / f"{SETTING.name}.jsonl", recordings / f"{SETTING.name}.jsonl"
+            if src.is_file() and not dst.exists():
+                recordings.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
     t0, finished = time.time(), False
     try:
         reports = run(model, out=out or root / "features",
-                      recordings=recordings or cache_root() / "calibration-features" / model.name,
-                      large=root / "large", dataset=LARGE_DATASET, limit=limit or LIMIT, concurrency=concurrency,
-                      samples=samples or SAMPLES, record=record, install=install)
+                      recordings=recordings or base_recordings,
+                      large=root / "large", dataset=dataset, limit=limit or LIMIT, concurrency=concurrency,
+                      samples=samples or SAMPLES, record=record, install=install, parts=parts)
         finished = True
     finally:
-        record_segment("calibration/features", t0, model=str(model), **({} if record else {"scored_only": True}),
+        record_segment("calibration/features-extended" if extend else "calibration/features", t0, model=str(model), **({} if record else {"scored_only": True}),
                        **({} if finished else {"interrupted": True}))
     return reports

@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     s.add_argument("--cat-params", default="{}", help="JSON settings for every CaT mode (chosen on dev)")
     s.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY)
     s.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
+    s.add_argument("--chosen", action="store_true", help="test: each strategy at the sampling issue 20's dev runs "
+                   "chose (sampling-sweep, cat-temperature, dev-sweep), into results/lab/search/chosen/")
     w = sub.add_parser("sweep", help="issue 20: the dev sampling sweep, every selector from the same samples (make lab-sweep)")
     w.add_argument("--limit", type=int, default=200)
     w.add_argument("--split", choices=("dev", "test"), default="dev",
@@ -76,6 +78,8 @@ def main(argv=None) -> int:
     f.add_argument("--limit", type=int, default=None, help="default: all 1,200 items of the large collection")
     f.add_argument("--concurrency", type=int, default=SEARCH_CONCURRENCY, help="items in flight")
     f.add_argument("--samples", type=int, default=None, help="samples recorded per item (default 8: maps at n=4 and 8)")
+    f.add_argument("--extend", action="store_true", help="the extended protocol: 4,000 items, each part grown by "
+                   "new items so the ECE floor drops (results/lab/calibration/features-extended)")
     f.add_argument("--no-record", action="store_true", help="score and fit what is recorded, record nothing")
     f.add_argument("--install", action="store_true", help="also write the profile into the checkpoint "
                    "(<ckpt>/cat_calibration.json: its server loads it)")
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
                                      out=Path(args.out) if args.out else None,
                                      recordings=Path(args.recordings) if args.recordings else None,
                                      limit=args.limit, concurrency=args.concurrency, samples=args.samples,
-                                     record=not args.no_record, install=args.install)
+                                     record=not args.no_record, install=args.install, extend=args.extend)
         print(verdict(reports))
         return 0
     if args.cmd == "cat-temperature":
@@ -151,5 +155,5 @@ def main(argv=None) -> int:
         run_all()
         return 0
     search(args.split, args.k, args.limit, only=args.only, cat_params=json.loads(args.cat_params),
-           concurrency=args.concurrency, model=Path(args.model) if args.model else None)
+           concurrency=args.concurrency, model=Path(args.model) if args.model else None, at_chosen=args.chosen)
     return 0

@@ -87,10 +87,39 @@ def chosen_by_mode() -> dict:
 
 
 
+def chosen_settings(root: Path, ks: list[int]) -> dict[int, dict]:
+    """Per K, what issue 20's dev runs chose, for ``run_search``: ``sampling`` (each strategy's temperature and
+    top_p: the sampling sweep's choice per selector for SC/PC/RPC/DeepConf; the CaT-temperature run's branch
+    temperature for every CaT mode) and ``by_mode`` (the dev sweep's stream and adaptive settings; faithful with
+    ``dedup``, issue 20 item 3). Adaptive and faithful take stream's branch temperature (theirs was not swept)."""
+    files = {"sweep": root / "sampling-sweep" / "chosen.json", "cat": root / "cat-temperature" / "table.json",
+             "modes": root / "dev-sweep" / "chosen.json"}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} missing: run make lab-sweep, lab-cat-temperature and lab-search-dev "
+                         "(the dev choices) first")
+    sweep, cat, modes = (json.loads(f.read_text()) for f in files.values())
+    plan = {}
+    for k in ks:
+        sampling = {label: {"temperature": by_k[str(k)]["temperature"], "top_p": by_k[str(k)]["top_p"]}
+                    for label, by_k in sweep["chosen"].items()}
+        t_cat = cat["chosen"][str(k)]["temperature"]
+        sampling.update({f"CaT-{mode}": {"temperature": t_cat} for mode in ("stream", "adaptive", "faithful")})
+        by_mode = {mode: c["params"] for mode, c in modes["chosen"].items()}
+        by_mode["stream"] = {**by_mode.get("stream", {}), **cat["stream_params"]}
+        by_mode["faithful"] = {**by_mode.get("faithful", {}), "dedup": True}
+        plan[k] = {"sampling": sampling, "by_mode": by_mode}
+    return plan
+
+
+CHOSEN_DIR = "chosen"  # results/lab/search/chosen/test-k4, test-k8: make lab-search at the dev-chosen settings
+
+
 def search(split: str, ks: list[int], limit: int, *, only: str | None = None, cat_params: dict | None = None,
-           concurrency: int = SEARCH_CONCURRENCY, model: Path | None = None) -> None:
+           concurrency: int = SEARCH_CONCURRENCY, model: Path | None = None, at_chosen: bool = False) -> None:
     """Serve ``model`` (the SFT checkpoint by default) with its profile; dev: the sweep of CaT's settings;
-    test: every strategy (``only``: these labels) at every K, cheapest first."""
+    test: every strategy (``only``: these labels) at every K, cheapest first. ``at_chosen``: each strategy at
+    the sampling its dev runs chose (``chosen_settings``), into search/chosen/ (the older tables stay)."""
     t0 = time.time()
     model = model or train_sft()
     if not (model / PROFILE_FILE).exists():
@@ -102,13 +131,17 @@ def search(split: str, ks: list[int], limit: int, *, only: str | None = None, ca
                 print(json.dumps(dev_sweep(base_url, model, k=ks[0], limit=limit)["chosen"], indent=2))
             else:
                 labels = only.split(",") if only else search_labels()
+                plan = chosen_settings(results_root() / "search", ks) if at_chosen else {}
+                out = results_root() / "search" / (CHOSEN_DIR if at_chosen else "")
                 for k, group in search_plan(labels, ks):
-                    run_search(base_url, split=split, k=k, limit=limit, out=results_root() / "search",
+                    run_search(base_url, split=split, k=k, limit=limit, out=out,
                                difficulty=LAB_DIFFICULTY, only=group, cat_params=cat_params or {},
-                               concurrency=concurrency, by_mode=chosen_by_mode())
+                               concurrency=concurrency, by_mode=plan[k]["by_mode"] if plan else chosen_by_mode(),
+                               sampling=plan[k]["sampling"] if plan else None)
         finished = True
     finally:
-        record_segment("search", t0, split=split, **({} if finished else {"interrupted": True}))
+        record_segment(f"search/{CHOSEN_DIR}" if at_chosen else "search", t0, split=split,
+                       **({} if finished else {"interrupted": True}))
 
 
 def cat_temperature(limit: int, *, model: Path | None = None, concurrency: int = SEARCH_CONCURRENCY,

@@ -75,6 +75,10 @@ def test_request_kwargs():
     assert "logprobs" not in kw and kw["temperature"] == runner.SAMPLING_TEMPERATURE
     assert kw["extra_body"] == {"search": "cat", "search_params": {"branches": 2}}
     assert kw["prompt"].startswith("Q?")
+    assert "top_p" not in kw  # not sent unless set: the server's default
+    kw = runner.request_kwargs(runner.RunConfig(base_url="u", out_dir=".", search="rpc", temperature=0.3, top_p=0.95),
+                               "m", "Q?")
+    assert kw["temperature"] == 0.3 and kw["top_p"] == 0.95
 
 
 def test_read_rows_ignores_truncated_line_and_latest_wins(tmp_path):

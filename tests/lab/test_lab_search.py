@@ -94,3 +94,33 @@ def test_transfer_compare_reads_every_finished_model(tmp_path, monkeypatch):
     assert list(got) == ["sft", "capo"]
     assert got["capo"] == {"PC@4": {k: row[k] for k in ("accuracy", "acc_lo95", "acc_hi95", "tokens_per_query",
                                                           "ece", "auroc")}}
+
+
+def test_chosen_settings_read_from_the_dev_runs(tmp_path):
+    """make lab-search --chosen: each sampled selector at its own dev choice per K, every CaT mode at the branch
+    temperature the CaT-temperature run chose (greedy trunk for stream), faithful with dedup."""
+    import json
+
+    from lab.recipe.search import chosen_settings
+
+    for sub in ("sampling-sweep", "cat-temperature", "dev-sweep"):
+        (tmp_path / sub).mkdir()
+    pick = lambda t, p: {"temperature": t, "top_p": p, "accuracy": 0.5}  # noqa: E731
+    (tmp_path / "sampling-sweep" / "chosen.json").write_text(json.dumps(
+        {"chosen": {"SC": {"4": pick(0.3, 1.0), "8": pick(0.7, 1.0)}, "RPC": {"4": pick(0.7, 0.95), "8": pick(0.5, 1.0)}}}))
+    (tmp_path / "cat-temperature" / "table.json").write_text(json.dumps(
+        {"chosen": {"4": {"temperature": 0.7}, "8": {"temperature": 0.5}},
+         "stream_params": {"trunk_temperature": 0.0, "confident_threshold": 0.82}}))
+    (tmp_path / "dev-sweep" / "chosen.json").write_text(json.dumps(
+        {"chosen": {"adaptive": {"params": {"beam": 1, "confident_threshold": 0.82}},
+                    "stream": {"params": {"confident_threshold": 0.82}}}}))
+    plan = chosen_settings(tmp_path, [4, 8])
+    assert plan[4]["sampling"]["SC"] == {"temperature": 0.3, "top_p": 1.0}
+    assert plan[4]["sampling"]["RPC"] == {"temperature": 0.7, "top_p": 0.95}
+    assert plan[8]["sampling"]["SC"] == {"temperature": 0.7, "top_p": 1.0}
+    assert {plan[8]["sampling"][f"CaT-{m}"]["temperature"] for m in ("stream", "adaptive", "faithful")} == {0.5}
+    assert plan[4]["by_mode"]["stream"] == {"confident_threshold": 0.82, "trunk_temperature": 0.0}
+    assert plan[4]["by_mode"]["faithful"] == {"dedup": True} and plan[8]["by_mode"]["adaptive"]["beam"] == 1
+    (tmp_path / "cat-temperature" / "table.json").unlink()
+    with pytest.raises(SystemExit, match="cat-temperature"):
+        chosen_settings(tmp_path, [4])
