@@ -116,6 +116,12 @@ lab-calibrate-features: install
 lab-cat-temperature: install
 	$(PY) -m lab.recipe cat-temperature --limit $(SWEEP_LIMIT)
 
+# lab-rl800 OBJECTIVE=... SEED=0|1: issue 21's size, 8 prompts x G 8 x 100 steps (800 train prompts), dev 64 x 8 every
+#   10 steps, bf16 where the CPU has it natively (results/lab/rl800/<objective>-s<seed>/); resumable
+SEED ?= 0
+lab-rl800:
+	$(PY) -m lab.recipe rl --objective $(OBJECTIVE) --size 800 --seed $(SEED)
+
 # lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (results/lab/rl/)
 OBJECTIVE ?= grpo
 lab-rl: lab-sft

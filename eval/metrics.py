@@ -134,6 +134,14 @@ def auc_mean(groups: Sequence[tuple[Sequence[float], Sequence[bool]]]) -> float 
     return float(np.mean(defined)) if defined else None
 
 
+def auc_mean_all(groups: Sequence[tuple[Sequence[float], Sequence[bool]]]) -> float | None:
+    """AUC-mean over *every* question: one whose samples are all right or all wrong counts as AUROC 0.5 (it
+    cannot rank). ``auc_mean`` averages only the questions with both outcomes, a set that shrinks as accuracy
+    rises; this variant keeps the denominator fixed, so the selection effect shows as the gap between the two."""
+    per_question = [auroc(scores, correct) for scores, correct in groups]
+    return float(np.mean([0.5 if a is None else a for a in per_question])) if per_question else None
+
+
 def precision_coverage(
     conf: Sequence[float], correct: Sequence[bool]
 ) -> list[tuple[float, float, float]]:

@@ -144,14 +144,21 @@ def recheck_lines(results: Path) -> list[str]:
 
 def search_section(results: Path) -> tuple[list[str], list[str]]:
     out, verdicts = ["## Search (make lab-search)", ""], []
-    folders = sorted(p for p in (results / "search").glob("*-k*") if (p / "table.json").exists())
+    folders = sorted(p for p in [*(results / "search").glob("*-k*"), *(results / "search" / "chosen").glob("*-k*")]
+                     if (p / "table.json").exists())
     if not folders:
         return out + ["No search results yet.", ""], ["- CaT ≥ SC@K at ≤ 0.35x tokens: not run."]
     for folder in folders:
         rows = json.loads((folder / "table.json").read_text())
         settings = json.loads((folder / "settings.json").read_text())
-        k = settings["k"]
-        out += [f"### {folder.name}: `{settings['dataset']}`, {len(settings['item_ids'])} items, K={k}", "",
+        k, name = settings["k"], folder.relative_to(results / "search").as_posix()
+        out += [f"### {name}: `{settings['dataset']}`, {len(settings['item_ids'])} items, K={k}", ""]
+        if settings.get("sampling"):  # make lab-search --chosen: each strategy at its dev choice
+            out += ["Each strategy at the sampling its dev runs chose (greedy at temperature 0; CaT with a greedy trunk, "
+                    "faithful with dedup): " + "; ".join(
+                        f"{label} t{v['temperature']}" + (f" top_p {v['top_p']}" if v.get("top_p", 1.0) != 1.0 else "")
+                        for label, v in settings["sampling"].items()) + ".", ""]
+        out += [
                 "| strategy | accuracy [95% CI] | tokens/query | ×SC tokens | Δacc vs SC | p50 s | p95 s | ECE | Brier | AUROC |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
@@ -159,11 +166,11 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
                        f"{_f(r['tokens_per_query'], 1)} | {_f(r['tokens_vs_sc'], 2)} | {_f(r['acc_minus_sc'])} | "
                        f"{_f(r['latency_p50_s'], 2)} | {_f(r['latency_p95_s'], 2)} | {_f(r['ece'])} | "
                        f"{_f(r['brier'])} | {_f(r['auroc'])} |")
-        out += ["", f"![cost vs accuracy](../results/lab/search/{folder.name}/cost_accuracy.png)", ""]
+        out += ["", f"![cost vs accuracy](../results/lab/search/{name}/cost_accuracy.png)", ""]
         diagrams = sorted(p.parent.name for p in folder.glob("*/reliability.png"))
         if diagrams:
             out += ["Reliability diagrams of the returned confidence: " + " · ".join(
-                f"[{d}](../results/lab/search/{folder.name}/{d}/reliability.png)" for d in diagrams), ""]
+                f"[{d}](../results/lab/search/{name}/{d}/reliability.png)" for d in diagrams), ""]
         partial = sorted(p.parent.name for p in folder.glob("*/results.jsonl") if not (p.parent / "summary.json").exists())
         if partial:  # a resumable run stopped part-way: its rows are kept, it enters the table when finished
             out += ["Not finished (resumed by the same command): " + ", ".join(
@@ -175,10 +182,10 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
         for mode in ("faithful", "adaptive", "stream"):
             cat = paired.get(f"CaT-{mode}@{k}", {}).get("SC")
             if cat is not None and folder.name.startswith("test"):
-                verdicts.append(f"- {folder.name} CaT-{mode} ≥ SC@{k} at ≤ 0.35x tokens: {cat_verdict(cat)}")
+                verdicts.append(f"- {name} CaT-{mode} ≥ SC@{k} at ≤ 0.35x tokens: {cat_verdict(cat)}")
         if folder.name.startswith("test"):
             family = better_family({n: c["greedy"] for n, c in paired.items() if "greedy" in c})
-            verdicts += [f"- {folder.name} {n} better than greedy: {v} (Δacc "
+            verdicts += [f"- {name} {n} better than greedy: {v} (Δacc "
                          f"{compare.fmt_stat(paired[n]['greedy']['accuracy'], sign=True)}, Holm p = {compare.fmt_p(adj)})"
                          for n, (v, adj) in family.items()]
     return out, verdicts or ["- CaT ≥ SC@K at ≤ 0.35x tokens: no test-split run yet."]
@@ -223,11 +230,15 @@ def cat_temperature_section(results: Path) -> tuple[list[str], list[str]]:
 def calibration_features_section(results: Path) -> tuple[list[str], list[str]]:
     """``make lab-calibrate-features`` (issue 20 item 4), quoted as ``lab.calib_features`` wrote it; its PC lines
     are verdicts. Nothing when absent."""
-    lines = table_lines(results / "calibration" / "features" / "table.md")
-    if lines is None:
-        return [], []
-    body = ["### Calibration maps on more than one score (make lab-calibrate-features)", "", *lines[2:], ""]
-    return body, [line for line in lines if line.startswith("- PC@")]
+    body, verdicts = [], []
+    for folder, title in (("features", "make lab-calibrate-features"),
+                          ("features-extended", "4,000 items: `python -m lab.recipe calibrate-features --extend`")):
+        lines = table_lines(results / "calibration" / folder / "table.md")
+        if lines is None:
+            continue
+        body += [f"### Calibration maps on more than one score ({title})", "", *lines[2:], ""]
+        verdicts += [line.replace("- PC@", f"- {folder}: PC@", 1) for line in lines if line.startswith("- PC@")]
+    return body, verdicts
 
 
 def dedup_section(results: Path) -> tuple[list[str], list[str]]:
@@ -521,7 +532,8 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
 
 def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
-    for kind in ("sft", "calibration", "calibration/features", "search", "search/sampling-sweep",
+    for kind in ("sft", "calibration", "calibration/features", "calibration/features-extended", "search",
+                 "search/chosen", "search/sampling-sweep",
                  "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "caspo", "transfer", "all"):
         files = [results / kind / "segments.jsonl"] if kind != "rl" else sorted((results / "rl").glob("*/segments.jsonl"))
         for f in files:
@@ -534,6 +546,7 @@ def commands_section(results: Path) -> list[str]:
             default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}",
                        "search/sampling-sweep": "make lab-sweep",
                        "calibration/features": "make lab-calibrate-features",
+                       "search/chosen": "make lab-search",
                        "search/cat-temperature": "make lab-cat-temperature"}.get(kind, f"make lab-{kind}")
             cmds = sorted({s.get("command", default) for s in segs})
             out.append(f"| {name} | {'<br>'.join(f'`{c}`' for c in cmds)} | {len(segs)} | "

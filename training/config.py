@@ -80,6 +80,12 @@ class RLArgs(CommonArgs):
     vllm_max_model_len: int = _f(2048, "--rollout-engine vllm: context length of the colocated engine.")
     vllm_enforce_eager: bool = _f(False, "--rollout-engine vllm: run the colocated engine eagerly (vLLM's "
                                   "enforce_eager: no compile at start-up, a little slower sampling).")
+    vllm_dtype: str = _f("weights", "--rollout-engine vllm: the colocated engine's dtype: 'weights' (the policy's own, "
+                         "float32 on a CPU), 'auto' (cat-serve's rule: bfloat16 on a GPU or a CPU with native bf16, "
+                         "AVX512-BF16/AMX; else float32) or a dtype name. The trainer's log-probs stay its own.")
+    mixed_precision: str = _f("auto", "Autocast of the trainer's forward/backward over fp32 weights: 'auto' (bf16 on a "
+                              "GPU that has it, else none), 'native' (also on a CPU with native bf16, AVX512-BF16/AMX: "
+                              "2-3x faster there), 'bf16' (always) or 'no'.", choices=("auto", "native", "bf16", "no"))
     vllm_gpu_memory_utilization: float = _f(0.3, "--rollout-engine vllm on a GPU: share of GPU memory vLLM may "
                                             "take (the trainer needs the rest).")
     vllm_host: str = _f("127.0.0.1", "--rollout-engine trl-server: host of the `trl vllm-serve` server.")

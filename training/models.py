@@ -87,10 +87,20 @@ def load_model_and_tokenizer(model: str, tokenizer: str | None = None, *, seed: 
     return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), tok
 
 
-def mixed_precision() -> str:
-    """Accelerate's ``mixed_precision`` for our own loop (``rl``): bf16 autocast over fp32 weights on a GPU
-    that has bf16, as TRL's ``bf16=True`` does for ``sft``/``caspo``; full fp32 elsewhere."""
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+def mixed_precision(choice: str = "auto") -> str:
+    """Accelerate's ``mixed_precision`` for our own loop (``rl``). ``auto``: bf16 autocast over fp32 weights on a
+    GPU that has bf16, as TRL's ``bf16=True`` does for ``sft``/``caspo``; full fp32 elsewhere. ``native``: also
+    on a CPU that computes bf16 natively (AVX512-BF16 / AMX; emulated elsewhere, and slower than fp32).
+    ``bf16`` / ``no``: as named."""
+    if choice in ("bf16", "no"):
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    if choice == "native":
+        from cat_serve.engine.dtype import NATIVE_BF16_FLAGS, cpu_flags
+
+        return "bf16" if NATIVE_BF16_FLAGS & cpu_flags() else "no"
+    return "no"
 
 
 def train_device() -> torch.device:

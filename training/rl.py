@@ -129,7 +129,7 @@ def dev_metrics(engine, tokenizer, examples: Sequence[GSM8KExample], args: RLArg
     set: ``eval_samples`` completions per question at the rollout temperature, a fixed seed every time."""
     from cat_serve.search.formats import grade
     from cat_serve.search.types import GenParams
-    from eval.metrics import auc_mean, ece
+    from eval.metrics import auc_mean, auc_mean_all, auroc, ece
 
     params = GenParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                        top_logprobs=0, include_stop_str=True, seed=seed)
@@ -143,8 +143,11 @@ def dev_metrics(engine, tokenizer, examples: Sequence[GSM8KExample], args: RLArg
         conf += [math.exp(x) for x in mean_lp]
         correct += ok
     return {"dev_accuracy": sum(correct) / max(len(correct), 1), "dev_ece": ece(conf, correct),
-            "dev_auc_mean": auc_mean(per_q), "dev_confidence": sum(conf) / max(len(conf), 1),
-            "dev_questions_with_both": sum(1 for _, ok in per_q if 0 < sum(ok) < len(ok))}
+            "dev_auc_mean": auc_mean(per_q), "dev_auc_all": auc_mean_all(per_q),
+            "dev_confidence": sum(conf) / max(len(conf), 1),
+            "dev_questions_with_both": sum(1 for _, ok in per_q if 0 < sum(ok) < len(ok)),
+            # per question, for intervals by question (bootstrap) in the lab report
+            "dev_q_correct": [sum(ok) for _, ok in per_q], "dev_q_auroc": [auroc(lp, ok) for lp, ok in per_q]}
 
 
 def rollout_seed(seed: int, step: int, rank: int) -> int:
@@ -367,7 +370,8 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
 
     # bf16 autocast on a GPU that has it (a launcher's own --mixed_precision wins)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision=os.environ.get("ACCELERATE_MIXED_PRECISION") or mixed_precision())
+                              mixed_precision=os.environ.get("ACCELERATE_MIXED_PRECISION") or
+                              mixed_precision(args.mixed_precision))
     check_distributed_type(accelerator.distributed_type)
     reward_fn = reward_fn or grade_rewards
     examples = examples or load_gsm8k(args.data_path, data_dir=args.data_dir, limit=args.limit,
@@ -395,7 +399,8 @@ def train_rl(args: RLArgs, *, reward_fn: RewardFn | None = None, examples: list[
                                  gpu_memory_utilization=args.vllm_gpu_memory_utilization, host=args.vllm_host,
                                  port=args.vllm_port, group_port=args.vllm_group_port, timeout=args.vllm_timeout,
                                  world_size=accelerator.num_processes, weight_sync=args.vllm_weight_sync,
-                                 sync_dir=args.vllm_sync_dir, enforce_eager=args.vllm_enforce_eager)
+                                 sync_dir=args.vllm_sync_dir, enforce_eager=args.vllm_enforce_eager,
+                                 vllm_dtype=args.vllm_dtype)
     order = question_order(len(examples), args.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     try:

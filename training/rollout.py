@@ -119,7 +119,7 @@ class ColocatedVLLMEngine:
     shared = False
 
     def __init__(self, policy, tokenizer, *, max_model_len: int = 2048, gpu_memory_utilization: float = 0.3,
-                 kv_cache_gib: int = 2, seed: int = 0, enforce_eager: bool = False):
+                 kv_cache_gib: int = 2, seed: int = 0, enforce_eager: bool = False, dtype: str = "weights"):
         from cat_serve.engine import vllm_available
         from cat_serve.engine.vllm_engine import VLLMEngine
 
@@ -128,7 +128,8 @@ class ColocatedVLLMEngine:
                                            "on a machine without a GPU); use --rollout-engine transformers")
         self._dir = _scratch_dir("cat-rollout-")
         self._write(policy, tokenizer)
-        dtype = str(next(policy.parameters()).dtype).removeprefix("torch.")
+        if dtype == "weights":  # else e.g. "auto": VLLMEngine resolves it (bf16 where the CPU has it natively)
+            dtype = str(next(policy.parameters()).dtype).removeprefix("torch.")
         self._runner = asyncio.Runner()
         self.engine = self._runner.run(self._create(VLLMEngine, dtype, max_model_len, gpu_memory_utilization,
                                                     kv_cache_gib, seed, enforce_eager))
@@ -257,12 +258,13 @@ def make_rollout_engine(kind: str, policy, tokenizer, *, seed: int = 0, max_mode
                         gpu_memory_utilization: float = 0.3, host: str = "127.0.0.1", port: int = 8000,
                         group_port: int = 51216, timeout: float = 240.0, world_size: int = 1,
                         weight_sync: str = "auto", sync_dir: str | None = None,
-                        enforce_eager: bool = False) -> RolloutEngine:
+                        enforce_eager: bool = False, vllm_dtype: str = "weights") -> RolloutEngine:
     """The sampler named by ``kind`` (see the module docstring)."""
     kind = resolve_rollout_engine(kind, world_size=world_size, cuda=torch.cuda.is_available())
     if kind == "vllm":
         return ColocatedVLLMEngine(policy, tokenizer, max_model_len=max_model_len, seed=seed,
-                                   gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager)
+                                   gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                                   dtype=vllm_dtype)
     if kind == "trl-server":
         return TRLVLLMServerEngine(tokenizer, host=host, port=port, group_port=group_port, timeout=timeout,
                                    weight_sync=weight_sync, sync_dir=sync_dir)

@@ -19,6 +19,9 @@ averaged. Variants:
 * ``after+skip+bf16``: also bf16 autocast over the fp32 weights for the trainer's forward, backward and
   reference (what ``cat-train rl --mixed-precision bf16`` does), worth it on a CPU with native bf16
   (AVX512-BF16 / AMX); the rollout engine is unchanged.
+* ``after+skip+bf16+vllm-bf16``: also the colocated vLLM sampler in bfloat16 where the CPU has it natively
+  (``cat-train rl --vllm-dtype auto``; a second engine, brought up to the current weights outside the timed
+  parts before its turn). ``sampler_logp_gap`` in the rows shows what the lower precision costs.
 
 Each step row records the 1-minute load average (``os.getloadavg``), because the machine is shared.
 Writes ``steps.jsonl`` (one row per step), ``table.json`` and ``table.md`` (means over the measured
@@ -47,7 +50,9 @@ PARTS = ("rollout", "reward", "reference", "old_logps", "forward", "backward", "
 VARIANTS = {"before": {"trim_logits": False, "skip_inert_groups": False},
             "after": {"trim_logits": True, "skip_inert_groups": False},
             "after+skip": {"trim_logits": True, "skip_inert_groups": True},
-            "after+skip+bf16": {"trim_logits": True, "skip_inert_groups": True, "bf16": True}}
+            "after+skip+bf16": {"trim_logits": True, "skip_inert_groups": True, "bf16": True},
+            "after+skip+bf16+vllm-bf16": {"trim_logits": True, "skip_inert_groups": True, "bf16": True,
+                                          "vllm_dtype": "auto"}}
 
 
 class StepTimer:
@@ -94,7 +99,8 @@ def markdown(table: list[dict], evals: list[dict], command: str) -> str:
                      f"{t['total_s']:.1f} ({t['total_sd']:.1f}) | " + " | ".join(cells)
                      + f" | {t['completion_len']:.1f} | {', '.join(f'{x:.1f}' for x in t['load1'])} |")
     for e in evals:
-        lines.append(f"\ndev evaluation, {e['questions']} questions x {e['samples']} samples: {e['eval_s']:.1f} s "
+        lines.append(f"\ndev evaluation, {e['questions']} questions x {e['samples']} samples"
+                     f"{' (sampler ' + e['vllm_dtype'] + ')' if e.get('vllm_dtype') else ''}: {e['eval_s']:.1f} s "
                      f"(load {e['load1']:.1f})")
     lines.append(f"\nCommand: `{command}`")
     return "\n".join(lines) + "\n"
@@ -181,9 +187,20 @@ def main(argv=None) -> int:
     ref = copy.deepcopy(policy).eval().requires_grad_(False) if needs_ref else None
     optimizer = torch.optim.AdamW(policy.parameters(), lr=base.learning_rate)
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    t = time.perf_counter()
-    engine = make_rollout_engine(args.rollout_engine, accelerator.unwrap_model(policy), tokenizer, seed=base.seed)
-    print(f"engine {engine.kind} up in {time.perf_counter() - t:.1f} s", flush=True)
+    engines, fresh = {}, {}  # vLLM dtype -> engine, and whether it holds the current weights
+
+    def engine_for(dtype: str):
+        if dtype not in engines:
+            t = time.perf_counter()
+            engines[dtype] = make_rollout_engine(args.rollout_engine, accelerator.unwrap_model(policy), tokenizer,
+                                                 seed=base.seed, vllm_dtype=dtype)
+            print(f"engine {engines[dtype].kind} ({dtype}) up in {time.perf_counter() - t:.1f} s", flush=True)
+        elif not fresh[dtype]:
+            sync_sampler(engines[dtype], policy, accelerator)  # catch up, outside the timed parts
+        fresh[dtype] = True
+        return engines[dtype]
+
+    engine = engine_for("weights")
     order = question_order(len(examples), base.seed)
     rows, evals, step_no = [], [], 0
     try:
@@ -197,6 +214,7 @@ def main(argv=None) -> int:
                         timer, load1 = StepTimer(), os.getloadavg()[0]
                         t0 = time.perf_counter()
                         opts = dict(VARIANTS[variant])
+                        engine = engine_for(opts.pop("vllm_dtype", "weights"))
                         cast = (torch.autocast("cpu", dtype=torch.bfloat16) if opts.pop("bf16", False)
                                 else contextlib.nullcontext())
                         with cast:
@@ -205,6 +223,7 @@ def main(argv=None) -> int:
                                         timer=timer, **opts)
                         with timer("sync"):
                             sync_sampler(engine, policy, accelerator)
+                        fresh.update({d: e is engine for d, e in engines.items()})
                         row = {"objective": objective, "prompts_per_step": pps, "variant": variant, "index": index,
                                "step": step_no, "total_s": time.perf_counter() - t0, "parts": dict(timer.parts),
                                "load1": load1, "completion_len": m["completion_len"], "loss": m.get("loss"),
@@ -217,13 +236,16 @@ def main(argv=None) -> int:
         for limit in args.eval_limit:
             dev = load_gsm8k(f"arith:{LAB_DIFFICULTY}@dev", limit=limit)
             run = RLArgs(**{**base.__dict__, "eval_samples": args.eval_samples})
-            load1, t = os.getloadavg()[0], time.perf_counter()
-            metrics = dev_metrics(engine, tokenizer, dev, run, seed=base.seed + 7919)
-            evals.append({"questions": limit, "samples": args.eval_samples, "eval_s": time.perf_counter() - t,
-                          "load1": load1, "dev_accuracy": metrics["dev_accuracy"]})
-            print(json.dumps(evals[-1]), flush=True)
+            for dtype in list(engines):  # each sampler the variants used, on the same weights
+                e = engine_for(dtype)
+                load1, t = os.getloadavg()[0], time.perf_counter()
+                metrics = dev_metrics(e, tokenizer, dev, run, seed=base.seed + 7919)
+                evals.append({"questions": limit, "samples": args.eval_samples, "eval_s": time.perf_counter() - t,
+                              "load1": load1, "dev_accuracy": metrics["dev_accuracy"], "vllm_dtype": dtype})
+                print(json.dumps(evals[-1]), flush=True)
     finally:
-        engine.close()
+        for e in engines.values():
+            e.close()
     table = summarise(rows, args.warmup)
     meta = {"command": command, "model": args.model, "lab_rl": LAB_RL, "difficulty": LAB_DIFFICULTY,
             "affinity": sorted(os.sched_getaffinity(0)), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

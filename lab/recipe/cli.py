@@ -94,6 +94,9 @@ def main(argv=None) -> int:
     r.add_argument("--model", default=None, help="default: the cached SFT checkpoint")
     r.add_argument("--set", default="{}", help="JSON overrides of RL_RECIPE (smoke tests)")
     r.add_argument("--out", default=None)
+    r.add_argument("--size", type=int, default=None, help="800: issue 21's recipe (8 prompts x 8 x 100 steps, dev "
+                   "64 x 8 every 10 steps), results/lab/rl800/ (make lab-rl800)")
+    r.add_argument("--seed", type=int, default=0, help="--size 800: the run's seed (GRPO and CAPO run 0 and 1)")
     sub.add_parser("rl-plot")
     t = sub.add_parser("transfer")
     t.add_argument("--split", choices=("dev", "test"), default="test")
@@ -109,8 +112,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "rl":
         print(train_rl(args.objective, model=Path(args.model) if args.model else None,
-                       overrides=json.loads(args.set), out=Path(args.out) if args.out else None))
-        plot_rl()
+                       overrides=json.loads(args.set), out=Path(args.out) if args.out else None,
+                       size=args.size, seed=args.seed))
+        if not args.size:
+            plot_rl()
         return 0
     if args.cmd == "caspo":
         print(json.dumps(caspo_experiment(args.split, limit=args.limit, model=Path(args.model) if args.model else None,

@@ -7,32 +7,36 @@ import sys
 import time
 from pathlib import Path
 
-from lab.recipe import LAB_DIFFICULTY, OBJECTIVES, REPO, RL_RECIPE, results_root, rl_dir
+from lab.recipe import LAB_DIFFICULTY, OBJECTIVES, REPO, RL_RECIPE, results_root, rl800_recipe, rl_dir
 from lab.recipe.runs import record_segment, run_child
-from lab.recipe.sft import train_sft
+from lab.recipe.sft import finished_sft, train_sft
 
 
 def train_rl(objective: str, *, model: Path | None = None, overrides: dict | None = None,
-             out: Path | None = None) -> Path:
+             out: Path | None = None, size: int | None = None, seed: int = 0) -> Path:
     """``cat-train rl --resume`` from the SFT checkpoint on arith train (the lab difficulty), dev curves on
-    ``eval_limit`` dev questions; per-step and dev rows copied to results/lab/rl/<objective>/metrics.jsonl."""
+    ``eval_limit`` dev questions; per-step and dev rows copied to results/lab/rl/<objective>/metrics.jsonl.
+    ``size=800``: issue 21's recipe (``rl800_recipe``) for ``seed``, rows to results/lab/rl800/<objective>-s<seed>/."""
     from training.checkpoint import read_metrics
 
-    recipe = {**RL_RECIPE, **(overrides or {})}
+    if size not in (None, 800):
+        raise SystemExit(f"--size {size}: the lab has the 40-prompt recipe (no --size) and --size 800")
+    recipe = {**(rl800_recipe(objective, seed) if size else RL_RECIPE), **(overrides or {})}
     out = out or rl_dir(objective, recipe)
-    model = model or train_sft()
+    model = model or (finished_sft() if size else train_sft())
     argv = ["rl", "--objective", objective, "--model", str(model), "--output-dir", str(out), "--resume",
             "--data-path", f"arith:{LAB_DIFFICULTY}@train", "--eval-data-path", f"arith:{LAB_DIFFICULTY}@dev"]
     for key, value in recipe.items():
         argv += ["--" + key.replace("_", "-"), str(value)]
     t0 = time.time()
     run_child([sys.executable, "-m", "training.cli", *argv], cwd=REPO)
-    dest = results_root() / "rl" / objective
+    kind = f"rl800/{objective}-s{seed}" if size else f"rl/{objective}"
+    dest = results_root() / kind
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / "metrics.jsonl", "w") as f:
         for row in read_metrics(out):
             f.write(json.dumps(row) + "\n")
-    record_segment(f"rl/{objective}", t0, recipe=recipe, model=str(model))
+    record_segment(kind, t0, recipe=recipe, model=str(model))
     return out
 
 

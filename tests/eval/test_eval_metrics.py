@@ -181,6 +181,9 @@ def test_auc_mean_hand_computed():
         ([-0.1, -0.2], [False, False]),
     ]
     assert M.auc_mean(groups) == pytest.approx((0.75 + 0.75 + 0.0) / 3)
+    # every question kept, q4 and q5 at 0.5: (0.75 + 0.75 + 0 + 0.5 + 0.5) / 5
+    assert M.auc_mean_all(groups) == pytest.approx(2.5 / 5)
+    assert M.auc_mean_all([([-0.1, -0.2], [True, True])]) == 0.5 and M.auc_mean_all([]) is None
     # per question both rankings are perfect (1.0 each); pooled across questions (ppl_auc's way) the hard
     # question's correct answer (-2.0) ranks below the easy one's wrong answer (-0.5): 3 of 4 pairs -> 0.75
     hard, easy = ([-2.0, -3.0], [True, False]), ([-0.1, -0.5], [True, False])

@@ -33,3 +33,5 @@ def test_dev_metrics_hand_computed(tokenizer_dir):
     expected_ece = ((1 - math.exp(-0.2)) + math.exp(-1) + (1 - math.exp(-2)) + math.exp(-0.5)) / 4
     assert out["dev_ece"] == pytest.approx(expected_ece)
     assert out["dev_questions_with_both"] == 2
+    assert out["dev_auc_all"] == pytest.approx(0.5)  # both questions have both outcomes: the same as AUC-mean
+    assert out["dev_q_correct"] == [1, 1] and out["dev_q_auroc"] == [1.0, 0.0]
