@@ -237,7 +237,8 @@ def calibration_features_section(results: Path) -> tuple[list[str], list[str]]:
         if lines is None:
             continue
         body += [f"### Calibration maps on more than one score ({title})", "", *lines[2:], ""]
-        verdicts += [line.replace("- PC@", f"- {folder}: PC@", 1) for line in lines if line.startswith("- PC@")]
+        verdicts += [line if folder == "features" else line.replace("- PC@", f"- {folder}: PC@", 1)
+                     for line in lines if line.startswith("- PC@")]
     return body, verdicts
 
 
@@ -351,6 +352,87 @@ def rl_section(results: Path) -> tuple[list[str], list[str]]:
     auc = {o: [r["dev_auc_mean"] for r in d if r.get("dev_auc_mean") is not None] for o, d in curves.items()}
     return out, [f"- GRPO AUC-mean falls, CAPO's rises: {rl_verdict(auc.get('grpo', []), auc.get('capo', []))}; "
                  "the interval is ± the noise band; no p: only aggregate evaluations on 32 questions are stored"]
+
+
+def rl800_runs(results: Path) -> dict[tuple[str, int], list[dict]]:
+    """(objective, seed) -> dev evaluation rows of ``make lab-rl800`` (results/lab/rl800/<objective>-s<seed>/)."""
+    runs = {}
+    for f in sorted((results / "rl800").glob("*-s*/metrics.jsonl")):
+        obj, seed = f.parent.name.rsplit("-s", 1)
+        dev = [r for r in _jsonl(f) if "eval_step" in r]
+        if dev:
+            runs[(obj, int(seed))] = dev
+    return runs
+
+
+def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0.10, matched: float = 0.02,
+                   samples: int = 8, resamples: int = compare.RESAMPLES) -> str:
+    """Issue 21's claim: CAPO's dev AUC-mean >= GRPO's + ``margin`` at matched accuracy (within ``matched``), at
+    the last evaluation both runs of a seed reached. Per seed the difference CAPO - GRPO; the interval is a
+    bootstrap by question (the dev questions are the same for every run: one resample of question indices serves
+    every seed, and the seeds' differences are averaged inside it). AUC-mean averages the questions whose samples
+    have both outcomes, in each run and resample; accuracy is each question's share of ``samples`` right."""
+    seeds = sorted({s for o, s in runs if o == "capo"} & {s for o, s in runs if o == "grpo"})
+    pairs = []
+    for s in seeds:
+        steps = {r["eval_step"] for r in runs[("capo", s)]} & {r["eval_step"] for r in runs[("grpo", s)]}
+        rows = [next(r for r in runs[(o, s)] if r["eval_step"] == max(steps)) for o in ("capo", "grpo")]
+        if steps and all("dev_q_auroc" in r for r in rows):
+            pairs.append((s, max(steps), rows))
+    if not pairs:
+        return "not run (needs GRPO and CAPO of one seed with per-question dev rows)"
+    n = len(pairs[0][2][0]["dev_q_auroc"])
+
+    def auc(r: dict, idx: np.ndarray) -> float:
+        a = np.array([np.nan if x is None else x for x in r["dev_q_auroc"]], float)[idx]
+        return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+
+    def acc(r: dict, idx: np.ndarray) -> float:
+        return float(np.mean(np.asarray(r["dev_q_correct"], float)[idx]) / samples)
+
+    every = np.arange(n)
+    d_auc = [auc(c, every) - auc(g, every) for _, _, (c, g) in pairs]
+    d_acc = [acc(c, every) - acc(g, every) for _, _, (c, g) in pairs]
+    boot = compare.bootstrap_indices(n, resamples)
+    b_auc = [np.mean([auc(c, i) - auc(g, i) for _, _, (c, g) in pairs]) for i in boot]
+    b_acc = [np.mean([acc(c, i) - acc(g, i) for _, _, (c, g) in pairs]) for i in boot]
+    lo, hi = compare.percentile_interval([x for x in b_auc if np.isfinite(x)])
+    alo, ahi = compare.percentile_interval(b_acc)
+    est, aest = float(np.mean(d_auc)), float(np.mean(d_acc))
+    is_matched = abs(aest) <= matched
+    if not is_matched:
+        verdict = "inconclusive (accuracy not matched)"
+    elif lo is not None and lo >= margin:
+        verdict = "held"
+    elif hi is not None and hi < margin:
+        verdict = "did not hold"
+    else:
+        verdict = "inconclusive"
+    per_seed = ", ".join(f"seed {s} (step {step}): ΔAUC-mean {a:+.3f}, Δacc {b:+.3f}"
+                         for (s, step, _), a, b in zip(pairs, d_auc, d_acc))
+    return (f"{verdict}: ΔAUC-mean (CAPO - GRPO) {est:+.3f} [{_f(lo)}, {_f(hi)}] against the +{margin:.2f} claimed; "
+            f"Δacc {aest:+.3f} [{_f(alo)}, {_f(ahi)}] (matched if within ±{matched:.2f}); {len(pairs)} seed(s), "
+            f"{n} dev questions, bootstrap by question ({resamples} resamples); {per_seed}")
+
+
+def rl800_section(results: Path) -> tuple[list[str], list[str]]:
+    """``make lab-rl800`` (issue 21): one row per run, and the CAPO-vs-GRPO claim. Nothing when absent."""
+    runs = rl800_runs(results)
+    if not runs:
+        return [], []
+    out = ["## RL at 800 prompts (make lab-rl800)", "",
+           "8 prompts x G 8 per step, 100 steps (800 distinct train prompts), dev 64 questions x 8 samples every 10 "
+           "steps. AUC-mean averages the questions with both outcomes (their number is shown); AUC-all keeps every "
+           "question (0.5 where one outcome is missing), so the selection effect shows as the gap between them.", "",
+           "| run | last step | dev evals | accuracy first→last | ECE first→last | AUC-mean first→last (questions) | "
+           "AUC-all first→last |", "|---|---|---|---|---|---|---|"]
+    for (obj, seed), dev in runs.items():
+        a, b = dev[0], dev[-1]
+        out.append(f"| {obj} seed {seed} | {b['eval_step']} | {len(dev)} | {_f(a['dev_accuracy'])}→{_f(b['dev_accuracy'])} | "
+                   f"{_f(a['dev_ece'])}→{_f(b['dev_ece'])} | {_f(a['dev_auc_mean'])}→{_f(b['dev_auc_mean'])} "
+                   f"({a.get('dev_questions_with_both', '–')}→{b.get('dev_questions_with_both', '–')}) | "
+                   f"{_f(a.get('dev_auc_all'))}→{_f(b.get('dev_auc_all'))} |")
+    return out + [""], [f"- rl800: CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: {capo_auc_claim(runs)}"]
 
 
 def caspo_section(results: Path) -> tuple[list[str], list[str]]:
@@ -534,16 +616,19 @@ def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
     for kind in ("sft", "calibration", "calibration/features", "calibration/features-extended", "search",
                  "search/chosen", "search/sampling-sweep",
-                 "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "caspo", "transfer", "all"):
-        files = [results / kind / "segments.jsonl"] if kind != "rl" else sorted((results / "rl").glob("*/segments.jsonl"))
+                 "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "rl800", "caspo",
+                 "transfer", "all"):
+        files = ([results / kind / "segments.jsonl"] if kind not in ("rl", "rl800")
+                 else sorted((results / kind).glob("*/segments.jsonl")))
         for f in files:
             segs = _jsonl(f)
             if not segs:
                 continue
             if kind == "sft":  # the latest training only: an earlier one is the same recipe on another machine
                 segs = trainings(segs)[-1]
-            name = kind if kind != "rl" else f"rl/{f.parent.name}"
+            name = kind if kind not in ("rl", "rl800") else f"{kind}/{f.parent.name}"
             default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}",
+                       "rl800": "make lab-rl800",
                        "search/sampling-sweep": "make lab-sweep",
                        "calibration/features": "make lab-calibrate-features",
                        "search/chosen": "make lab-search",
@@ -560,7 +645,7 @@ def build(results: Path) -> str:
     lines += sft_section(results)
     verdicts = []
     for section in (calibration_section, calibration_features_section, search_section, sampling_sweep_section,
-                    cat_temperature_section, sampling_test_section, dedup_section, rl_section,
+                    cat_temperature_section, sampling_test_section, dedup_section, rl_section, rl800_section,
                     caspo_section, transfer_section):
         body, v = section(results)
         lines += body

@@ -238,3 +238,36 @@ def test_cat_temperature_table_is_quoted_with_its_verdict(tmp_path):
     text = build(tmp_path)
     assert "### CaT's branch temperature on dev (make lab-cat-temperature)\n\nIntro." in text
     assert "- CaT stream (greedy trunk) vs greedy on dev: No branch temperature makes CaT stream better." in text
+
+
+def test_capo_auc_claim_hand_computed(tmp_path):
+    """Issue 21's claim from per-question dev rows: the estimate is the seeds' mean difference at the last common
+    evaluation, AUC-mean over the questions with both outcomes in each run; written into the report."""
+    from lab.report import capo_auc_claim, rl800_runs
+
+    def row(step, aurocs, correct):
+        return {"eval_step": step, "dev_accuracy": sum(correct) / (8 * len(correct)), "dev_ece": 0.1,
+                "dev_auc_mean": 0.6, "dev_auc_all": 0.55, "dev_questions_with_both": 3,
+                "dev_q_auroc": aurocs, "dev_q_correct": correct}
+
+    # four questions; GRPO: AUROCs 0.5, 0.6, None (all right), 0.7 -> AUC-mean 0.6; accuracy (4+4+8+4)/32 = 0.625
+    grpo = [row(0, [0.5, 0.5, None, 0.5], [4, 4, 8, 4]), row(10, [0.5, 0.6, None, 0.7], [4, 4, 8, 4])]
+    # CAPO: 0.9, 0.8, None, 1.0 -> 0.9 (+0.30); accuracy (4+4+8+5)/32 = 0.65625 (+0.03125: not matched)
+    capo = [row(0, [0.5, 0.5, None, 0.5], [4, 4, 8, 4]), row(10, [0.9, 0.8, None, 1.0], [4, 4, 8, 5]),
+            row(20, [0.1, 0.1, None, 0.1], [4, 4, 8, 4])]  # step 20: GRPO never got there, so it is not compared
+    for name, rows in (("grpo-s0", grpo), ("capo-s0", capo)):
+        (tmp_path / "rl800" / name).mkdir(parents=True)
+        (tmp_path / "rl800" / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = rl800_runs(tmp_path)
+    assert set(runs) == {("grpo", 0), ("capo", 0)}
+    line = capo_auc_claim(runs, resamples=200)
+    assert line.startswith("inconclusive (accuracy not matched)") and "ΔAUC-mean (CAPO - GRPO) +0.300" in line
+    assert "Δacc +0.031" in line and "seed 0 (step 10)" in line
+    # matched accuracy; the defined questions move by +0.4, +0.2, +0.3, so every resample's difference of means
+    # lies in [0.2, 0.4]: the lower bound clears the +0.10 margin
+    capo[1]["dev_q_correct"] = [4, 4, 8, 4]
+    assert capo_auc_claim(rl800_runs(tmp_path) | {("capo", 0): capo[:2]}, resamples=200).startswith("held")
+    # a margin above 0.4: the interval excludes the claim
+    assert capo_auc_claim({("capo", 0): capo[:2], ("grpo", 0): grpo}, margin=0.45, resamples=200).startswith(
+        "did not hold")
+    assert "## RL at 800 prompts" in build(tmp_path)
