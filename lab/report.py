@@ -354,10 +354,11 @@ def rl_section(results: Path) -> tuple[list[str], list[str]]:
                  "the interval is ± the noise band; no p: only aggregate evaluations on 32 questions are stored"]
 
 
-def rl800_runs(results: Path) -> dict[tuple[str, int], list[dict]]:
-    """(objective, seed) -> dev evaluation rows of ``make lab-rl800`` (results/lab/rl800/<objective>-s<seed>/)."""
+def rl800_runs(results: Path, folder: str = "rl800") -> dict[tuple[str, int], list[dict]]:
+    """(objective, seed) -> dev evaluation rows of ``make lab-rl800`` (results/lab/rl800/<objective>-s<seed>/;
+    ``folder`` rl8000-gpu: scripts/lab_gpu.sh's)."""
     runs = {}
-    for f in sorted((results / "rl800").glob("*-s*/metrics.jsonl")):
+    for f in sorted((results / folder).glob("*-s*/metrics.jsonl")):
         obj, seed = f.parent.name.rsplit("-s", 1)
         dev = [r for r in _jsonl(f) if "eval_step" in r]
         if dev:
@@ -415,14 +416,29 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
             f"{n} dev questions, bootstrap by question ({resamples} resamples); {per_seed}")
 
 
+RL_SCALES = (("rl800", "RL at 800 prompts (make lab-rl800)", "8 prompts x G 8 per step, 100 steps (800 distinct "
+              "train prompts), dev 64 questions x 8 samples every 10 steps, bf16 where the CPU has it natively."),
+             ("rl8000-gpu", "RL at 8,000 prompts on one GPU (scripts/lab_gpu.sh)", "64 prompts x G 8 per step, 125 "
+              "steps (8,000 distinct train prompts), dev 64 questions x 8 samples every 25 steps, bf16, GRPO and "
+              "CAPO at once on the one GPU; the device and wall time are in each run's segments.jsonl."))
+
+
 def rl800_section(results: Path) -> tuple[list[str], list[str]]:
-    """``make lab-rl800`` (issue 21): one row per run, and the CAPO-vs-GRPO claim. Nothing when absent."""
-    runs = rl800_runs(results)
-    if not runs:
-        return [], []
-    out = ["## RL at 800 prompts (make lab-rl800)", "",
-           "8 prompts x G 8 per step, 100 steps (800 distinct train prompts), dev 64 questions x 8 samples every 10 "
-           "steps. AUC-mean averages the questions with both outcomes (their number is shown); AUC-all keeps every "
+    """``make lab-rl800`` and ``scripts/lab_gpu.sh`` (issue 21): one row per run, and the CAPO-vs-GRPO claim per
+    scale. Nothing when absent."""
+    out, verdicts = [], []
+    for folder, title, recipe in RL_SCALES:
+        runs = rl800_runs(results, folder)
+        if runs:
+            body, claim = rl_scale_table(runs, title, recipe)
+            out += body
+            verdicts.append(f"- {folder}: CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: {claim}")
+    return out, verdicts
+
+
+def rl_scale_table(runs: dict[tuple[str, int], list[dict]], title: str, recipe: str) -> tuple[list[str], str]:
+    out = [f"## {title}", "",
+           f"{recipe} AUC-mean averages the questions with both outcomes (their number is shown); AUC-all keeps every "
            "question (0.5 where one outcome is missing), so the selection effect shows as the gap between them.", "",
            "| run | last step | dev evals | accuracy first→last | ECE first→last | AUC-mean first→last (questions) | "
            "AUC-all first→last |", "|---|---|---|---|---|---|---|"]
@@ -432,7 +448,7 @@ def rl800_section(results: Path) -> tuple[list[str], list[str]]:
                    f"{_f(a['dev_ece'])}→{_f(b['dev_ece'])} | {_f(a['dev_auc_mean'])}→{_f(b['dev_auc_mean'])} "
                    f"({a.get('dev_questions_with_both', '–')}→{b.get('dev_questions_with_both', '–')}) | "
                    f"{_f(a.get('dev_auc_all'))}→{_f(b.get('dev_auc_all'))} |")
-    return out + [""], [f"- rl800: CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: {capo_auc_claim(runs)}"]
+    return out + [""], capo_auc_claim(runs)
 
 
 def caspo_section(results: Path) -> tuple[list[str], list[str]]:
@@ -616,9 +632,10 @@ def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
     for kind in ("sft", "calibration", "calibration/features", "calibration/features-extended", "search",
                  "search/chosen", "search/sampling-sweep",
-                 "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "rl800", "caspo",
+                 "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "rl800",
+                 "rl8000-gpu", "caspo",
                  "transfer", "all"):
-        files = ([results / kind / "segments.jsonl"] if kind not in ("rl", "rl800")
+        files = ([results / kind / "segments.jsonl"] if kind not in ("rl", "rl800", "rl8000-gpu")
                  else sorted((results / kind).glob("*/segments.jsonl")))
         for f in files:
             segs = _jsonl(f)
@@ -626,9 +643,9 @@ def commands_section(results: Path) -> list[str]:
                 continue
             if kind == "sft":  # the latest training only: an earlier one is the same recipe on another machine
                 segs = trainings(segs)[-1]
-            name = kind if kind not in ("rl", "rl800") else f"{kind}/{f.parent.name}"
+            name = kind if kind not in ("rl", "rl800", "rl8000-gpu") else f"{kind}/{f.parent.name}"
             default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}",
-                       "rl800": "make lab-rl800",
+                       "rl800": "make lab-rl800", "rl8000-gpu": "bash scripts/lab_gpu.sh",
                        "search/sampling-sweep": "make lab-sweep",
                        "calibration/features": "make lab-calibrate-features",
                        "search/chosen": "make lab-search",
