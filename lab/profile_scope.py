@@ -15,6 +15,10 @@ served - cross-fitted is the ECE the mismatch costs (cross-fitting on 200 items 
 so the cost is if anything understated).
 
     python -m lab.profile_scope        # writes results/lab/search/profile_scope.md
+    python -m lab.profile_scope --search results/lab/search/chosen --out results/lab/search/chosen/profile_scope.md
+
+The second: the runs of ``make lab-search`` at the dev-chosen sampling (``--chosen``), where the served maps were
+fitted at temperature 0.7 and the runs sample at 0.3-0.7 (``chosen_mismatch``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,19 @@ def cross_fit(raw: list[float], correct: list[bool], folds: int = 3) -> list[flo
     return out
 
 
+def chosen_mismatch(label: str, k: int, sampling: dict) -> str:
+    """What differs between the served profile's map and a ``make lab-search --chosen`` run (``sampling``: the
+    run's temperature/top_p). The profile installed in the checkpoint was fitted at T 0.7 (the voting strategies
+    per width, ``<strategy>@K``; CaT on stream mode with a sampled trunk, at n = 4)."""
+    t = f"T {sampling['temperature']}" + (f", top_p {sampling['top_p']}" if sampling.get("top_p", 1.0) != 1.0 else "")
+    if label.startswith("CaT"):
+        mode = label.split("-", 1)[1]
+        return (f"fitted on stream mode, sampled trunk T 0.7, n = 4; served {mode} at branch {t}"
+                + (", greedy trunk" if mode == "stream" else "") + (", dedup" if mode == "faithful" else "")
+                + (f", K = {k}" if k != 4 else ""))
+    return f"fitted at n = {k}, T 0.7; served at {t}"
+
+
 def scope_rows(search: Path = SEARCH) -> list[dict]:
     rows = []
     for folder in sorted(search.glob("test-k*")):
@@ -67,7 +84,8 @@ def scope_rows(search: Path = SEARCH) -> list[dict]:
             own = cross_fit(raw, y)
             rows.append({"run": f"{folder.name}/{run.name}", "k": settings["k"], "n": len(ok),
                          "accuracy": float(np.mean(y)),
-                         "mismatch": MISMATCH[label] if settings["k"] == 4 else (
+                         "mismatch": chosen_mismatch(label, settings["k"], settings["sampling"][label])
+                         if label in settings.get("sampling", {}) else MISMATCH[label] if settings["k"] == 4 else (
                              MISMATCH[label] + ", at K = 8" if label.startswith("CaT") else "fitted at n = 4; served at K = 8"),
                          "raw_ece": metrics.ece(raw, y), "served_ece": metrics.ece(served, y),
                          "own_ece": metrics.ece(own, y)})

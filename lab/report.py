@@ -188,6 +188,9 @@ def search_section(results: Path) -> tuple[list[str], list[str]]:
             verdicts += [f"- {name} {n} better than greedy: {v} (Δacc "
                          f"{compare.fmt_stat(paired[n]['greedy']['accuracy'], sign=True)}, Holm p = {compare.fmt_p(adj)})"
                          for n, (v, adj) in family.items()]
+    scope = table_lines(results / "search" / "chosen" / "profile_scope.md")
+    if scope:  # issue 20 item 5 for the chosen runs: the maps were fitted at T 0.7, the runs sample elsewhere
+        out += ["### The served profile outside what it was fitted on (search/chosen)", "", *scope[2:], ""]
     return out, verdicts or ["- CaT ≥ SC@K at ≤ 0.35x tokens: no test-split run yet."]
 
 

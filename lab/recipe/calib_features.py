@@ -24,9 +24,9 @@ def calibrate_features(*, model: Path | None = None, out: Path | None = None, re
     model = finished_sft(model)
     root = results_root() / "calibration"
     base_recordings = cache_root() / "calibration-features" / model.name
-    dataset, parts = LARGE_DATASET, None
-    if extend:
-        dataset, parts = LARGE_DATASET.replace(f"n={LIMIT}@", f"n={EXTENDED_LIMIT}@"), EXTENDED_PARTS
+    dataset, parts, base = LARGE_DATASET, None, None
+    if extend:  # the 1,200 items first (base), in their order: the large protocol's parts sit inside the extended
+        dataset, parts, base = LARGE_DATASET.replace(f"n={LIMIT}@", f"n={EXTENDED_LIMIT}@"), EXTENDED_PARTS, LARGE_DATASET
         limit, out = limit or EXTENDED_LIMIT, out or root / "features-extended"
         if recordings is None:
             recordings = base_recordings.with_name(f"{model.name}-n{EXTENDED_LIMIT}")
@@ -39,7 +39,7 @@ def calibrate_features(*, model: Path | None = None, out: Path | None = None, re
         reports = run(model, out=out or root / "features",
                       recordings=recordings or base_recordings,
                       large=root / "large", dataset=dataset, limit=limit or LIMIT, concurrency=concurrency,
-                      samples=samples or SAMPLES, record=record, install=install, parts=parts)
+                      samples=samples or SAMPLES, record=record, install=install, parts=parts, base=base)
         finished = True
     finally:
         record_segment("calibration/features-extended" if extend else "calibration/features", t0, model=str(model), **({} if record else {"scored_only": True}),

@@ -61,3 +61,17 @@ def test_ece_floor_by_hand():
     # two items at 0.5, one bin: ECE = |mean(y) - 0.5| = 0.5 when both outcomes agree (probability 1/2), else 0:
     # expected 0.25 (500 draws: standard error 0.25 / sqrt(500) = 0.011)
     assert calib_features.ece_floor([0.5, 0.5]) == pytest.approx(0.25, abs=0.035)
+
+
+def test_extended_items_keep_the_base_collection_first():
+    """A seeded order permutes the whole collection, so the first 30 of 100 shuffled are not the 30-item
+    collection's; with ``base`` they are, in its order, and the rest follow (each item once)."""
+    base, ext = "arith:ops=2,digits=1,n=30@dev", "arith:ops=2,digits=1,n=100@dev"
+    small, plain = calib_features.load_items(base, 30), calib_features.load_items(ext, 100)
+    assert [it.id for it in plain[:30]] != [it.id for it in small]
+    items = calib_features.load_items(ext, 100, base=base)
+    assert [it.id for it in items[:30]] == [it.id for it in small]
+    assert sorted(it.id for it in items) == sorted(it.id for it in plain)
+    assert calib_features.item_ids(items, {"a": [(0, 2), (30, 31)]})["a"] == [items[0].id, items[1].id, items[30].id]
+    with pytest.raises(ValueError, match="not inside"):
+        calib_features.load_items("arith:ops=2,digits=1,n=30@dev", 30, base="arith:ops=3,digits=1,n=30@dev")

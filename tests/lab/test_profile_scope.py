@@ -24,3 +24,14 @@ def test_served_vs_own_map_ece(tmp_path):
     assert row["n"] == 6 and row["accuracy"] == 0.5
     assert (row["raw_ece"], row["served_ece"], row["own_ece"]) == (pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.0))
     assert "| test-k4/PC_k4 | 4 | 6 | 0.500 | 0.200 | 0.400 | 0.000 | +0.400 | fitted at n = 4 |" in render([row])
+
+
+def test_chosen_runs_name_their_sampling():
+    from lab.profile_scope import chosen_mismatch
+
+    assert chosen_mismatch("PC", 8, {"temperature": 0.5, "top_p": 1.0}) == "fitted at n = 8, T 0.7; served at T 0.5"
+    assert chosen_mismatch("RPC", 4, {"temperature": 0.7, "top_p": 0.95}) == (
+        "fitted at n = 4, T 0.7; served at T 0.7, top_p 0.95")
+    assert chosen_mismatch("CaT-stream", 8, {"temperature": 0.5}) == (
+        "fitted on stream mode, sampled trunk T 0.7, n = 4; served stream at branch T 0.5, greedy trunk, K = 8")
+    assert chosen_mismatch("CaT-faithful", 4, {"temperature": 0.7}).endswith("served faithful at branch T 0.7, dedup")
