@@ -65,7 +65,10 @@ def ranges(spec) -> list[tuple[int, int]]:
 
 def describe(parts: dict) -> str:
     """"fit 0-666, held-out 667-999, ..." (with "+" between a part's ranges)."""
-    return ", ".join(f"{name} " + " + ".join(f"{a}-{b - 1}" for a, b in ranges(spec)) for name, spec in parts.items())
+    main = [f"{name} " + " + ".join(f"{a}-{b - 1}" for a, b in ranges(spec)) for name, spec in parts.items()
+            if name in ("fit", *EVALUATED)]
+    extra = [name for name in parts if name not in ("fit", *EVALUATED)]  # named by their range already
+    return ", ".join(main) + (f"; also scored: {', '.join(extra)}" if extra else "")
 EVALUATED = ("held-out", "fresh")  # the target's parts; any other part but "fit" is reported beside them
 
 
