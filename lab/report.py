@@ -370,13 +370,18 @@ def rl800_runs(results: Path, folder: str = "rl800") -> dict[tuple[str, int], li
 
 
 def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0.10, matched: float = 0.02,
-                   samples: int = 8, resamples: int = compare.RESAMPLES) -> str:
+                   samples: int = 8, resamples: int = compare.RESAMPLES,
+                   starts: dict[tuple[str, int], str] | None = None) -> str:
     """Issue 21's claim: CAPO's dev AUC-mean >= GRPO's + ``margin`` at matched accuracy (within ``matched``), at
     the last evaluation both runs of a seed reached. Per seed the difference CAPO - GRPO; the interval is a
     bootstrap by question (the dev questions are the same for every run: one resample of question indices serves
     every seed, and the seeds' differences are averaged inside it). AUC-mean averages the questions whose samples
-    have both outcomes, in each run and resample; accuracy is each question's share of ``samples`` right."""
+    have both outcomes, in each run and resample; accuracy is each question's share of ``samples`` right.
+    ``starts``: each run's SFT fingerprint; a seed whose two runs started from different checkpoints is left out."""
     seeds = sorted({s for o, s in runs if o == "capo"} & {s for o, s in runs if o == "grpo"})
+    starts = starts or {}
+    unpaired = [s for s in seeds if starts.get(("capo", s)) != starts.get(("grpo", s))]
+    seeds = [s for s in seeds if s not in unpaired]
     pairs = []
     for s in seeds:
         steps = {r["eval_step"] for r in runs[("capo", s)]} & {r["eval_step"] for r in runs[("grpo", s)]}
@@ -384,7 +389,7 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
         if steps and all("dev_q_auroc" in r for r in rows):
             pairs.append((s, max(steps), rows))
     if not pairs:
-        return "not run (needs GRPO and CAPO of one seed with per-question dev rows)"
+        return "not run (needs GRPO and CAPO of one seed, from one SFT checkpoint, with per-question dev rows)"
     n = len(pairs[0][2][0]["dev_q_auroc"])
 
     def auc(r: dict, idx: np.ndarray) -> float:
@@ -433,25 +438,38 @@ def rl800_section(results: Path) -> tuple[list[str], list[str]]:
     for folder, title, recipe in RL_SCALES:
         runs = rl800_runs(results, folder)
         if runs:
-            body, claim = rl_scale_table(runs, title, recipe)
+            starts = {key: rl800_start(results / folder / f"{key[0]}-s{key[1]}") for key in runs}
+            body, claim = rl_scale_table(runs, title, recipe, starts)
             out += body
             verdicts.append(f"- {folder}: CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: {claim}")
     return out, verdicts
 
 
-def rl_scale_table(runs: dict[tuple[str, int], list[dict]], title: str, recipe: str) -> tuple[list[str], str]:
+def rl800_start(run: Path) -> str:
+    """The fingerprint of the SFT checkpoint a run started from (its last segment; ``model_fingerprint``), short;
+    "–" where the segment predates the field."""
+    rows = _jsonl(run / "segments.jsonl")
+    fp = rows[-1].get("model_fingerprint") if rows else None
+    return fp.removeprefix("sha256:")[:8] if fp else "–"
+
+
+def rl_scale_table(runs: dict[tuple[str, int], list[dict]], title: str, recipe: str,
+                   starts: dict[tuple[str, int], str] | None = None) -> tuple[list[str], str]:
+    starts = starts or {}
     out = [f"## {title}", "",
            f"{recipe} AUC-mean averages the questions with both outcomes (their number is shown); AUC-all keeps every "
-           "question (0.5 where one outcome is missing), so the selection effect shows as the gap between them.", "",
-           "| run | last step | dev evals | accuracy first→last | ECE first→last | AUC-mean first→last (questions) | "
-           "AUC-all first→last |", "|---|---|---|---|---|---|---|"]
+           "question (0.5 where one outcome is missing), so the selection effect shows as the gap between them. "
+           "Start: the SFT checkpoint's fingerprint (runs compared with each other must share it).", "",
+           "| run | start | last step | dev evals | accuracy first→last | ECE first→last | AUC-mean first→last (questions) | "
+           "AUC-all first→last |", "|---|---|---|---|---|---|---|---|"]
     for (obj, seed), dev in runs.items():
         a, b = dev[0], dev[-1]
-        out.append(f"| {obj} seed {seed} | {b['eval_step']} | {len(dev)} | {_f(a['dev_accuracy'])}→{_f(b['dev_accuracy'])} | "
+        out.append(f"| {obj} seed {seed} | {starts.get((obj, seed), '–')} | {b['eval_step']} | {len(dev)} | "
+                   f"{_f(a['dev_accuracy'])}→{_f(b['dev_accuracy'])} | "
                    f"{_f(a['dev_ece'])}→{_f(b['dev_ece'])} | {_f(a['dev_auc_mean'])}→{_f(b['dev_auc_mean'])} "
                    f"({a.get('dev_questions_with_both', '–')}→{b.get('dev_questions_with_both', '–')}) | "
                    f"{_f(a.get('dev_auc_all'))}→{_f(b.get('dev_auc_all'))} |")
-    return out + [""], capo_auc_claim(runs)
+    return out + [""], capo_auc_claim(runs, starts=starts)
 
 
 def caspo_section(results: Path) -> tuple[list[str], list[str]]:

@@ -17,6 +17,7 @@ def train_rl(objective: str, *, model: Path | None = None, overrides: dict | Non
     """``cat-train rl --resume`` from the SFT checkpoint on arith train (the lab difficulty), dev curves on
     ``eval_limit`` dev questions; per-step and dev rows copied to results/lab/rl/<objective>/metrics.jsonl.
     ``size=800``: issue 21's recipe (``rl800_recipe``) for ``seed``, rows to results/lab/rl800/<objective>-s<seed>/."""
+    from cat_serve.calibration import model_fingerprint
     from training.checkpoint import read_metrics
 
     if size not in (None, 800):
@@ -36,7 +37,7 @@ def train_rl(objective: str, *, model: Path | None = None, overrides: dict | Non
     with open(dest / "metrics.jsonl", "w") as f:
         for row in read_metrics(out):
             f.write(json.dumps(row) + "\n")
-    record_segment(kind, t0, recipe=recipe, model=str(model))
+    record_segment(kind, t0, recipe=recipe, model=str(model), model_fingerprint=model_fingerprint(model))
     return out
 
 

@@ -270,4 +270,11 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     # a margin above 0.4: the interval excludes the claim
     assert capo_auc_claim({("capo", 0): capo[:2], ("grpo", 0): grpo}, margin=0.45, resamples=200).startswith(
         "did not hold")
-    assert "## RL at 800 prompts" in build(tmp_path)
+    # runs of one seed that started from different SFT checkpoints are not paired; the table names each start
+    assert capo_auc_claim({("capo", 0): capo[:2], ("grpo", 0): grpo}, resamples=200,
+                          starts={("capo", 0): "aaaa", ("grpo", 0): "bbbb"}).startswith("not run")
+    for name, fp in (("grpo-s0", "sha256:d770f2321234"), ("capo-s0", "sha256:0123456789ab")):
+        (tmp_path / "rl800" / name / "segments.jsonl").write_text(json.dumps({"command": "x", "wall_s": 1.0, "model_fingerprint": fp}) + "\n")
+    report = build(tmp_path)
+    assert "## RL at 800 prompts" in report and "| grpo seed 0 | d770f232 |" in report
+    assert "CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: not run" in report
