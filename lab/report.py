@@ -440,9 +440,33 @@ def rl800_section(results: Path) -> tuple[list[str], list[str]]:
         if runs:
             starts = {key: rl800_start(results / folder / f"{key[0]}-s{key[1]}") for key in runs}
             body, claim = rl_scale_table(runs, title, recipe, starts)
-            out += body
+            out += body + superseded_runs(results / folder)
             verdicts.append(f"- {folder}: CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: {claim}")
     return out, verdicts
+
+
+def superseded_runs(folder: Path) -> list[str]:
+    """One line per run restarted from scratch on another SFT checkpoint: what the earlier run was and where its
+    rows are (git history; the segments stay in the run's segments.jsonl)."""
+    lines = []
+    for f in sorted(folder.glob("*/segments.jsonl")):
+        segs = _jsonl(f)
+        old = segs[:len(segs) - len(current_run(segs))]
+        if old:
+            fps = sorted({s["model_fingerprint"].removeprefix("sha256:")[:8] if s.get("model_fingerprint")
+                          else "not recorded" for s in old})
+            lines.append(f"- {f.parent.name}: restarted from scratch on the SFT checkpoint above; the earlier run "
+                         f"({len(old)} segment(s), {sum(float(s['wall_s']) for s in old):.0f} s, started "
+                         f"{old[0].get('started_utc', '?')}, checkpoint {', '.join(fps)}) is superseded; its rows are "
+                         "in git history, its segments in the run's segments.jsonl.")
+    return lines + [""] if lines else []
+
+
+def current_run(segs: list[dict]) -> list[dict]:
+    """The segments of the run whose rows are committed: those from the last segment's SFT checkpoint. A run
+    restarted from scratch on a retrained checkpoint (a new machine) leaves its predecessor's segments above it."""
+    fp = segs[-1].get("model_fingerprint") if segs else None
+    return [s for s in segs if s.get("model_fingerprint") == fp]
 
 
 def rl800_start(run: Path) -> str:
@@ -664,6 +688,8 @@ def commands_section(results: Path) -> list[str]:
                 continue
             if kind == "sft":  # the latest training only: an earlier one is the same recipe on another machine
                 segs = trainings(segs)[-1]
+            if kind == "rl800":  # the segments of the run shown: an earlier run from another SFT checkpoint is not
+                segs = current_run(segs)
             name = kind if kind not in ("rl", "rl800", "rl8000-gpu") else f"{kind}/{f.parent.name}"
             default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}",
                        "rl800": "make lab-rl800", "rl8000-gpu": "bash scripts/lab_gpu.sh",

@@ -278,3 +278,12 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     report = build(tmp_path)
     assert "## RL at 800 prompts" in report and "| grpo seed 0 | d770f232 |" in report
     assert "CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: not run" in report
+    # GRPO restarted from scratch on CAPO's checkpoint: paired again; the earlier run is named, not summed
+    (tmp_path / "rl800" / "grpo-s0" / "segments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"command": "x", "wall_s": 3243.0, "started_utc": "2026-12-03T20:08:56Z"},
+        {"command": "x", "wall_s": 100.0, "model_fingerprint": "sha256:0123456789ab"})))
+    report = build(tmp_path)
+    assert "| grpo seed 0 | 01234567 |" in report and "matched accuracy: not run" not in report
+    assert ("grpo-s0: restarted from scratch on the SFT checkpoint above; the earlier run (1 segment(s), 3243 s, "
+            "started 2026-12-03T20:08:56Z, checkpoint not recorded) is superseded") in report
+    assert "| rl800/grpo-s0 | `x` | 1 | 100 |" in report
