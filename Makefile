@@ -24,7 +24,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features lab-cat-temperature
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-transfer800 lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features lab-cat-temperature
 
 install: $(STAMP)
 
@@ -144,6 +144,11 @@ lab-caspo: lab-sft
 TRANSFER_MODELS ?= sft,caspo,capo,grpo
 lab-transfer: lab-sft
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT) --models $(TRANSFER_MODELS)
+
+# lab-transfer800 SEED=0: the same on make lab-rl800's GRPO and CAPO checkpoints of SEED (and CASPO's), PC@4 and
+#   CaT-stream at their dev-chosen sampling, paired with SFT and GRPO in docs/lab.md (results/lab/transfer-rl800-s0/)
+lab-transfer800:
+	$(PY) -m lab.recipe transfer --split test --k 4 --limit 300 --models $(TRANSFER_MODELS) --rl-size 800 --seed $(SEED)
 
 # lab-all: every experiment above in order (dev sweep before the test split), then the report; one "all"
 # segment in results/lab/all/segments.jsonl holds the total wall time (issue #10's 4 h budget)

@@ -635,24 +635,35 @@ def transfer_verdict(c: dict, verdict: tuple[str, float] | None, base: str = "SF
             f"tokens {compare.fmt_stat(c.get('tokens_ratio'))}× {base}'s; {c['n']} paired items)")
 
 
-def transfer_runs(results: Path, split: str, model: str, strategy: str) -> list[dict]:
-    """The rows of one transfer run: ``transfer/<model>/<split>-k<K>/<strategy with @ as _k>/``."""
-    for folder in sorted((results / "transfer" / model).glob(f"{split}-k*")):
+def transfer_runs(results: Path, split: str, model: str, strategy: str, kind: str = "transfer") -> list[dict]:
+    """The rows of one transfer run: ``<kind>/<model>/<split>-k<K>/<strategy with @ as _k>/``."""
+    for folder in sorted((results / kind / model).glob(f"{split}-k*")):
         rows = run_rows(folder / strategy.replace("@", "_k"))
         if rows:
             return rows
     return []
 
 
+def transfer_kinds(results: Path) -> list[str]:
+    """"transfer" (make lab-transfer), then each "transfer-rl800-s<seed>" (make lab-transfer800)."""
+    return ["transfer", *sorted(p.name for p in results.glob("transfer-rl*") if p.is_dir())]
+
+
 def transfer_section(results: Path) -> tuple[list[str], list[str]]:
     out, verdicts = ["## Calibration → search (make lab-transfer)", ""], []
-    files = sorted((results / "transfer").glob("compare_*.json"))
+    files = [f for kind in transfer_kinds(results) for f in sorted((results / kind).glob("compare_*.json"))]
     if not files:
         return out + ["No transfer results yet.", ""], ["- Better calibration buys accuracy or tokens: not run."]
     for f in files:
         data = json.loads(f.read_text())
-        split = f.stem.removeprefix("compare_")
-        out += [f"### {f.stem}", "", "| model | strategy | accuracy [95% CI] | tokens/query | ECE | AUROC |",
+        split, kind = f.stem.removeprefix("compare_"), f.parent.name
+        title = f.stem if kind == "transfer" else f"{kind}/{f.stem}"
+        if kind != "transfer":
+            out += [f"`{kind}`: `make lab-transfer800 SEED={kind.rsplit('-s', 1)[1]}`: make lab-rl800's checkpoints of "
+                    "that seed; PC and CaT-stream at the sampling issue 20's dev runs chose (as make lab-search); every "
+                    "model reports its raw confidence. Pairs: `eval.compare` on the shared items, Holm across the "
+                    "table's comparisons.", ""]
+        out += [f"### {title}", "", "| model | strategy | accuracy [95% CI] | tokens/query | ECE | AUROC |",
                 "|---|---|---|---|---|---|"]
         for model, strategies in data.items():
             for strategy, r in strategies.items():
@@ -662,13 +673,13 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
         pairs = [(m, "sft", "SFT") for m in data if m != "sft" and "sft" in data]
         if "capo" in data and "grpo" in data:  # the same RL with and without CAPO's calibration term
             pairs.append(("capo", "grpo", "GRPO"))
-        comparisons = {(m, b, s): compare.compare_rows(transfer_runs(results, split, m, s),
-                                                       transfer_runs(results, split, b, s))
+        comparisons = {(m, b, s): compare.compare_rows(transfer_runs(results, split, m, s, kind),
+                                                       transfer_runs(results, split, b, s, kind))
                        for m, b, _ in pairs for s in data[m] if s in data[b]}
         family = better_family({key: c for key, c in comparisons.items() if c.get("n")})
         for (m, b, s), c in comparisons.items():
             what = "GRPO (the calibration term alone)" if b == "grpo" else "SFT"
-            verdicts.append(f"- {f.stem} {m} better than {what}, {s}: "
+            verdicts.append(f"- {title} {m} better than {what}, {s}: "
                             f"{transfer_verdict(c, family.get((m, b, s)), 'GRPO' if b == 'grpo' else 'SFT')}")
     return out, verdicts or ["- Better calibration buys accuracy or tokens: SFT only so far."]
 
@@ -678,8 +689,7 @@ def commands_section(results: Path) -> list[str]:
     for kind in ("sft", "calibration", "calibration/features", "calibration/features-extended", "search",
                  "search/chosen", "search/sampling-sweep",
                  "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "rl800",
-                 "rl8000-gpu", "caspo",
-                 "transfer", "all"):
+                 "rl8000-gpu", "caspo", *transfer_kinds(results), "all"):
         files = ([results / kind / "segments.jsonl"] if kind not in ("rl", "rl800", "rl8000-gpu")
                  else sorted((results / kind).glob("*/segments.jsonl")))
         for f in files:

@@ -103,6 +103,10 @@ def main(argv=None) -> int:
     t.add_argument("--k", type=int, default=4)
     t.add_argument("--limit", type=int, default=300)
     t.add_argument("--models", default=",".join(TRANSFER_MODELS), help="a subset, e.g. capo (two processes can split them)")
+    t.add_argument("--rl-size", type=int, choices=(800,), default=None,
+                   help="800: make lab-rl800's checkpoints, each strategy at its dev-chosen sampling "
+                        "(results/lab/transfer-rl800-s<seed>/, make lab-transfer800)")
+    t.add_argument("--seed", type=int, default=0, help="--rl-size 800: the RL runs' seed")
     c = sub.add_parser("caspo")
     c.add_argument("--split", choices=("dev", "test"), default="dev")
     c.add_argument("--limit", type=int, default=64)
@@ -122,8 +126,8 @@ def main(argv=None) -> int:
                                           overrides=json.loads(args.set), out=Path(args.out) if args.out else None)))
         return 0
     if args.cmd == "transfer":
-        print(json.dumps(transfer(args.split, k=args.k, limit=args.limit, only_models=tuple(args.models.split(","))),
-                         indent=2))
+        print(json.dumps(transfer(args.split, k=args.k, limit=args.limit, only_models=tuple(args.models.split(",")),
+                                  rl_size=args.rl_size, seed=args.seed), indent=2))
         return 0
     if args.cmd == "sweep":
         sampling_sweep(args.limit, model=Path(args.model) if args.model else None,

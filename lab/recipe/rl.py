@@ -29,15 +29,21 @@ def train_rl(objective: str, *, model: Path | None = None, overrides: dict | Non
             "--data-path", f"arith:{LAB_DIFFICULTY}@train", "--eval-data-path", f"arith:{LAB_DIFFICULTY}@dev"]
     for key, value in recipe.items():
         argv += ["--" + key.replace("_", "-"), str(value)]
-    t0 = time.time()
-    run_child([sys.executable, "-m", "training.cli", *argv], cwd=REPO)
+    t0, finished = time.time(), False
     kind = f"rl800/{objective}-s{seed}" if size else f"rl/{objective}"
-    dest = results_root() / kind
-    dest.mkdir(parents=True, exist_ok=True)
-    with open(dest / "metrics.jsonl", "w") as f:
-        for row in read_metrics(out):
-            f.write(json.dumps(row) + "\n")
-    record_segment(kind, t0, recipe=recipe, model=str(model), model_fingerprint=model_fingerprint(model))
+    try:
+        run_child([sys.executable, "-m", "training.cli", *argv], cwd=REPO)
+        finished = True
+    finally:  # an interrupted or failed run: the rows of its saved steps, and a segment that says so
+        rows = read_metrics(out)
+        if rows or finished:
+            dest = results_root() / kind
+            dest.mkdir(parents=True, exist_ok=True)
+            with open(dest / "metrics.jsonl", "w") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
+            record_segment(kind, t0, recipe=recipe, model=str(model), model_fingerprint=model_fingerprint(model),
+                           **({} if finished else {"interrupted": True}))
     return out
 
 

@@ -4,6 +4,7 @@ wall-time records (``segments.jsonl``) the report sums."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -30,8 +31,12 @@ def run_child(cmd: list[str], *, timeout: float = 120, **kw) -> None:
     """``subprocess.run(cmd, check=True)``, except that an interrupt of this process (SIGTERM arrives here as
     SystemExit, see ``main``) is passed on as SIGTERM, so the child (eval.cli, training.cli) stops its own
     server or saves its state; SIGKILL only after ``timeout`` s. subprocess.run would SIGKILL it at once and
-    could orphan the vLLM server it started."""
-    proc = subprocess.Popen(cmd, **kw)
+    could orphan the vLLM server it started.
+
+    The child leads its own process group, and whatever is left of the group when the child has ended is
+    SIGKILLed: a child killed outright (the kernel's OOM killer, SIGKILL) cannot stop the vLLM engine processes
+    it started, and they would hold their memory (4-5 GiB per colocated RL sampler) until killed by hand."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
     try:
         rc = proc.wait()
     except BaseException:
@@ -42,8 +47,18 @@ def run_child(cmd: list[str], *, timeout: float = 120, **kw) -> None:
             proc.kill()
             proc.wait()
         raise
+    finally:
+        kill_group(proc.pid)
     if rc:
         raise subprocess.CalledProcessError(rc, cmd)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in process group ``pgid`` (none left: nothing to do)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 

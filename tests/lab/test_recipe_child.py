@@ -40,3 +40,34 @@ def test_run_all_records_one_total_segment(tmp_path, monkeypatch, capsys):
         run_all(steps=(["path"], ["no-such-step"]))
     rows = [json.loads(line) for line in (tmp_path / "all" / "segments.jsonl").read_text().splitlines()]
     assert [(r["steps"], r.get("interrupted")) for r in rows] == [(2, None), (2, True)]
+
+
+def _alive(pid: int) -> bool:
+    """pid runs (a zombie, reparented to an init that does not reap it, counts as gone)."""
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_child_killed_outright_leaves_no_grandchildren(tmp_path):
+    """The OOM killer SIGKILLs a trainer; the vLLM engine processes it started must not outlive it."""
+    import os
+    import time
+
+    from lab.recipe.runs import run_child
+
+    pid_file = tmp_path / "grandchild.pid"
+    child = ("import os, signal, subprocess, sys\n"
+             "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+             f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+             "os.kill(os.getpid(), signal.SIGKILL)\n")
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        run_child([sys.executable, "-c", child])
+    assert err.value.returncode == -9
+    grandchild = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while _alive(grandchild) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild)

@@ -287,3 +287,41 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     assert ("grpo-s0: restarted from scratch on the SFT checkpoint above; the earlier run (1 segment(s), 3243 s, "
             "started 2026-12-03T20:08:56Z, checkpoint not recorded) is superseded") in report
     assert "| rl800/grpo-s0 | `x` | 1 | 100 |" in report
+
+
+def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
+    """make lab-transfer800's folder gets its own table and verdicts (paired on the shared items), beside the
+    older transfer/ folder; the wall time is listed under its own name."""
+    from lab.report import build, transfer_kinds
+
+    kind = tmp_path / "transfer-rl800-s0"
+    # 10 items; SFT right on 0-4, GRPO on 0-5, CAPO on 0-6: CAPO - GRPO = +0.1, CAPO - SFT = +0.2
+    right = {"sft": 5, "grpo": 6, "capo": 7}
+    data = {}
+    for model, n_right in right.items():
+        run = kind / model / "test-k4" / "PC_k4"
+        run.mkdir(parents=True)
+        run.joinpath("results.jsonl").write_text("".join(json.dumps(
+            {"id": f"q{i}", "correct": i < n_right, "tokens": 100, "latency_s": 1.0, "confidence": 0.5}) + "\n"
+            for i in range(10)))
+        data[model] = {"PC@4": {"accuracy": n_right / 10, "acc_lo95": 0.2, "acc_hi95": 0.9, "tokens_per_query": 100.0,
+                                "ece": 0.1, "auroc": 0.6}}
+    (kind / "compare_test.json").write_text(json.dumps(data))
+    (kind / "segments.jsonl").write_text(json.dumps({"command": "python -m lab.recipe transfer --rl-size 800",
+                                                     "wall_s": 12.0}) + "\n")
+    assert transfer_kinds(tmp_path) == ["transfer", "transfer-rl800-s0"]
+    report = build(tmp_path)
+    assert "### transfer-rl800-s0/compare_test" in report and "`make lab-transfer800 SEED=0`" in report
+    assert "- transfer-rl800-s0/compare_test capo better than GRPO (the calibration term alone), PC@4: " in report
+    assert "Δacc +0.100 [" in report and "Δacc +0.200 [" in report and "10 paired items" in report
+    assert "| transfer-rl800-s0 | `python -m lab.recipe transfer --rl-size 800` | 1 | 12 |" in report
+
+
+def test_transfer800_uses_the_rl800_checkpoints():
+    from lab.recipe import rl800_recipe, rl_dir
+    from lab.recipe.transfer import transfer_folder, transfer_models
+
+    assert transfer_folder() == "transfer" and transfer_folder(800, 1) == "transfer-rl800-s1"
+    models = transfer_models(800, 1)
+    assert models["capo"] == rl_dir("capo", rl800_recipe("capo", 1)) != rl_dir("capo", rl800_recipe("capo", 0))
+    assert models["grpo"] == rl_dir("grpo", rl800_recipe("grpo", 1)) and transfer_models()["grpo"] == rl_dir("grpo")
