@@ -29,6 +29,7 @@ import copy
 import json
 import math
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,22 +50,59 @@ def round_temperature(temperatures: Sequence[float], r: int) -> float:
 
 @torch.no_grad()
 def sample_steps(model, tokenizer, context_ids: list[int], *, n: int, temperature: float, max_tokens: int):
-    """``n`` candidate next steps: list of (text, mean logprob, entropy confidence).
-
-    Sampled through the engine layer (``HFEngine`` on the live policy) with ``"\n"`` as the stop
-    string, so each step ends at its first newline. Log-probs and exact entropies come from the
-    engine and refer to the raw (temperature-1) distribution."""
-    from cat_serve.search.types import GenParams
+    """``n`` candidate next steps of one context from the live policy (``HFEngine``): list of (text, mean
+    logprob, entropy confidence). See ``step_groups``."""
     from training.rollout import PolicyEngine
 
+    return step_groups(PolicyEngine(model, tokenizer), model, tokenizer, [context_ids], n=n, temperature=temperature,
+                       max_tokens=max_tokens)[0]
+
+
+@torch.no_grad()
+def step_groups(sampler, policy, tokenizer, contexts: Sequence[Sequence[int]], *, n: int, temperature: float,
+                max_tokens: int) -> list[list[tuple[str, float, float | None]]]:
+    """For every context, ``n`` candidate next steps as (text, mean logprob, entropy confidence), from one
+    ``sampler.sample_groups`` call (a ``training.rollout`` engine: ``HFEngine`` on the live policy, or the
+    colocated vLLM engine, which batches every context of a depth).
+
+    Each step is cut at its first newline (``"\n"`` is the stop string). The mean log-probability is the
+    sampler's, of the raw (temperature-1) distribution (HFEngine's; vLLM's default raw log-probs). The entropy
+    confidence ``exp(-mean token entropy)`` is exact: the sampler's own where its entropies are exact (HFEngine),
+    else one no-grad forward of ``policy`` over the first candidate of each context (vLLM reports top-k
+    estimates only). Algorithm 1 reads the confidence of that first candidate (s_j) alone; the competitors'
+    are None there."""
+    from cat_serve.search.types import GenParams
+
     params = GenParams(max_tokens=max_tokens, temperature=temperature, stop=("\n",), top_logprobs=0)
-    steps = PolicyEngine(model, tokenizer).sample_groups([context_ids], n, params)[0]
+    groups = sampler.sample_groups([list(c) for c in contexts], n, params)
+    exact = getattr(sampler, "exact_entropy", False)
+    firsts = None if exact else exact_confidences(policy, tokenizer, contexts, [g[0] for g in groups])
     out = []
-    for st in steps:
-        k = max(len(st.token_ids), 1)
-        mean_logp = sum(st.logprobs) / k
-        confidence = math.exp(-sum(st.entropies) / k)
-        out.append((st.text.strip(), mean_logp, confidence))
+    for i, group in enumerate(groups):
+        rows = []
+        for j, st in enumerate(group):
+            k = max(len(st.token_ids), 1)
+            conf = math.exp(-sum(st.entropies) / k) if exact else (firsts[i] if j == 0 else None)
+            rows.append((st.text.strip(), sum(st.logprobs) / k, conf))
+        out.append(rows)
+    return out
+
+
+@torch.no_grad()
+def exact_confidences(policy, tokenizer, contexts: Sequence[Sequence[int]], steps, *, chunk: int = 16) -> list[float]:
+    """``exp(-mean token entropy)`` of each step (an engine ``Step``) after its context, under ``policy`` at
+    temperature 1: the trainer's exact full-vocabulary entropies, ``chunk`` rows per forward."""
+    from training.rl import rollout_from_steps, token_logps
+
+    device = next(policy.parameters()).device
+    out: list[float] = []
+    for lo in range(0, len(steps), chunk):
+        rollout = rollout_from_steps(contexts[lo:lo + chunk], [[s] for s in steps[lo:lo + chunk]],
+                                     tokenizer.pad_token_id, device)
+        _, entropy = token_logps(policy, rollout, with_entropy=True)
+        mask = rollout.completion_mask.float()
+        mean = (entropy.float() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        out += [math.exp(-m) for m in mean.tolist()]
     return out
 
 
@@ -95,41 +133,64 @@ def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: flo
 
 def arith_step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int,
                        on_policy: bool) -> list[StepSample]:
-    """Steps of an arith example judged by ``eval.arith.Critic`` (exact, from the model's own state).
+    """``arith_round_samples`` of one example, sampled from the live policy (``HFEngine``)."""
+    from training.rollout import PolicyEngine
+
+    return arith_round_samples(PolicyEngine(model, tokenizer), model, tokenizer, [ex], n=n, temperature=temperature,
+                               max_tokens=max_tokens, on_policy=on_policy)
+
+
+def arith_round_samples(sampler, policy, tokenizer, examples: Sequence[GSM8KExample], *, n: int, temperature: float,
+                        max_tokens: int, on_policy: bool) -> list[StepSample]:
+    """Steps of arith examples judged by ``eval.arith.Critic`` (exact, from the model's own state).
 
     ``on_policy``: q_j = [x, s_1 .. s_{j-1}] with the model's own sampled steps (Eq. 1), until it writes
     the answer line or ``len(steps) + 2`` steps; otherwise the reference steps before j (teacher forcing).
-    The StepSample's ``reference`` is the critic's correct step from that context."""
+    The StepSample's ``reference`` is the critic's correct step from that context.
+
+    Depth by depth: the j-th contexts of every example still going are sampled in one ``step_groups`` call
+    (one batch for the vLLM engine). Samples are returned example by example, in step order."""
     from eval.arith import Critic
 
-    critic = Critic.from_reference(ex.steps)
-    prompt = question_prompt_ids(tokenizer, ex.question)
-    reference = list(ex.clean_steps) + [f"#### {ex.gold}"]
-    prefix_lines: list[str] = []
-    out = []
-    for j in range(len(reference) + (2 if on_policy else 0)):
-        if not on_policy:
-            if j >= len(reference):
-                break
-            prefix_lines = reference[:j]
-        prefix = "".join(s + "\n" for s in prefix_lines)
-        context_ids = prompt + tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        cands = sample_steps(model, tokenizer, context_ids, n=n, temperature=temperature, max_tokens=max_tokens)
-        (text, _, conf), rivals = cands[0], cands[1:]
-        out.append(StepSample(
-            context=tokenizer.decode(context_ids), candidate=text, correct=critic.judge(prefix_lines, text),
-            confidence=conf, reference=critic.next_step(prefix_lines),
-            competitors=tuple(Competitor(t, lp, critic.judge(prefix_lines, t)) for t, lp, _ in rivals),
-        ))
-        if on_policy:
-            if not text or text.lstrip().startswith("####"):
-                break
-            prefix_lines = prefix_lines + [text]
-    return out
+    states = [{"critic": Critic.from_reference(ex.steps), "prompt": question_prompt_ids(tokenizer, ex.question),
+               "reference": list(ex.clean_steps) + [f"#### {ex.gold}"], "prefix": [], "samples": [], "done": False}
+              for ex in examples]
+    depth = 0
+    while True:
+        active = [st for st in states if not st["done"] and depth < len(st["reference"]) + (2 if on_policy else 0)]
+        if not active:
+            break
+        contexts = []
+        for st in active:
+            if not on_policy:
+                st["prefix"] = st["reference"][:depth]
+            prefix = "".join(line + "\n" for line in st["prefix"])
+            contexts.append(st["prompt"] + tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        groups = step_groups(sampler, policy, tokenizer, contexts, n=n, temperature=temperature, max_tokens=max_tokens)
+        for st, context_ids, cands in zip(active, contexts, groups):
+            critic, lines = st["critic"], st["prefix"]
+            (text, _, conf), rivals = cands[0], cands[1:]
+            st["samples"].append(StepSample(
+                context=tokenizer.decode(context_ids), candidate=text, correct=critic.judge(lines, text),
+                confidence=conf, reference=critic.next_step(lines),
+                competitors=tuple(Competitor(t, lp, critic.judge(lines, t)) for t, lp, _ in rivals),
+            ))
+            if on_policy:
+                if not text or text.lstrip().startswith("####"):
+                    st["done"] = True
+                else:
+                    st["prefix"] = lines + [text]
+        depth += 1
+    return [sample for st in states for sample in st["samples"]]
 
 
-def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASPOArgs, temperature: float):
-    """(pairs, collection metrics) for one round."""
+COLLECT_BATCH = 64  # arith examples sampled together, depth by depth (x candidates_per_step sequences per call)
+
+
+def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASPOArgs, temperature: float,
+                  sampler=None):
+    """(pairs, collection metrics) for one round. ``sampler``: a ``training.rollout`` engine holding the
+    current weights (default: ``HFEngine`` on the live ``model``); the arith judge batches its contexts."""
     if args.contexts == "on_policy" and args.judge != "arith":
         raise ValueError("--contexts on_policy needs --judge arith (an exact critic that judges any state)")
     model.eval()
@@ -137,9 +198,13 @@ def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASP
     if args.judge == "critic":
         critic = CriticJudge(args.critic_base_url, args.critic_model, api_key=args.critic_api_key)
     if args.judge == "arith":
-        samples = [s for ex in examples for s in arith_step_samples(
-            model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature,
-            max_tokens=args.max_step_tokens, on_policy=args.contexts == "on_policy")]
+        if sampler is None:
+            from training.rollout import PolicyEngine
+
+            sampler = PolicyEngine(model, tokenizer)
+        samples = [s for lo in range(0, len(examples), COLLECT_BATCH) for s in arith_round_samples(
+            sampler, model, tokenizer, examples[lo:lo + COLLECT_BATCH], n=args.candidates_per_step,
+            temperature=temperature, max_tokens=args.max_step_tokens, on_policy=args.contexts == "on_policy")]
     else:
         samples = [s for ex in examples for s in step_samples(
             model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature,
@@ -168,6 +233,7 @@ def dpo_round(model, tokenizer, pairs: list[PreferencePair], args: CASPOArgs) ->
     with tempfile.TemporaryDirectory(prefix="cat-caspo-") as work:
         config = DPOConfig(
             output_dir=work, beta=args.beta, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
             learning_rate=args.learning_rate, seed=args.seed, logging_steps=1, save_strategy="no",
             report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
         )
@@ -193,24 +259,42 @@ def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
     model, tokenizer = load_model_and_tokenizer(model_path, args.tokenizer, seed=args.seed)
     model = model.to(train_device())  # collection samples on the GPU too (DPOTrainer would move it only later)
     path = Path(args.output_dir)
-    for r in range(start, args.rounds):
-        torch.manual_seed(args.seed + r)
-        temperature = round_temperature(args.temperatures, r)
-        pairs, metrics = collect_pairs(model, tokenizer, examples, args, temperature)
-        pair_files[f"pairs_round{r}.jsonl"] = [p.to_dict() for p in pairs]
-        dpo_logs = []
-        if pairs:
-            model, dpo_logs = dpo_round(model, tokenizer, pairs, args)
-        history.append({"round": r, "temperature": temperature, **metrics,
-                        "dpo_loss": dpo_logs[-1]["loss"] if dpo_logs else None})
-        history.extend({"round": r, **row} for row in dpo_logs)
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1 - len(dpo_logs)].items()}),
-              flush=True)
+    sampler = None
+    try:
+        for r in range(start, args.rounds):
+            torch.manual_seed(args.seed + r)
+            temperature = round_temperature(args.temperatures, r)
+            if sampler is None:
+                from training.rollout import make_rollout_engine
 
-        def write_pairs(tmp: Path) -> None:
-            for name, rows in pair_files.items():
-                write_jsonl(tmp / name, rows)
+                sampler = make_rollout_engine(args.rollout_engine, model, tokenizer, seed=args.seed + r,
+                                              max_model_len=args.vllm_max_model_len, vllm_dtype=args.vllm_dtype)
+            t0 = time.time()
+            pairs, metrics = collect_pairs(model, tokenizer, examples, args, temperature, sampler=sampler)
+            metrics["collect_s"] = round(time.time() - t0, 1)
+            pair_files[f"pairs_round{r}.jsonl"] = [p.to_dict() for p in pairs]
+            dpo_logs = []
+            if pairs:
+                t0 = time.time()
+                model, dpo_logs = dpo_round(model, tokenizer, pairs, args)
+                metrics["dpo_s"] = round(time.time() - t0, 1)
+                if sampler.kind == "transformers":  # HFEngine holds the policy object: a new one for the new model
+                    sampler = None
+                else:
+                    sampler.sync_weights(model)
+            history.append({"round": r, "temperature": temperature, **metrics,
+                            "dpo_loss": dpo_logs[-1]["loss"] if dpo_logs else None})
+            history.extend({"round": r, **row} for row in dpo_logs)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                              for k, v in history[-1 - len(dpo_logs)].items()}), flush=True)
 
-        path = save_checkpoint(args.output_dir, model, tokenizer, args=args, metrics=history,
-                               state={"round": r + 1, "rounds": args.rounds}, extra=write_pairs)
+            def write_pairs(tmp: Path) -> None:
+                for name, rows in pair_files.items():
+                    write_jsonl(tmp / name, rows)
+
+            path = save_checkpoint(args.output_dir, model, tokenizer, args=args, metrics=history,
+                                   state={"round": r + 1, "rounds": args.rounds}, extra=write_pairs)
+    finally:
+        if sampler is not None:
+            sampler.close()
     return path

@@ -134,6 +134,16 @@ class CASPOArgs(CommonArgs):
     confidence_threshold: float = _f(0.8, "Correct steps with confidence above this yield no pair.")
     beta: float = _f(0.1, "DPO beta.")
     batch_size: int = _f(4, "DPO per-device train batch size.")
+    gradient_accumulation_steps: int = _f(1, "DPO micro-batches per optimiser step (effective batch = batch_size * "
+                                             "this).")
+    rollout_engine: str = _f("transformers", "Step sampler of the collection: 'transformers' (HFEngine on the live "
+                             "policy, exact entropies), 'vllm' (a colocated vLLM engine, weights reloaded after each "
+                             "round's DPO; every example's j-th context in one batch; s_j's entropy confidence from "
+                             "one exact policy forward) or 'auto' (vllm when it imports).",
+                             choices=("auto", "vllm", "transformers"))
+    vllm_dtype: str = _f("weights", "--rollout-engine vllm: the engine's dtype ('weights', 'auto' or a dtype name; "
+                         "see cat-train rl).")
+    vllm_max_model_len: int = _f(1024, "--rollout-engine vllm: context length of the colocated engine.")
     max_step_tokens: int = _f(64, "Max tokens of one sampled step (cut at the first newline).")
     judge: str = _f("exact", "Step judge: 'exact' (GSM8K calculator notes; the gold answer for the last step), "
                              "'critic' (a chat model behind an OpenAI-compatible endpoint, --critic-base-url) or "
