@@ -24,7 +24,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-transfer lab-transfer800 lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features lab-cat-temperature
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-caspo1k lab-transfer lab-transfer800 lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features lab-cat-temperature
 
 install: $(STAMP)
 
@@ -139,6 +139,11 @@ lab-rl-timing:
 SPLIT ?= dev
 lab-caspo: lab-sft
 	$(PY) -m lab.recipe caspo --split $(SPLIT)
+
+# lab-caspo1k: CASPO at >= 1,000 pairs (704 train problems, 2 rounds, colocated vLLM collection, DPO batch 32),
+#   one training per learning rate (5e-7, 2e-6, 1e-5), chosen on dev step ECE, test once (results/lab/caspo1k/)
+lab-caspo1k:
+	$(PY) -m lab.recipe caspo1k
 
 # lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints (GRPO's as the control), same test items (results/lab/transfer/)
 TRANSFER_MODELS ?= sft,caspo,capo,grpo

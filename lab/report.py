@@ -54,6 +54,10 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def run_rows(folder: Path) -> list[dict]:
     """The result rows of one run folder (empty when it has none)."""
     f = folder / runner.RESULTS
@@ -547,6 +551,78 @@ def caspo_halves(before: list[dict], after: list[dict], resamples: int = compare
             f"{len(questions)} questions resampled)")
 
 
+def step_stats_by_question(before: list[dict], after: list[dict], resamples: int = compare.RESAMPLES,
+                           seed: int = compare.SEED) -> dict[str, tuple[float, float, float, float | None, float | None]]:
+    """Step ECE, entropy gap (mean entropy of wrong steps - of right ones) and step AUROC of the entropy
+    confidence, before and after, with one bootstrap by question (the same questions are judged by both models,
+    their steps differ): stat -> (before, after, after - before, lo, hi) of the difference."""
+    from eval.metrics import auroc, ece  # noqa: PLC0415
+
+    questions = sorted({r["question"] for r in before} & {r["question"] for r in after})
+    by_q = [{q: [r for r in rows if r["question"] == q] for q in questions} for rows in (before, after)]
+
+    def gap(rows):
+        right = [r["mean_entropy"] for r in rows if r["correct"]]
+        wrong = [r["mean_entropy"] for r in rows if not r["correct"]]
+        return float(np.mean(wrong) - np.mean(right)) if right and wrong else float("nan")
+
+    stats = {"step ECE": lambda rows: ece([r["confidence"] for r in rows], [bool(r["correct"]) for r in rows]),
+             "entropy gap": gap,
+             "step AUROC": lambda rows: auroc([r["confidence"] for r in rows], [bool(r["correct"]) for r in rows])}
+    draws = compare.bootstrap_indices(len(questions), resamples, seed)
+    out = {}
+    for name, fn in stats.items():
+        def value(m: int, idx) -> float:
+            v = fn([r for i in idx for r in by_q[m][questions[i]]])
+            return float("nan") if v is None else float(v)
+
+        every = range(len(questions))
+        b, a = value(0, every), value(1, every)
+        lo, hi = compare.percentile_interval([value(1, idx) - value(0, idx) for idx in draws])
+        out[name] = (b, a, a - b, lo, hi)
+    return out
+
+
+def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
+    """make lab-caspo1k (issue 21 item 3): the rounds of each learning rate, the dev choice, and the test
+    comparison with intervals by question; the claim "CASPO halves step ECE"."""
+    root = results / "caspo1k"
+    chosen = _json(root / "chosen.json")
+    if not root.is_dir():
+        return [], []
+    out = ["## CASPO at 1,000 pairs (make lab-caspo1k)", "",
+           "One CASPO training per learning rate from the SFT checkpoint: 704 arith train problems, 2 rounds (T 0.7, "
+           "1.0), on-policy contexts judged by the exact critic, sampled through a colocated vLLM engine; DPO "
+           "(TRL, sigmoid, β 0.1) at an effective batch of 32, 16 steps per round. Step-level calibration by "
+           "`lab.steps` (dev: 64 questions per learning rate; test: 200 questions, once, at the learning rate with "
+           "the lowest dev step ECE).", "",
+           "| learning rate | round | temperature | steps judged | step accuracy | pairs (incorrect / unconfident) | "
+           "collect s | DPO s | DPO loss |", "|---|---|---|---|---|---|---|---|---|"]
+    total = {}
+    for train in sorted(root.glob("train-lr*")):
+        lr = train.name.removeprefix("train-")
+        for r in (r for r in _jsonl(train / "metrics.jsonl") if "pairs" in r):
+            total[lr] = total.get(lr, 0) + r["pairs"]
+            out.append(f"| {lr} | {r['round']} | {r.get('temperature')} | {r['steps']} | {_f(r['step_accuracy'])} | "
+                       f"{r['pairs']} ({r.get('pairs_incorrect')} / {r.get('pairs_unconfident')}) | "
+                       f"{_f(r.get('collect_s'), 0)} | {_f(r.get('dpo_s'), 0)} | {_f(r.get('dpo_loss'))} |")
+    out += ["", "Pairs per learning rate: " + (", ".join(f"{lr} {n:,}" for lr, n in total.items()) or "none yet") + ".", ""]
+    if chosen:
+        out += ["Dev step ECE: " + ", ".join(f"{n} {_f(e)}" for n, e in chosen["dev_ece"].items())
+                + f"; chosen: **{chosen['chosen']}** ({chosen['rule']}).", ""]
+    before, after = (_jsonl(root / f"test-{m}" / "steps.jsonl") for m in ("sft", chosen["chosen"] if chosen else "-"))
+    if not (before and after):
+        return out + ["No test comparison yet.", ""], ["- caspo1k: CASPO halves step ECE: not run."]
+    stats = step_stats_by_question(before, after)
+    out += ["Test (200 questions): SFT → CASPO; difference with a 95 % bootstrap interval by question (2,000 resamples).",
+            "", "| statistic | SFT | CASPO | CASPO − SFT [95 % CI] |", "|---|---|---|---|"]
+    out += [f"| {name} | {_f(b)} | {_f(a)} | {a - b:+.3f} [{_f(lo)}, {_f(hi)}] |" for name, (b, a, _, lo, hi) in stats.items()]
+    b, a, d, lo, hi = stats["entropy gap"]
+    return out + [""], [f"- caspo1k: CASPO halves step ECE: {caspo_halves(before, after)}",
+                        f"- caspo1k: entropy gap (paper 0.04 → 0.66): {_f(b)} → {_f(a)}, difference {d:+.3f} "
+                        f"[{_f(lo)}, {_f(hi)}]"]
+
+
 def profile_table(prof: dict) -> tuple[list[str], list[str]]:
     """A profile's provenance line and held-out table; the strategies that missed issue #9's target."""
     prov = prof.get("provenance", {})
@@ -689,7 +765,7 @@ def commands_section(results: Path) -> list[str]:
     for kind in ("sft", "calibration", "calibration/features", "calibration/features-extended", "search",
                  "search/chosen", "search/sampling-sweep",
                  "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "rl800",
-                 "rl8000-gpu", "caspo", *transfer_kinds(results), "all"):
+                 "rl8000-gpu", "caspo", "caspo1k", *transfer_kinds(results), "all"):
         files = ([results / kind / "segments.jsonl"] if kind not in ("rl", "rl800", "rl8000-gpu")
                  else sorted((results / kind).glob("*/segments.jsonl")))
         for f in files:
@@ -720,7 +796,7 @@ def build(results: Path) -> str:
     verdicts = []
     for section in (calibration_section, calibration_features_section, search_section, sampling_sweep_section,
                     cat_temperature_section, sampling_test_section, dedup_section, rl_section, rl800_section,
-                    caspo_section, transfer_section):
+                    caspo_section, caspo1k_section, transfer_section):
         body, v = section(results)
         lines += body
         verdicts += v

@@ -50,3 +50,57 @@ def caspo_experiment(split: str, *, limit: int = 64, model: Path | None = None, 
     record_segment("caspo", t0)
     return result
 
+
+
+def steps_eval(model: Path, split: str, limit: int, dest: Path) -> dict:
+    """``lab.steps`` (step-level calibration on arith ``split``) of ``model`` into ``dest``; its summary. A
+    finished evaluation of the same checkpoint is reused (the make target resumes)."""
+    from cat_serve.calibration import model_fingerprint
+
+    summary = dest / "summary.json"
+    fp = model_fingerprint(model)
+    if summary.exists() and json.loads(summary.read_text()).get("fingerprint") == fp:
+        return json.loads(summary.read_text())
+    run_child([sys.executable, "-m", "lab.steps", "--model", str(model), "--spec", f"arith:{LAB_DIFFICULTY}@{split}",
+               "--limit", str(limit), "--out", str(dest)], cwd=REPO)
+    data = {**json.loads(summary.read_text()), "fingerprint": fp}
+    summary.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = None, overrides: dict | None = None,
+                results: Path | None = None, evals: dict | None = None) -> dict:
+    """CASPO at issue 21's size (``CASPO1K_RECIPE``): one training per learning rate, each evaluated on dev step
+    ECE (``lab.steps``, the SFT checkpoint beside them); the lr with the lowest dev ECE is evaluated on test once,
+    beside SFT. Results under results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/, test-<name>/,
+    chosen.json. Every finished training and evaluation is reused, so the same command resumes."""
+    from lab.recipe import CASPO1K_EVAL, CASPO1K_LRS, CASPO1K_RECIPE
+    from lab.recipe.sft import finished_sft
+
+    lrs, evals = lrs or CASPO1K_LRS, {**CASPO1K_EVAL, **(evals or {})}
+    t0, finished = time.time(), False
+    root = results or results_root() / "caspo1k"
+    root.mkdir(parents=True, exist_ok=True)
+    sft = finished_sft(model)
+    try:
+        dev = {"sft": steps_eval(sft, "dev", evals["dev"], root / "dev-sft")}
+        ckpts = {}
+        for lr in lrs:
+            recipe = {**CASPO1K_RECIPE, **(overrides or {}), "learning_rate": lr}
+            name = f"lr{lr:g}"
+            ckpts[name] = train_caspo(model=sft, overrides=recipe, out=caspo_dir(recipe))
+            train = root / f"train-{name}"
+            train.mkdir(parents=True, exist_ok=True)
+            for f in (ckpts[name] / "metrics.jsonl", *sorted(ckpts[name].glob("pairs_round*.jsonl"))):
+                shutil.copyfile(f, train / f.name)
+            dev[name] = steps_eval(ckpts[name], "dev", evals["dev"], root / f"dev-{name}")
+        best = min(ckpts, key=lambda n: dev[n]["ece"])
+        (root / "chosen.json").write_text(json.dumps(
+            {"chosen": best, "rule": "lowest dev step ECE among the learning rates", "dev_ece": {n: dev[n]["ece"] for n in dev}},
+            indent=2) + "\n")
+        test = {"sft": steps_eval(sft, "test", evals["test"], root / "test-sft"),
+                "caspo": steps_eval(ckpts[best], "test", evals["test"], root / f"test-{best}")}
+        finished = True
+        return {"chosen": best, "dev": dev, "test": test}
+    finally:
+        record_segment("caspo1k", t0, **({} if finished else {"interrupted": True}))

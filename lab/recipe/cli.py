@@ -14,7 +14,7 @@ from lab.recipe import ALL_STEPS, OBJECTIVES, SEARCH_CONCURRENCY, TRANSFER_MODEL
 from lab.calib_features import verdict
 from lab.recipe.calib_features import calibrate_features
 from lab.recipe.calibrate import calibrate_lab
-from lab.recipe.caspo import caspo_experiment
+from lab.recipe.caspo import caspo_experiment, caspo_sweep
 from lab.recipe.rl import plot_rl, train_rl
 from lab.recipe.runs import exit_on_sigterm, record_segment
 from lab.recipe.search import cat_temperature, search
@@ -107,6 +107,10 @@ def main(argv=None) -> int:
                    help="800: make lab-rl800's checkpoints, each strategy at its dev-chosen sampling "
                         "(results/lab/transfer-rl800-s<seed>/, make lab-transfer800)")
     t.add_argument("--seed", type=int, default=0, help="--rl-size 800: the RL runs' seed")
+    c1k = sub.add_parser("caspo1k", help="CASPO at >= 1,000 pairs: one training per learning rate, chosen on dev "
+                         "step ECE, test once (results/lab/caspo1k/, make lab-caspo1k)")
+    c1k.add_argument("--lrs", default=None, help="comma-separated learning rates (default: CASPO1K_LRS)")
+    c1k.add_argument("--set", default="{}", help="JSON overrides of CASPO1K_RECIPE (smoke tests)")
     c = sub.add_parser("caspo")
     c.add_argument("--split", choices=("dev", "test"), default="dev")
     c.add_argument("--limit", type=int, default=64)
@@ -120,6 +124,10 @@ def main(argv=None) -> int:
                        size=args.size, seed=args.seed))
         if not args.size:
             plot_rl()
+        return 0
+    if args.cmd == "caspo1k":
+        lrs = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else None
+        print(json.dumps(caspo_sweep(lrs=lrs, overrides=json.loads(args.set))["test"], indent=2))
         return 0
     if args.cmd == "caspo":
         print(json.dumps(caspo_experiment(args.split, limit=args.limit, model=Path(args.model) if args.model else None,

@@ -325,3 +325,52 @@ def test_transfer800_uses_the_rl800_checkpoints():
     models = transfer_models(800, 1)
     assert models["capo"] == rl_dir("capo", rl800_recipe("capo", 1)) != rl_dir("capo", rl800_recipe("capo", 0))
     assert models["grpo"] == rl_dir("grpo", rl800_recipe("grpo", 1)) and transfer_models()["grpo"] == rl_dir("grpo")
+
+
+def _steps(rows):
+    return [{"question": q, "confidence": c, "correct": ok, "mean_entropy": e} for q, c, ok, e in rows]
+
+
+CASPO_BEFORE = _steps([(0, 0.9, True, 0.1), (0, 0.9, False, 0.3), (1, 0.7, True, 0.2), (1, 0.7, False, 0.4)])
+CASPO_AFTER = _steps([(0, 0.9, True, 0.1), (0, 0.2, False, 0.9), (1, 0.7, True, 0.1), (1, 0.3, False, 0.8)])
+
+
+def test_step_stats_by_question_hand_computed():
+    from eval.metrics import ece
+    from lab.report import step_stats_by_question
+
+    stats = step_stats_by_question(CASPO_BEFORE, CASPO_AFTER, resamples=500)
+    # entropy gap: before (0.3 + 0.4)/2 - (0.1 + 0.2)/2 = 0.20; after (0.9 + 0.8)/2 - 0.1 = 0.75
+    b, a, d, lo, hi = stats["entropy gap"]
+    assert (b, a, d) == pytest.approx((0.20, 0.75, 0.55))
+    # a resample holds q0 only (+0.6), q1 only (+0.5) or both (+0.55): the interval lies in [0.5, 0.6]
+    assert 0.5 - 1e-9 <= lo <= hi <= 0.6 + 1e-9
+    # AUROC: before every right step ties its question's wrong one, and 0.9 > 0.7 across: (0.5+1+0+0.5)/4 = 0.5;
+    # after every right step is above every wrong one: 1.0
+    assert stats["step AUROC"][:3] == pytest.approx((0.5, 1.0, 0.5))
+    assert stats["step ECE"][0] == pytest.approx(ece([0.9, 0.9, 0.7, 0.7], [True, False, True, False]))
+    assert stats["step ECE"][1] == pytest.approx(ece([0.9, 0.2, 0.7, 0.3], [True, False, True, False]))
+
+
+def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
+    from lab.report import build
+
+    root = tmp_path / "caspo1k"
+    for name, rows in (("test-sft", CASPO_BEFORE), ("test-lr2e-06", CASPO_AFTER)):
+        (root / name).mkdir(parents=True)
+        (root / name / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "train-lr2e-06").mkdir()
+    (root / "train-lr2e-06" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"round": 0, "temperature": 0.7, "steps": 3000, "step_accuracy": 0.8, "pairs": 520, "pairs_incorrect": 500,
+         "pairs_unconfident": 20, "dpo_loss": 0.6, "collect_s": 600.0, "dpo_s": 300.0},
+        {"round": 0, "loss": 0.69},
+        {"round": 1, "temperature": 1.0, "steps": 3100, "step_accuracy": 0.7, "pairs": 700, "pairs_incorrect": 680,
+         "pairs_unconfident": 20, "dpo_loss": 0.55, "collect_s": 610.0, "dpo_s": 310.0})))
+    (root / "chosen.json").write_text(json.dumps({"chosen": "lr2e-06", "rule": "lowest dev step ECE",
+                                                  "dev_ece": {"sft": 0.15, "lr2e-06": 0.09}}))
+    report = build(tmp_path)
+    assert "## CASPO at 1,000 pairs (make lab-caspo1k)" in report
+    assert "| lr2e-06 | 1 | 1.0 | 3100 | 0.700 | 700 (680 / 20) | 610 | 310 | 0.550 |" in report
+    assert "Pairs per learning rate: lr2e-06 1,220." in report and "chosen: **lr2e-06**" in report
+    assert "| entropy gap | 0.200 | 0.750 | +0.550 [" in report
+    assert "- caspo1k: CASPO halves step ECE: " in report and "- caspo1k: entropy gap (paper 0.04 → 0.66): 0.200 → 0.750" in report
