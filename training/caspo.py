@@ -107,15 +107,20 @@ def exact_confidences(policy, tokenizer, contexts: Sequence[Sequence[int]], step
 
 
 def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int,
-                 critic: CriticJudge | None = None):
-    """One ``StepSample`` per reference step of ``ex``, judged exactly or by ``critic``."""
+                 critic: CriticJudge | None = None, sampler=None):
+    """One ``StepSample`` per reference step of ``ex``, judged exactly or by ``critic``; sampled by ``sampler``
+    (default: ``HFEngine`` on the live ``model``)."""
     prompt = question_prompt_ids(tokenizer, ex.question)
     out = []
     last = len(ex.steps) - 1
     for j, (raw_ref, ref) in enumerate(zip(ex.steps, ex.clean_steps)):
         prefix = "".join(s + "\n" for s in ex.clean_steps[:j])
         context_ids = prompt + tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        cands = sample_steps(model, tokenizer, context_ids, n=n, temperature=temperature, max_tokens=max_tokens)
+        if sampler is None:
+            cands = sample_steps(model, tokenizer, context_ids, n=n, temperature=temperature, max_tokens=max_tokens)
+        else:
+            cands = step_groups(sampler, model, tokenizer, [context_ids], n=n, temperature=temperature,
+                                max_tokens=max_tokens)[0]
 
         def judge(text: str) -> bool:
             exact = judge_step(text, raw_ref, gold=ex.gold if j == last else None)
@@ -208,7 +213,7 @@ def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASP
     else:
         samples = [s for ex in examples for s in step_samples(
             model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature,
-            max_tokens=args.max_step_tokens, critic=critic)]
+            max_tokens=args.max_step_tokens, critic=critic, sampler=sampler)]
     pairs = caspo_pairs(samples, threshold=args.confidence_threshold)
     n = max(len(samples), 1)
     metrics = {
@@ -280,7 +285,7 @@ def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
                 metrics["dpo_s"] = round(time.time() - t0, 1)
                 if sampler.kind == "transformers":  # HFEngine holds the policy object: a new one for the new model
                     sampler = None
-                else:
+                elif r + 1 < args.rounds:
                     sampler.sync_weights(model)
             history.append({"round": r, "temperature": temperature, **metrics,
                             "dpo_loss": dpo_logs[-1]["loss"] if dpo_logs else None})

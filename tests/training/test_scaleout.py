@@ -115,3 +115,30 @@ def test_rl_through_trl_server_mode(tmp_path, tokenizer_dir, tiny_examples):
     init = AutoModelForCausalLM.from_pretrained(start).state_dict()
     final = AutoModelForCausalLM.from_pretrained(path).state_dict()
     assert max(float((init[k] - final[k]).abs().max()) for k in init) > 1e-2  # the weights really moved
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed")
+def test_caspo_collects_through_a_colocated_vllm_engine_synced_after_each_round(monkeypatch, tmp_path, tokenizer_dir):
+    """make lab-caspo1k's sampler: the arith contexts of a depth in one vLLM batch, s_j's confidence from an exact
+    policy forward (in (0, 1]), and the engine given the DPO'd weights after round 0 (not after the last)."""
+    from training.caspo import train_caspo
+    from training.config import CASPOArgs
+    from training.data import load_gsm8k
+    from training.rollout import ColocatedVLLMEngine
+
+    syncs = []
+    real_sync = ColocatedVLLMEngine.sync_weights
+    monkeypatch.setattr(ColocatedVLLMEngine, "sync_weights", lambda self, policy: (syncs.append(1), real_sync(self, policy)))
+    examples = load_gsm8k("arith:ops=2,digits=1@train", limit=3)
+    args = CASPOArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / "caspo"), rounds=2, max_steps=1,
+                     candidates_per_step=2, max_step_tokens=6, batch_size=2, gradient_accumulation_steps=2,
+                     learning_rate=1e-3, judge="arith", contexts="on_policy", rollout_engine="vllm",
+                     vllm_max_model_len=512)
+    path = train_caspo(args, examples=examples)
+    assert read_state(path)["round"] == 2 and len(syncs) == 1
+    rounds = [json.loads(line) for line in (path / METRICS_FILE).read_text().splitlines() if "pairs" in line]
+    assert [r["round"] for r in rounds] == [0, 1] and all(r["collect_s"] > 0 and r["steps"] >= 3 for r in rounds)
+    assert all(0 < r["step_confidence"] <= 1 for r in rounds)
+    pairs = [json.loads(line) for line in (path / "pairs_round0.jsonl").read_text().splitlines()]
+    assert pairs and {"prompt", "chosen", "rejected"} <= set(pairs[0])
