@@ -1,6 +1,6 @@
 """Run a server as a child process: start it, wait for ``/health``, stop it with everything it started.
 
-The one place that does this job (the test fixtures, ``cat-eval calibrate --serve-model``, the lab and
+The one place that does this job, and runs batch jobs the same way (``run_job``) (the test fixtures, ``cat-eval calibrate --serve-model``, the lab and
 ``scripts/load_fault.py`` all use it). Why it is more than ``Popen`` + ``terminate``:
 
 * cat-serve on vLLM starts an EngineCore process (and Worker processes) of its own. Signalling the server
@@ -66,6 +66,30 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+def run_job(cmd: Sequence[str], *, timeout: float = 120, **kw) -> int:
+    """Run ``cmd`` (a batch job, not a server: a trainer, an evaluation) to its end; its exit status.
+
+    The job leads its own process group and dies with its caller (``_die_with_parent``). An interrupt of the
+    caller (KeyboardInterrupt, or SystemExit from a SIGTERM handler) is passed on to the job alone as SIGTERM, so
+    it can stop the servers it started or save its state; SIGKILL after ``timeout`` s. Whatever is left of the
+    group when the job has ended is SIGKILLed: a job killed outright (the kernel's OOM killer) cannot stop the
+    vLLM engine processes it started, and they would keep their memory (4-5 GiB for an RL sampler)."""
+    proc = subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=_die_with_parent, **kw)  # noqa: PLW1509
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class ServerProcess:

@@ -4,7 +4,6 @@ wall-time records (``segments.jsonl``) the report sums."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from cat_serve.process import ServerProcess
+from cat_serve.process import ServerProcess, run_job
 from lab.recipe import REPO, results_root
 
 
@@ -31,35 +30,12 @@ def run_child(cmd: list[str], *, timeout: float = 120, **kw) -> None:
     """``subprocess.run(cmd, check=True)``, except that an interrupt of this process (SIGTERM arrives here as
     SystemExit, see ``main``) is passed on as SIGTERM, so the child (eval.cli, training.cli) stops its own
     server or saves its state; SIGKILL only after ``timeout`` s. subprocess.run would SIGKILL it at once and
-    could orphan the vLLM server it started.
-
-    The child leads its own process group, and whatever is left of the group when the child has ended is
-    SIGKILLed: a child killed outright (the kernel's OOM killer, SIGKILL) cannot stop the vLLM engine processes
-    it started, and they would hold their memory (4-5 GiB per colocated RL sampler) until killed by hand."""
-    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
-    try:
-        rc = proc.wait()
-    except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
-    finally:
-        kill_group(proc.pid)
+    could orphan the vLLM server it started. The child leads its own process group, and what is left of it
+    when the child has ended is killed (``cat_serve.process.run_job``): an OOM-killed trainer orphaned its
+    vLLM engine (4.5 GiB) twice before."""
+    rc = run_job(cmd, timeout=timeout, **kw)
     if rc:
         raise subprocess.CalledProcessError(rc, cmd)
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL every process left in process group ``pgid`` (none left: nothing to do)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
 
 
 @contextmanager
