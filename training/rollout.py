@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -106,9 +107,37 @@ class PolicyEngine:
 
 
 def _scratch_dir(prefix: str) -> str:
-    """A private temp directory, in RAM (/dev/shm) when the machine has it."""
+    """A private temp directory, in RAM (/dev/shm) when the machine has it, named ``<prefix><pid>-…``.
+
+    A trainer killed outright (the OOM killer) cannot remove its directory, and in /dev/shm the weights it
+    holds (540 MB for SmolLM2 in fp32) stay in memory; so the directories of ``prefix`` whose process is gone
+    are removed first."""
     shm = "/dev/shm"
-    return tempfile.mkdtemp(prefix=prefix, dir=shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None)
+    parent = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    remove_orphaned_scratch(parent, prefix)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def remove_orphaned_scratch(parent: str, prefix: str) -> list[str]:
+    """Remove ``parent/<prefix><pid>-*`` whose process no longer runs; the removed paths."""
+    removed = []
+    for path in sorted(Path(parent).glob(f"{prefix}*-*")):
+        pid = path.name.removeprefix(prefix).split("-", 1)[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ColocatedVLLMEngine:

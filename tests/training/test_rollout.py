@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -115,3 +116,24 @@ def test_rl_refuses_sharded_set_ups():
     for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         with pytest.raises(RuntimeError, match="data-parallel"):
             check_distributed_type(sharded)
+
+
+def test_scratch_dirs_of_dead_processes_are_removed(tmp_path):
+    """An OOM-killed trainer leaves its weights in /dev/shm; the next colocated engine removes them, not a
+    running process's directory (nor another prefix's)."""
+    import subprocess
+    import sys
+
+    from training.rollout import remove_orphaned_scratch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = tmp_path / f"cat-rollout-{os.getpid()}-abc"
+    gone = tmp_path / f"cat-rollout-{dead.pid}-xyz"
+    other = tmp_path / f"cat-trl-sync-{dead.pid}-xyz"
+    old_style = tmp_path / "cat-rollout-k6fm2ag8"  # before pids were in the name: left alone
+    for d in (mine, gone, other, old_style):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"0" * 10)
+    assert remove_orphaned_scratch(str(tmp_path), "cat-rollout-") == [str(gone)]
+    assert mine.exists() and other.exists() and old_style.exists() and not gone.exists()
