@@ -463,6 +463,12 @@ def superseded_runs(folder: Path) -> list[str]:
                          f"({len(old)} segment(s), {sum(float(s['wall_s']) for s in old):.0f} s, started "
                          f"{old[0].get('started_utc', '?')}, checkpoint {', '.join(fps)}) is superseded; its rows are "
                          "in git history, its segments in the run's segments.jsonl.")
+        cut = [seg for seg in current_run(segs) if seg.get("interrupted")]
+        if cut:
+            lines.append(f"- {f.parent.name}: interrupted {len(cut)} time(s) "
+                         f"({'; '.join(seg.get('note') or 'stopped' for seg in cut)}), each time resumed from its "
+                         f"last saved step by the same command; {len(current_run(segs))} segment(s), "
+                         f"{sum(float(seg['wall_s']) for seg in current_run(segs)):.0f} s in all.")
     return lines + [""] if lines else []
 
 

@@ -286,7 +286,12 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     assert "| grpo seed 0 | 01234567 |" in report and "matched accuracy: not run" not in report
     assert ("grpo-s0: restarted from scratch on the SFT checkpoint above; the earlier run (1 segment(s), 3243 s, "
             "started 2026-12-03T20:08:56Z, checkpoint not recorded) is superseded") in report
-    assert "| rl800/grpo-s0 | `x` | 1 | 100 |" in report
+    assert "| rl800/grpo-s0 | `x` | 1 | 100 |" in report and "interrupted" not in report
+    (tmp_path / "rl800" / "grpo-s0" / "segments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"command": "x", "wall_s": 30.0, "model_fingerprint": "sha256:0123456789ab", "interrupted": True, "note": "OOM"},
+        {"command": "x", "wall_s": 100.0, "model_fingerprint": "sha256:0123456789ab"})))
+    assert ("- grpo-s0: interrupted 1 time(s) (OOM), each time resumed from its last saved step by the same command; "
+            "2 segment(s), 130 s in all.") in build(tmp_path)
 
 
 def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
