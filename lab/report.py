@@ -466,8 +466,8 @@ def superseded_runs(folder: Path) -> list[str]:
         cut = [seg for seg in current_run(segs) if seg.get("interrupted")]
         if cut:
             lines.append(f"- {f.parent.name}: interrupted {len(cut)} time(s) "
-                         f"({'; '.join(seg.get('note') or 'stopped' for seg in cut)}), each time resumed from its "
-                         f"last saved step by the same command; {len(current_run(segs))} segment(s), "
+                         f"({'; '.join(seg.get('note') or 'stopped' for seg in cut)}); the same command resumes it from "
+                         f"its last saved step; {len(current_run(segs))} segment(s), "
                          f"{sum(float(seg['wall_s']) for seg in current_run(segs)):.0f} s in all.")
     return lines + [""] if lines else []
 

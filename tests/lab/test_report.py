@@ -290,7 +290,7 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     (tmp_path / "rl800" / "grpo-s0" / "segments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
         {"command": "x", "wall_s": 30.0, "model_fingerprint": "sha256:0123456789ab", "interrupted": True, "note": "OOM"},
         {"command": "x", "wall_s": 100.0, "model_fingerprint": "sha256:0123456789ab"})))
-    assert ("- grpo-s0: interrupted 1 time(s) (OOM), each time resumed from its last saved step by the same command; "
+    assert ("- grpo-s0: interrupted 1 time(s) (OOM); the same command resumes it from its last saved step; "
             "2 segment(s), 130 s in all.") in build(tmp_path)
 
 
