@@ -455,7 +455,8 @@ def superseded_runs(folder: Path) -> list[str]:
     lines = []
     for f in sorted(folder.glob("*/segments.jsonl")):
         segs = _jsonl(f)
-        old = segs[:len(segs) - len(current_run(segs))]
+        current = current_run(segs)
+        old = segs[:len(segs) - len(current)]
         if old:
             fps = sorted({s["model_fingerprint"].removeprefix("sha256:")[:8] if s.get("model_fingerprint")
                           else "not recorded" for s in old})
@@ -463,12 +464,12 @@ def superseded_runs(folder: Path) -> list[str]:
                          f"({len(old)} segment(s), {sum(float(s['wall_s']) for s in old):.0f} s, started "
                          f"{old[0].get('started_utc', '?')}, checkpoint {', '.join(fps)}) is superseded; its rows are "
                          "in git history, its segments in the run's segments.jsonl.")
-        cut = [seg for seg in current_run(segs) if seg.get("interrupted")]
+        cut = [seg for seg in current if seg.get("interrupted")]
         if cut:
             lines.append(f"- {f.parent.name}: interrupted {len(cut)} time(s) "
                          f"({'; '.join(seg.get('note') or 'stopped' for seg in cut)}); the same command resumes it from "
-                         f"its last saved step; {len(current_run(segs))} segment(s), "
-                         f"{sum(float(seg['wall_s']) for seg in current_run(segs)):.0f} s in all.")
+                         f"its last saved step; {len(current)} segment(s), "
+                         f"{sum(float(seg['wall_s']) for seg in current):.0f} s in all.")
     return lines + [""] if lines else []
 
 

@@ -9,8 +9,9 @@ Each round:
    its first newline and gets
    * its length-normalised log-probability (ranks competitors),
    * an entropy confidence ``c = exp(-mean token entropy)`` in (0, 1] (1 = the model was certain at
-     every token), from the raw (temperature-1) distribution (exact entropies from ``HFEngine``, the
-     engine layer's transformers adapter, which samples the live policy),
+     every token), from the raw (temperature-1) distribution (exact entropies: ``HFEngine``'s, the engine
+     layer's transformers adapter on the live policy, or one policy forward when a colocated vLLM engine
+     samples; ``step_groups``),
    * a correctness judgement: exact by default (the step's calculator note, or the gold answer for
      the last step), or a critic model behind an OpenAI endpoint (``--judge critic``; ``training.judge``).
    ``training.pairs.caspo_pairs`` then applies Algorithm 1's rules; pairs are saved as
@@ -46,16 +47,6 @@ from training.rl import question_prompt_ids
 
 def round_temperature(temperatures: Sequence[float], r: int) -> float:
     return temperatures[min(r, len(temperatures) - 1)]
-
-
-@torch.no_grad()
-def sample_steps(model, tokenizer, context_ids: list[int], *, n: int, temperature: float, max_tokens: int):
-    """``n`` candidate next steps of one context from the live policy (``HFEngine``): list of (text, mean
-    logprob, entropy confidence). See ``step_groups``."""
-    from training.rollout import PolicyEngine
-
-    return step_groups(PolicyEngine(model, tokenizer), model, tokenizer, [context_ids], n=n, temperature=temperature,
-                       max_tokens=max_tokens)[0]
 
 
 @torch.no_grad()
@@ -110,17 +101,18 @@ def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: flo
                  critic: CriticJudge | None = None, sampler=None):
     """One ``StepSample`` per reference step of ``ex``, judged exactly or by ``critic``; sampled by ``sampler``
     (default: ``HFEngine`` on the live ``model``)."""
+    if sampler is None:
+        from training.rollout import PolicyEngine
+
+        sampler = PolicyEngine(model, tokenizer)
     prompt = question_prompt_ids(tokenizer, ex.question)
     out = []
     last = len(ex.steps) - 1
     for j, (raw_ref, ref) in enumerate(zip(ex.steps, ex.clean_steps)):
         prefix = "".join(s + "\n" for s in ex.clean_steps[:j])
         context_ids = prompt + tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        if sampler is None:
-            cands = sample_steps(model, tokenizer, context_ids, n=n, temperature=temperature, max_tokens=max_tokens)
-        else:
-            cands = step_groups(sampler, model, tokenizer, [context_ids], n=n, temperature=temperature,
-                                max_tokens=max_tokens)[0]
+        cands = step_groups(sampler, model, tokenizer, [context_ids], n=n, temperature=temperature,
+                            max_tokens=max_tokens)[0]
 
         def judge(text: str) -> bool:
             exact = judge_step(text, raw_ref, gold=ex.gold if j == last else None)
@@ -134,15 +126,6 @@ def step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: flo
             reference=ref, competitors=tuple(Competitor(t, lp, judge(t)) for t, lp, _ in rivals),
         ))
     return out
-
-
-def arith_step_samples(model, tokenizer, ex: GSM8KExample, *, n: int, temperature: float, max_tokens: int,
-                       on_policy: bool) -> list[StepSample]:
-    """``arith_round_samples`` of one example, sampled from the live policy (``HFEngine``)."""
-    from training.rollout import PolicyEngine
-
-    return arith_round_samples(PolicyEngine(model, tokenizer), model, tokenizer, [ex], n=n, temperature=temperature,
-                               max_tokens=max_tokens, on_policy=on_policy)
 
 
 def arith_round_samples(sampler, policy, tokenizer, examples: Sequence[GSM8KExample], *, n: int, temperature: float,
@@ -202,11 +185,11 @@ def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASP
     critic = None
     if args.judge == "critic":
         critic = CriticJudge(args.critic_base_url, args.critic_model, api_key=args.critic_api_key)
-    if args.judge == "arith":
-        if sampler is None:
-            from training.rollout import PolicyEngine
+    if sampler is None:
+        from training.rollout import PolicyEngine
 
-            sampler = PolicyEngine(model, tokenizer)
+        sampler = PolicyEngine(model, tokenizer)
+    if args.judge == "arith":
         samples = [s for lo in range(0, len(examples), COLLECT_BATCH) for s in arith_round_samples(
             sampler, model, tokenizer, examples[lo:lo + COLLECT_BATCH], n=args.candidates_per_step,
             temperature=temperature, max_tokens=args.max_step_tokens, on_policy=args.contexts == "on_policy")]
