@@ -56,16 +56,46 @@ def _die_with_parent() -> None:
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM to ``proc``'s process group (``proc`` must lead it: ``start_new_session=True``), wait up to
-    ``timeout`` s for ``proc``, then SIGKILL to what is left of the group. Safe to call twice or after
-    ``proc`` exited: children that outlived it are still in the group."""
+    ``timeout`` s for ``proc``, then SIGKILL to what is left of the group until none of it is alive
+    (``kill_group``). Safe to call twice or after ``proc`` exited: children that outlived it are still in
+    the group."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies left out: they hold no memory), from /proc."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry.name))
+    return members
+
+
+def kill_group(pgid: int, timeout: float = 10) -> None:
+    """SIGKILL process group ``pgid`` until none of it is alive, or ``timeout`` s. A SIGKILLed process
+    with gigabytes mapped (a vLLM engine) takes a moment to exit, and one forked as the first signal went
+    out can miss it: so signal again until /proc shows the group empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        if not group_members(pgid) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 def run_job(cmd: Sequence[str], *, timeout: float = 120, **kw) -> int:
@@ -88,8 +118,7 @@ def run_job(cmd: Sequence[str], *, timeout: float = 120, **kw) -> int:
             proc.wait()
         raise
     finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
 
 
 class ServerProcess:

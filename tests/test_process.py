@@ -70,6 +70,30 @@ def stand_in(monkeypatch):
     return monkeypatch
 
 
+# ---------------------------------------------------------------------- process groups
+def test_kill_group_returns_once_no_member_is_alive():
+    """A group of three (a shell and two children that ignore SIGTERM): ``group_members`` lists all three,
+    and when ``kill_group`` returns none is alive (a zombie not yet reaped is not alive)."""
+    from cat_serve.process import group_members, kill_group
+
+    proc = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 60 & sleep 60 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(group_members(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        members = group_members(proc.pid)
+        assert proc.pid in members and len(members) == 3
+        os.killpg(proc.pid, signal.SIGTERM)  # ignored by all three
+        time.sleep(0.2)
+        assert len(group_members(proc.pid)) == 3
+        kill_group(proc.pid)
+        assert group_members(proc.pid) == []
+        assert in_group(proc.pid) == []  # the test suite's own check (psutil) agrees
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # ---------------------------------------------------------------------- ServerProcess itself
 def test_missed_deadline_stops_the_group_and_shows_the_log(stand_in, tmp_path):
     server = ServerProcess.cat_serve(["--engine", "vllm"], log=tmp_path / "s.log").launch()
