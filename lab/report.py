@@ -602,7 +602,8 @@ def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
            "1.0), on-policy contexts judged by the exact critic, sampled through a colocated vLLM engine; DPO "
            "(TRL, sigmoid, β 0.1) at an effective batch of 32, 16 steps per round. Step-level calibration by "
            "`lab.steps` (dev: 64 questions per learning rate; test: 200 questions, once, at the learning rate with "
-           "the lowest dev step ECE).", "",
+           "the lowest dev step ECE). Round 0 samples from SFT whatever the learning rate, so it is collected once, by the "
+           "first learning rate, and the others train on its pairs (collect s: \"reused\").", "",
            "| learning rate | round | temperature | steps judged | step accuracy | pairs (incorrect / unconfident) | "
            "collect s | DPO s | DPO loss |", "|---|---|---|---|---|---|---|---|---|"]
     total = {}
@@ -612,7 +613,8 @@ def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
             total[lr] = total.get(lr, 0) + r["pairs"]
             out.append(f"| {lr} | {r['round']} | {r.get('temperature')} | {r['steps']} | {_f(r['step_accuracy'])} | "
                        f"{r['pairs']} ({r.get('pairs_incorrect')} / {r.get('pairs_unconfident')}) | "
-                       f"{_f(r.get('collect_s'), 0)} | {_f(r.get('dpo_s'), 0)} | {_f(r.get('dpo_loss'))} |")
+                       f"{'reused' if r.get('pairs_from') else _f(r.get('collect_s'), 0)} | {_f(r.get('dpo_s'), 0)} | "
+                       f"{_f(r.get('dpo_loss'))} |")
     out += ["", "Pairs per learning rate: " + (", ".join(f"{lr} {n:,}" for lr, n in total.items()) or "none yet") + ".", ""]
     if chosen:
         out += ["Dev step ECE: " + ", ".join(f"{n} {_f(e)}" for n, e in chosen["dev_ece"].items())

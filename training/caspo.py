@@ -21,7 +21,8 @@ Each round:
    reference from the model's original path if given ``ref_model=None``, which is not the latest policy.)
 
 A checkpoint is written after every round (``state.json`` holds the next round), so ``--resume``
-continues with the next round from the latest weights.
+continues with the next round from the latest weights. ``--first-round-from DIR`` takes round 0's pairs from
+another run of the same start model and collection settings (a learning-rate sweep collects them once).
 """
 
 from __future__ import annotations
@@ -232,6 +233,37 @@ def dpo_round(model, tokenizer, pairs: list[PreferencePair], args: CASPOArgs) ->
     return trainer.model, logs
 
 
+# what round 0's pairs depend on: a run may reuse another's round 0 only when all of these agree
+COLLECTION_ARGS = ("model", "tokenizer", "data_path", "data_dir", "limit", "max_solution_steps", "seed", "temperatures",
+                   "candidates_per_step", "confidence_threshold", "max_step_tokens", "judge", "contexts",
+                   "rollout_engine", "vllm_dtype", "vllm_max_model_len", "critic_base_url", "critic_model")
+
+
+def first_round(source: Path, args: CASPOArgs) -> tuple[list[PreferencePair], dict]:
+    """Round 0's pairs and collection metrics from the CASPO checkpoint ``source`` (``--first-round-from``),
+    after checking that it collected them as this run would (``COLLECTION_ARGS``). Round 1 then starts its
+    sampler from the new weights with seed + 1, as a run resumed at round 1 does."""
+    from dataclasses import asdict
+
+    source = Path(source)
+    pairs_file, args_file = source / "pairs_round0.jsonl", source / "training_args.json"
+    if not (pairs_file.exists() and args_file.exists()):
+        raise ValueError(f"--first-round-from {source}: no finished round 0 there (pairs_round0.jsonl and "
+                         "training_args.json)")
+    theirs, mine = json.loads(args_file.read_text()), json.loads(json.dumps(asdict(args)))
+    differ = [k for k in COLLECTION_ARGS if theirs.get(k) != mine.get(k)]
+    if differ:
+        raise ValueError(f"--first-round-from {source}: its round 0 was collected with other settings: "
+                         + ", ".join(f"{k}={theirs.get(k)!r} (here {mine.get(k)!r})" for k in differ))
+    row = next((m for m in read_metrics(source) if m.get("round") == 0 and "pairs" in m), None)
+    if row is None:
+        raise ValueError(f"--first-round-from {source}: its metrics.jsonl has no round-0 collection row")
+    keep = ("steps", "step_accuracy", "step_confidence", "pairs", "pairs_incorrect", "pairs_unconfident", "collect_s",
+            "critic_calls", "critic_fallbacks")
+    pairs = [PreferencePair(**row_) for row_ in read_jsonl(pairs_file)]
+    return pairs, {**{k: row[k] for k in keep if k in row}, "pairs_from": str(source)}
+
+
 def _load_pairs(directory: Path) -> dict[str, list[dict]]:
     return {p.name: read_jsonl(p) for p in sorted(directory.glob("pairs_round*.jsonl"))}
 
@@ -252,21 +284,26 @@ def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
         for r in range(start, args.rounds):
             torch.manual_seed(args.seed + r)
             temperature = round_temperature(args.temperatures, r)
-            if sampler is None:
-                from training.rollout import make_rollout_engine
+            if r == 0 and args.first_round_from:
+                pairs, metrics = first_round(Path(args.first_round_from), args)
+            else:
+                if sampler is None:
+                    from training.rollout import make_rollout_engine
 
-                sampler = make_rollout_engine(args.rollout_engine, model, tokenizer, seed=args.seed + r,
-                                              max_model_len=args.vllm_max_model_len, vllm_dtype=args.vllm_dtype)
-            t0 = time.time()
-            pairs, metrics = collect_pairs(model, tokenizer, examples, args, temperature, sampler=sampler)
-            metrics["collect_s"] = round(time.time() - t0, 1)
+                    sampler = make_rollout_engine(args.rollout_engine, model, tokenizer, seed=args.seed + r,
+                                                  max_model_len=args.vllm_max_model_len, vllm_dtype=args.vllm_dtype)
+                t0 = time.time()
+                pairs, metrics = collect_pairs(model, tokenizer, examples, args, temperature, sampler=sampler)
+                metrics["collect_s"] = round(time.time() - t0, 1)
             pair_files[f"pairs_round{r}.jsonl"] = [p.to_dict() for p in pairs]
             dpo_logs = []
             if pairs:
                 t0 = time.time()
                 model, dpo_logs = dpo_round(model, tokenizer, pairs, args)
                 metrics["dpo_s"] = round(time.time() - t0, 1)
-                if sampler.kind == "transformers":  # HFEngine holds the policy object: a new one for the new model
+                if sampler is None:  # round 0 reused: the next round starts its sampler from the new weights
+                    pass
+                elif sampler.kind == "transformers":  # HFEngine holds the policy object: a new one for the new model
                     sampler = None
                 elif r + 1 < args.rounds:
                     sampler.sync_weights(model)

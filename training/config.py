@@ -153,6 +153,11 @@ class CASPOArgs(CommonArgs):
                                     "a deviation from the paper's Eq. 1) or 'on_policy' (the model's own earlier "
                                     "steps s_1..s_{j-1}, as in Eq. 1; needs --judge arith, whose critic gives the "
                                     "correct step from any state).", choices=("reference", "on_policy"))
+    first_round_from: str | None = _f(None, "A CASPO checkpoint directory whose round-0 pairs this run takes instead "
+                                      "of collecting them: a learning-rate sweep collects round 0 once (its "
+                                      "training_args must match this run's on the start model, data, seed and every "
+                                      "collection setting; round 0 samples from the start model, so its pairs do "
+                                      "not depend on the learning rate).")
     critic_base_url: str = _f("http://127.0.0.1:8000/v1", "--judge critic: the endpoint's base URL.")
     critic_model: str = _f("default", "--judge critic: model name sent to the endpoint.")
     critic_api_key: str = _f("EMPTY", "--judge critic: API key sent to the endpoint.")

@@ -72,8 +72,9 @@ def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = No
                 results: Path | None = None, evals: dict | None = None) -> dict:
     """CASPO at issue 21's size (``CASPO1K_RECIPE``): one training per learning rate, each evaluated on dev step
     ECE (``lab.steps``, the SFT checkpoint beside them); the lr with the lowest dev ECE is evaluated on test once,
-    beside SFT. Results under results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/, test-<name>/,
-    chosen.json. Every finished training and evaluation is reused, so the same command resumes."""
+    beside SFT. Round 0 is collected once, by the first lr's training, and the others train on its pairs
+    (``--first-round-from``). Results under results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/,
+    test-<name>/, chosen.json. Every finished training and evaluation is reused, so the same command resumes."""
     from lab.recipe import CASPO1K_EVAL, CASPO1K_LRS, CASPO1K_RECIPE
     from lab.recipe.sft import finished_sft
 
@@ -87,6 +88,8 @@ def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = No
         ckpts = {}
         for lr in lrs:
             recipe = {**CASPO1K_RECIPE, **(overrides or {}), "learning_rate": lr}
+            if ckpts:  # round 0 samples from SFT whatever the lr: the first lr's pairs serve the others
+                recipe["first_round_from"] = str(next(iter(ckpts.values())))
             name = f"lr{lr:g}"
             ckpts[name] = train_caspo(model=sft, overrides=recipe, out=caspo_dir(recipe))
             train = root / f"train-{name}"

@@ -25,6 +25,8 @@ def test_the_lowest_dev_ece_is_tested_once_beside_sft(tmp_path, monkeypatch):
         assert model == sft and overrides["gradient_accumulation_steps"] * overrides["batch_size"] >= 32
         assert overrides["rollout_engine"] == "vllm"
         lr = overrides["learning_rate"]
+        # round 0 is collected once, by the first lr's training; the others reuse it
+        assert overrides.get("first_round_from") == (str(tmp_path / "caspo-5e-07") if trained else None)
         trained.append(lr)
         ck = _ckpt(tmp_path / f"caspo-{lr:g}", f"lr{lr:g}")
         (ck / "metrics.jsonl").write_text(json.dumps({"round": 0, "pairs": 600}) + "\n")

@@ -367,7 +367,7 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
     (root / "train-lr2e-06").mkdir()
     (root / "train-lr2e-06" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
         {"round": 0, "temperature": 0.7, "steps": 3000, "step_accuracy": 0.8, "pairs": 520, "pairs_incorrect": 500,
-         "pairs_unconfident": 20, "dpo_loss": 0.6, "collect_s": 600.0, "dpo_s": 300.0},
+         "pairs_unconfident": 20, "dpo_loss": 0.6, "collect_s": 600.0, "dpo_s": 300.0, "pairs_from": "/c/caspo-1"},
         {"round": 0, "loss": 0.69},
         {"round": 1, "temperature": 1.0, "steps": 3100, "step_accuracy": 0.7, "pairs": 700, "pairs_incorrect": 680,
          "pairs_unconfident": 20, "dpo_loss": 0.55, "collect_s": 610.0, "dpo_s": 310.0})))
@@ -376,6 +376,7 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
     report = build(tmp_path)
     assert "## CASPO at 1,000 pairs (make lab-caspo1k)" in report
     assert "| lr2e-06 | 1 | 1.0 | 3100 | 0.700 | 700 (680 / 20) | 610 | 310 | 0.550 |" in report
+    assert "| lr2e-06 | 0 | 0.7 | 3000 | 0.800 | 520 (500 / 20) | reused | 300 | 0.600 |" in report
     assert "Pairs per learning rate: lr2e-06 1,220." in report and "chosen: **lr2e-06**" in report
     assert "| entropy gap | 0.200 | 0.750 | +0.550 [" in report
     assert "- caspo1k: CASPO halves step ECE: " in report and "- caspo1k: entropy gap (paper 0.04 → 0.66): 0.200 → 0.750" in report

@@ -146,6 +146,32 @@ def test_caspo_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
     assert sorted(p.name for p in path.glob("pairs_round*.jsonl")) == [f"pairs_round{i}.jsonl" for i in range(3)]
 
 
+def test_caspo_first_round_from_reuses_round_0(tmp_path, tokenizer_dir, tiny_examples, monkeypatch):
+    """A second learning rate takes the first run's round-0 pairs (collection runs for round 1 only) and trains
+    on them at its own lr; a run whose collection settings differ is refused, naming the setting."""
+    import training.caspo as caspo
+    from training.caspo import train_caspo
+    from training.config import CASPOArgs
+
+    def args(out, **kw):
+        return CASPOArgs(model="tiny", tokenizer=tokenizer_dir, output_dir=str(tmp_path / out), max_steps=1,
+                         candidates_per_step=3, max_step_tokens=6, batch_size=2, **kw)
+
+    first = train_caspo(args("lr-a", rounds=1, learning_rate=1e-3), examples=tiny_examples)
+    collected = []
+    real = caspo.collect_pairs
+    monkeypatch.setattr(caspo, "collect_pairs", lambda *a, **k: collected.append(a[4]) or real(*a, **k))
+    second = train_caspo(args("lr-b", rounds=2, learning_rate=1e-2, first_round_from=str(first)),
+                         examples=tiny_examples)
+    assert collected == [1.0]  # round 1's temperature: round 0 was not collected again
+    assert (second / "pairs_round0.jsonl").read_text() == (first / "pairs_round0.jsonl").read_text()
+    rows = [json.loads(line) for line in (second / METRICS_FILE).read_text().splitlines() if "temperature" in line]
+    assert rows[0]["pairs_from"] == str(first) and "pairs_from" not in rows[1]
+    assert rows[0]["pairs"] == json.loads((first / METRICS_FILE).read_text().splitlines()[0])["pairs"]
+    with pytest.raises(ValueError, match=r"seed=0 \(here 1\)"):
+        train_caspo(args("lr-c", rounds=1, seed=1, first_round_from=str(first)), examples=tiny_examples)
+
+
 @pytest.mark.parametrize("keep_optimizer", [True, False])
 def test_rl_resume_continues_exactly(keep_optimizer, tmp_path, tokenizer_dir, tiny_examples):
     """1 step + resume 1 step == 2 steps straight (same rollouts, same Adam moments, same reference).
