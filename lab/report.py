@@ -381,7 +381,9 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
     bootstrap by question (the dev questions are the same for every run: one resample of question indices serves
     every seed, and the seeds' differences are averaged inside it). AUC-mean averages the questions whose samples
     have both outcomes, in each run and resample; accuracy is each question's share of ``samples`` right.
-    ``starts``: each run's SFT fingerprint; a seed whose two runs started from different checkpoints is left out."""
+    ``starts``: each run's SFT fingerprint; a seed whose two runs started from different checkpoints is left out.
+    With several seeds, "held" also needs every seed's own difference to clear the margin (the seeds' spread);
+    seeds on both sides of it make the verdict inconclusive however narrow the interval."""
     seeds = sorted({s for o, s in runs if o == "capo"} & {s for o, s in runs if o == "grpo"})
     starts = starts or {}
     unpaired = [s for s in seeds if starts.get(("capo", s)) != starts.get(("grpo", s))]
@@ -413,18 +415,21 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
     alo, ahi = compare.percentile_interval(b_acc)
     est, aest = float(np.mean(d_auc)), float(np.mean(d_acc))
     is_matched = abs(aest) <= matched
+    # the seeds' spread: with two or more seeds, "held" also needs every seed's own difference to clear the margin
+    split = len(pairs) > 1 and min(d_auc) < margin <= max(d_auc)
     if not is_matched:
         verdict = "inconclusive (accuracy not matched)"
-    elif lo is not None and lo >= margin:
+    elif lo is not None and lo >= margin and not split:
         verdict = "held"
     elif hi is not None and hi < margin:
         verdict = "did not hold"
     else:
-        verdict = "inconclusive"
+        verdict = "inconclusive (the seeds disagree)" if split else "inconclusive"
     per_seed = ", ".join(f"seed {s} (step {step}): ΔAUC-mean {a:+.3f}, Δacc {b:+.3f}"
                          for (s, step, _), a, b in zip(pairs, d_auc, d_acc))
-    return (f"{verdict}: ΔAUC-mean (CAPO - GRPO) {est:+.3f} [{_f(lo)}, {_f(hi)}] against the +{margin:.2f} claimed; "
-            f"Δacc {aest:+.3f} [{_f(alo)}, {_f(ahi)}] (matched if within ±{matched:.2f}); {len(pairs)} seed(s), "
+    spread = f" (seeds from {min(d_auc):+.3f} to {max(d_auc):+.3f})" if len(pairs) > 1 else ""
+    return (f"{verdict}: ΔAUC-mean (CAPO - GRPO) {est:+.3f} [{_f(lo)}, {_f(hi)}]{spread} against the +{margin:.2f} "
+            f"claimed; Δacc {aest:+.3f} [{_f(alo)}, {_f(ahi)}] (matched if within ±{matched:.2f}); {len(pairs)} seed(s), "
             f"{n} dev questions, bootstrap by question ({resamples} resamples); {per_seed}")
 
 

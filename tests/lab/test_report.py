@@ -267,6 +267,15 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     # lies in [0.2, 0.4]: the lower bound clears the +0.10 margin
     capo[1]["dev_q_correct"] = [4, 4, 8, 4]
     assert capo_auc_claim(rl800_runs(tmp_path) | {("capo", 0): capo[:2]}, resamples=200).startswith("held")
+    # two seeds: seed 1 repeats seed 0, then moves by only +0.05 on every question; the pooled interval
+    # ([0.2, 0.4] and 0.05 averaged: within [0.125, 0.225]) clears +0.10, but the seeds sit on both sides of it
+    runs2 = {("capo", 0): capo[:2], ("grpo", 0): grpo, ("capo", 1): capo[:2], ("grpo", 1): grpo}
+    assert capo_auc_claim(runs2, resamples=200).startswith("held: ΔAUC-mean (CAPO - GRPO) +0.300 [0.200, 0.400] "
+                                                           "(seeds from +0.300 to +0.300)")
+    small = [row(0, [0.5, 0.5, None, 0.5], [4, 4, 8, 4]), row(10, [0.55, 0.65, None, 0.75], [4, 4, 8, 4])]
+    line = capo_auc_claim({**runs2, ("capo", 1): small}, resamples=200)
+    assert line.startswith("inconclusive (the seeds disagree): ΔAUC-mean (CAPO - GRPO) +0.175") and \
+        "(seeds from +0.050 to +0.300)" in line and "2 seed(s)" in line
     # a margin above 0.4: the interval excludes the claim
     assert capo_auc_claim({("capo", 0): capo[:2], ("grpo", 0): grpo}, margin=0.45, resamples=200).startswith(
         "did not hold")
