@@ -68,6 +68,30 @@ def steps_eval(model: Path, split: str, limit: int, dest: Path) -> dict:
     return data
 
 
+def caspo1k_recipes(lrs: tuple[float, ...] | None = None, overrides: dict | None = None) -> dict[str, dict]:
+    """``lr<lr>`` -> the CASPO recipe of that learning rate in make lab-caspo1k, in sweep order. Round 0 samples
+    from SFT whatever the lr, so the first lr's run collects it and the others take its pairs
+    (``first_round_from``)."""
+    from lab.recipe import CASPO1K_LRS, CASPO1K_RECIPE
+
+    recipes = {}
+    for lr in lrs or CASPO1K_LRS:
+        recipe = {**CASPO1K_RECIPE, **(overrides or {}), "learning_rate": lr}
+        if recipes:
+            recipe["first_round_from"] = str(caspo_dir(next(iter(recipes.values()))))
+        recipes[f"lr{lr:g}"] = recipe
+    return recipes
+
+
+def caspo1k_checkpoint(results: Path | None = None) -> Path | None:
+    """The checkpoint of the learning rate make lab-caspo1k chose on dev (results/lab/caspo1k/chosen.json); None
+    before the choice."""
+    chosen = (results or results_root() / "caspo1k") / "chosen.json"
+    if not chosen.exists():
+        return None
+    return caspo_dir(caspo1k_recipes()[json.loads(chosen.read_text())["chosen"]])
+
+
 def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = None, overrides: dict | None = None,
                 results: Path | None = None, evals: dict | None = None) -> dict:
     """CASPO at issue 21's size (``CASPO1K_RECIPE``): one training per learning rate, each evaluated on dev step
@@ -75,10 +99,10 @@ def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = No
     beside SFT. Round 0 is collected once, by the first lr's training, and the others train on its pairs
     (``--first-round-from``). Results under results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/,
     test-<name>/, chosen.json. Every finished training and evaluation is reused, so the same command resumes."""
-    from lab.recipe import CASPO1K_EVAL, CASPO1K_LRS, CASPO1K_RECIPE
+    from lab.recipe import CASPO1K_EVAL
     from lab.recipe.sft import finished_sft
 
-    lrs, evals = lrs or CASPO1K_LRS, {**CASPO1K_EVAL, **(evals or {})}
+    evals = {**CASPO1K_EVAL, **(evals or {})}
     t0, finished = time.time(), False
     root = results or results_root() / "caspo1k"
     root.mkdir(parents=True, exist_ok=True)
@@ -86,11 +110,7 @@ def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = No
     try:
         dev = {"sft": steps_eval(sft, "dev", evals["dev"], root / "dev-sft")}
         ckpts = {}
-        for lr in lrs:
-            recipe = {**CASPO1K_RECIPE, **(overrides or {}), "learning_rate": lr}
-            if ckpts:  # round 0 samples from SFT whatever the lr: the first lr's pairs serve the others
-                recipe["first_round_from"] = str(next(iter(ckpts.values())))
-            name = f"lr{lr:g}"
+        for name, recipe in caspo1k_recipes(lrs, overrides).items():
             ckpts[name] = train_caspo(model=sft, overrides=recipe, out=caspo_dir(recipe))
             train = root / f"train-{name}"
             train.mkdir(parents=True, exist_ok=True)

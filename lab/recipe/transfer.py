@@ -20,9 +20,12 @@ def transfer_folder(rl_size: int | None = None, seed: int = 0) -> str:
 
 
 def transfer_models(rl_size: int | None = None, seed: int = 0) -> dict:
-    """name -> checkpoint directory (the SFT checkpoint is added by ``transfer``)."""
+    """name -> checkpoint directory (the SFT checkpoint is added by ``transfer``). With ``rl_size``: make
+    lab-rl800's checkpoints and make lab-caspo1k's chosen one (the 64-problem CASPO before that choice exists)."""
+    from lab.recipe.caspo import caspo1k_checkpoint
+
     rl = {obj: rl_dir(obj, rl800_recipe(obj, seed)) if rl_size else rl_dir(obj) for obj in ("capo", "grpo")}
-    return {"caspo": caspo_dir(), **rl}
+    return {"caspo": (caspo1k_checkpoint() if rl_size else None) or caspo_dir(), **rl}
 
 
 def transfer_compare(split: str, k: int, folder: str = "transfer") -> dict:

@@ -18,16 +18,18 @@ def test_the_lowest_dev_ece_is_tested_once_beside_sft(tmp_path, monkeypatch):
     import lab.recipe.caspo as c
 
     monkeypatch.setenv("LAB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("CAT_SERVE_CACHE", str(tmp_path / "cache"))
     sft = _ckpt(tmp_path / "sft", "sft")
-    trained, evaluated = [], []
+    trained, evaluated, outs = [], [], []
 
     def fake_train(*, model, overrides, out):
         assert model == sft and overrides["gradient_accumulation_steps"] * overrides["batch_size"] >= 32
         assert overrides["rollout_engine"] == "vllm"
         lr = overrides["learning_rate"]
         # round 0 is collected once, by the first lr's training; the others reuse it
-        assert overrides.get("first_round_from") == (str(tmp_path / "caspo-5e-07") if trained else None)
+        assert overrides.get("first_round_from") == (str(outs[0]) if trained else None)
         trained.append(lr)
+        outs.append(out)
         ck = _ckpt(tmp_path / f"caspo-{lr:g}", f"lr{lr:g}")
         (ck / "metrics.jsonl").write_text(json.dumps({"round": 0, "pairs": 600}) + "\n")
         (ck / "pairs_round0.jsonl").write_text("{}\n")
@@ -47,6 +49,9 @@ def test_the_lowest_dev_ece_is_tested_once_beside_sft(tmp_path, monkeypatch):
     assert sum(e[1] == "dev" for e in evaluated) == 4 and all(e[2] == 64 for e in evaluated if e[1] == "dev")
     root = tmp_path / "results" / "caspo1k"
     assert json.loads((root / "chosen.json").read_text())["chosen"] == "lr2e-06"
+    # transfer finds the chosen lr's checkpoint; three distinct checkpoint folders, all in the cache
+    assert c.caspo1k_checkpoint() == outs[1] and len(set(outs)) == 3
+    assert all(o.parent == tmp_path / "cache" / "lab" for o in outs)
     assert (root / "train-lr1e-05" / "pairs_round0.jsonl").exists()
     seg = [json.loads(line) for line in (root / "segments.jsonl").read_text().splitlines()]
     assert len(seg) == 1 and "interrupted" not in seg[0]

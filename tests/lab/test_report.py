@@ -331,14 +331,21 @@ def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
     assert "| transfer-rl800-s0 | `python -m lab.recipe transfer --rl-size 800` | 1 | 12 |" in report
 
 
-def test_transfer800_uses_the_rl800_checkpoints():
-    from lab.recipe import rl800_recipe, rl_dir
+def test_transfer800_uses_the_rl800_checkpoints(tmp_path, monkeypatch):
+    from lab.recipe import caspo_dir, rl800_recipe, rl_dir
+    from lab.recipe.caspo import caspo1k_recipes
     from lab.recipe.transfer import transfer_folder, transfer_models
 
+    monkeypatch.setenv("LAB_RESULTS", str(tmp_path))
     assert transfer_folder() == "transfer" and transfer_folder(800, 1) == "transfer-rl800-s1"
     models = transfer_models(800, 1)
     assert models["capo"] == rl_dir("capo", rl800_recipe("capo", 1)) != rl_dir("capo", rl800_recipe("capo", 0))
     assert models["grpo"] == rl_dir("grpo", rl800_recipe("grpo", 1)) and transfer_models()["grpo"] == rl_dir("grpo")
+    assert models["caspo"] == caspo_dir()  # before make lab-caspo1k has chosen: the 64-problem CASPO
+    (tmp_path / "caspo1k").mkdir()
+    (tmp_path / "caspo1k" / "chosen.json").write_text(json.dumps({"chosen": "lr1e-05"}))
+    assert transfer_models(800, 1)["caspo"] == caspo_dir(caspo1k_recipes()["lr1e-05"]) != caspo_dir()
+    assert transfer_models()["caspo"] == caspo_dir()  # the 40-prompt transfer keeps its CASPO
 
 
 def _steps(rows):
