@@ -49,38 +49,62 @@ def step_metrics(rows: Sequence[dict]) -> dict:
 
 
 def collect(model_dir: str, spec: str, *, limit: int, temperature: float = 1.0, max_step_tokens: int = 32,
-            seed: int = 0, tokenizer: str | None = None) -> list[dict]:
-    """On-policy judged steps of ``limit`` problems of an arith spec (HFEngine on the checkpoint)."""
+            seed: int = 0, tokenizer: str | None = None, batch: int = 64) -> list[dict]:
+    """On-policy judged steps of ``limit`` problems of an arith spec (HFEngine on the checkpoint), ``batch``
+    problems at a time (``collect_steps``)."""
     import torch
 
     from cat_serve.search.types import GenParams
-    from eval.arith import Critic, parse_spec
+    from eval.arith import parse_spec
     from training.models import load_model_and_tokenizer
-    from training.rl import question_prompt_ids
     from training.rollout import PolicyEngine
 
     torch.manual_seed(seed)
     model, tok = load_model_and_tokenizer(model_dir, tokenizer, seed=seed)
     model.eval()
-    engine = PolicyEngine(model, tok)
     params = GenParams(max_tokens=max_step_tokens, temperature=temperature, stop=("\n",), top_logprobs=1)
+    problems = parse_spec(spec, default_split="dev").problems()[:limit]
+    return collect_steps(PolicyEngine(model, tok), tok, problems, params, batch=batch)
+
+
+def collect_steps(engine, tok, problems: Sequence, params, *, batch: int = 64) -> list[dict]:
+    """Each problem's solution one step (line) at a time, each step sampled from the context of the problem's own
+    earlier steps and judged by the exact critic; a problem ends at an empty step, a "####" line, an empty
+    sample or ``len(ops) + 2`` steps. The j-th steps of up to ``batch`` problems are sampled in one
+    ``engine.sample_groups`` call (one left-padded batch in HFEngine). Rows in (question, j) order."""
+    from eval.arith import Critic
+    from training.rl import question_prompt_ids
+
     rows = []
-    for qi, p in enumerate(parse_spec(spec, default_split="dev").problems()[:limit]):
-        critic, prompt, lines = Critic.from_problem(p), question_prompt_ids(tok, p.question), []
-        for j in range(len(p.ops) + 2):
-            ids = prompt + tok("".join(s + "\n" for s in lines), add_special_tokens=False)["input_ids"]
-            st = engine.sample_groups([ids], 1, params)[0][0]
-            text = st.text.strip()
-            if not st.token_ids:
+    for lo in range(0, len(problems), batch):
+        live = {qi: {"critic": Critic.from_problem(p), "prompt": question_prompt_ids(tok, p.question), "lines": [],
+                     "steps": len(p.ops) + 2} for qi, p in enumerate(problems[lo:lo + batch], start=lo)}
+        j = 0
+        while live:
+            qs = [qi for qi in live if j < live[qi]["steps"]]
+            for qi in set(live) - set(qs):
+                del live[qi]
+            if not qs:
                 break
-            maxes = [top[0][1] if top else lp for top, lp in zip(st.top_logprobs or [()] * len(st.logprobs),
-                                                                  st.logprobs)]
-            rows.append({"question": qi, "j": j, "step": text, "correct": critic.judge(lines, text),
-                         **step_stats(st.logprobs, st.entropies, maxes)})
-            if not text or text.startswith("####"):
-                break
-            lines.append(text)
-    return rows
+            ids = [live[qi]["prompt"] + tok("".join(s + "\n" for s in live[qi]["lines"]),
+                                           add_special_tokens=False)["input_ids"] for qi in qs]
+            for qi, group in zip(qs, engine.sample_groups(ids, 1, params)):
+                st, state = group[0], live[qi]
+                text = st.text.strip()
+                if not st.token_ids:
+                    del live[qi]
+                    continue
+                maxes = [top[0][1] if top else lp for top, lp in zip(st.top_logprobs or [()] * len(st.logprobs),
+                                                                      st.logprobs)]
+                judged = state["critic"].judge(state["lines"], text)
+                rows.append({"question": qi, "j": j, "step": text, "correct": judged,
+                             **step_stats(st.logprobs, st.entropies, maxes)})
+                if not text or text.startswith("####"):
+                    del live[qi]
+                else:
+                    state["lines"].append(text)
+            j += 1
+    return sorted(rows, key=lambda r: (r["question"], r["j"]))
 
 
 def main(argv=None) -> int:

@@ -45,3 +45,41 @@ def test_collect_runs_on_policy_steps_through_the_policy_engine(tokenizer_dir):
     assert [r["j"] for r in rows] == list(range(len(rows)))
     assert all(isinstance(r["correct"], bool) and r["perplexity"] >= 1.0 for r in rows)
     assert step_metrics(rows)["steps"] == len(rows)
+
+
+def test_batched_collection_equals_one_problem_at_a_time(tokenizer_dir):
+    """collect_steps with the j-th steps of 3 problems in one call gives the rows of one problem at a time, for an
+    engine whose step depends only on its context (a problem's own earlier steps, never its batch neighbours').
+    The fake engine writes "s:<context length mod 2>" lines, then "#### 0" once problem i has 1 + i % 2 of them."""
+    from transformers import AutoTokenizer
+
+    from cat_serve.search.types import GenParams, Step
+    from eval.arith import parse_spec
+    from lab.steps import collect_steps
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    problems = parse_spec("arith:ops=2,digits=1,distractors=0@dev").problems()[:3]
+    calls = []
+
+    class Engine:
+        def sample_groups(self, prompts, n, params):
+            calls.append(len(prompts))
+            out = []
+            for ids in prompts:
+                text = tok.decode(ids)
+                qi = next(i for i, p in enumerate(problems) if p.question in text)
+                lines = [ln for ln in text.split(problems[qi].question, 1)[1].splitlines() if ln.startswith("s:")]
+                step = "#### 0" if len(lines) >= 1 + qi % 2 else f"s:{len(ids) % 2}"
+                out.append([Step(token_ids=(1, 2), logprobs=(-0.1, -0.3), entropies=(0.2, 0.4), text=step + "\n")])
+            return out
+
+    params = GenParams(max_tokens=4, temperature=1.0, stop=("\n",), top_logprobs=1)
+    one = collect_steps(Engine(), tok, problems, params, batch=1)
+    assert max(calls) == 1
+    calls.clear()
+    three = collect_steps(Engine(), tok, problems, params, batch=3)
+    assert calls == [3, 3, 1]  # j = 0 and 1 for all three; j = 2 for problem 1 alone
+    assert one == three
+    assert [(r["question"], r["j"]) for r in three] == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+    assert [r["step"] for r in three if r["step"].startswith("####")] == ["#### 0"] * 3
+    assert all(r["confidence"] == pytest.approx(math.exp(-0.3)) for r in three)  # exp(-mean entropy)
