@@ -191,9 +191,13 @@ def collect_pairs(model, tokenizer, examples: Sequence[GSM8KExample], args: CASP
 
         sampler = PolicyEngine(model, tokenizer)
     if args.judge == "arith":
-        samples = [s for lo in range(0, len(examples), COLLECT_BATCH) for s in arith_round_samples(
-            sampler, model, tokenizer, examples[lo:lo + COLLECT_BATCH], n=args.candidates_per_step,
-            temperature=temperature, max_tokens=args.max_step_tokens, on_policy=args.contexts == "on_policy")]
+        samples, t0 = [], time.time()
+        for lo in range(0, len(examples), COLLECT_BATCH):
+            samples += arith_round_samples(
+                sampler, model, tokenizer, examples[lo:lo + COLLECT_BATCH], n=args.candidates_per_step,
+                temperature=temperature, max_tokens=args.max_step_tokens, on_policy=args.contexts == "on_policy")
+            print(json.dumps({"collected": min(lo + COLLECT_BATCH, len(examples)), "of": len(examples),
+                              "steps": len(samples), "s": round(time.time() - t0, 1)}), flush=True)
     else:
         samples = [s for ex in examples for s in step_samples(
             model, tokenizer, ex, n=args.candidates_per_step, temperature=temperature,
