@@ -377,7 +377,7 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
                    samples: int = 8, resamples: int = compare.RESAMPLES,
                    starts: dict[tuple[str, int], str] | None = None) -> str:
     """Issue 21's claim: CAPO's dev AUC-mean >= GRPO's + ``margin`` at matched accuracy (within ``matched``), at
-    the last evaluation both runs of a seed reached. Per seed the difference CAPO - GRPO; the interval is a
+    the last evaluation both runs of a seed reached (after step 0, where both are the SFT checkpoint). Per seed the difference CAPO - GRPO; the interval is a
     bootstrap by question (the dev questions are the same for every run: one resample of question indices serves
     every seed, and the seeds' differences are averaged inside it). AUC-mean averages the questions whose samples
     have both outcomes, in each run and resample; accuracy is each question's share of ``samples`` right.
@@ -390,9 +390,12 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
     seeds = [s for s in seeds if s not in unpaired]
     pairs = []
     for s in seeds:
-        steps = {r["eval_step"] for r in runs[("capo", s)]} & {r["eval_step"] for r in runs[("grpo", s)]}
+        # step 0 is the SFT checkpoint in both runs: a seed counts once both have trained and been evaluated
+        steps = ({r["eval_step"] for r in runs[("capo", s)]} & {r["eval_step"] for r in runs[("grpo", s)]}) - {0}
+        if not steps:
+            continue
         rows = [next(r for r in runs[(o, s)] if r["eval_step"] == max(steps)) for o in ("capo", "grpo")]
-        if steps and all("dev_q_auroc" in r for r in rows):
+        if all("dev_q_auroc" in r for r in rows):
             pairs.append((s, max(steps), rows))
     if not pairs:
         return "not run (needs GRPO and CAPO of one seed, from one SFT checkpoint, with per-question dev rows)"

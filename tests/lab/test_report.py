@@ -273,6 +273,9 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     assert capo_auc_claim(runs2, resamples=200).startswith("held: ΔAUC-mean (CAPO - GRPO) +0.300 [0.200, 0.400] "
                                                            "(seeds from +0.300 to +0.300)")
     small = [row(0, [0.5, 0.5, None, 0.5], [4, 4, 8, 4]), row(10, [0.55, 0.65, None, 0.75], [4, 4, 8, 4])]
+    # a seed whose CAPO run has only its step-0 evaluation (both runs are SFT there) does not count yet
+    assert capo_auc_claim({**runs2, ("capo", 1): capo[:1]}, resamples=200) == capo_auc_claim(
+        {("capo", 0): capo[:2], ("grpo", 0): grpo}, resamples=200)
     line = capo_auc_claim({**runs2, ("capo", 1): small}, resamples=200)
     assert line.startswith("inconclusive (the seeds disagree): ΔAUC-mean (CAPO - GRPO) +0.175") and \
         "(seeds from +0.050 to +0.300)" in line and "2 seed(s)" in line
