@@ -228,7 +228,7 @@ def dpo_round(model, tokenizer, pairs: list[PreferencePair], args: CASPOArgs) ->
             output_dir=work, beta=args.beta, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             learning_rate=args.learning_rate, seed=args.seed, logging_steps=1, save_strategy="no",
-            report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(),
+            report_to="none", dataloader_num_workers=0, **trainer_precision_kwargs(args.mixed_precision),
         )
         trainer = DPOTrainer(model=model, ref_model=ref, args=config, train_dataset=dataset,
                              processing_class=tokenizer)

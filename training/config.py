@@ -153,6 +153,10 @@ class CASPOArgs(CommonArgs):
                                     "a deviation from the paper's Eq. 1) or 'on_policy' (the model's own earlier "
                                     "steps s_1..s_{j-1}, as in Eq. 1; needs --judge arith, whose critic gives the "
                                     "correct step from any state).", choices=("reference", "on_policy"))
+    mixed_precision: str = _f("auto", "DPO's autocast over fp32 weights (TRL's bf16): 'auto' (bf16 on a GPU that has "
+                              "it, else none), 'native' (also on a CPU with native bf16, AVX512-BF16/AMX), 'bf16' or "
+                              "'no'. The collection's exact confidences stay float32.",
+                              choices=("auto", "native", "bf16", "no"))
     first_round_from: str | None = _f(None, "A CASPO checkpoint directory whose round-0 pairs this run takes instead "
                                       "of collecting them: a learning-rate sweep collects round 0 once (its "
                                       "training_args must match this run's on the start model, data, seed and every "

@@ -110,7 +110,7 @@ def train_device() -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
 
 
-def trainer_precision_kwargs() -> dict:
-    """TRL configs default to bf16, which CPU-only machines reject: bf16 only on a GPU that has it."""
-    cuda = torch.cuda.is_available()
-    return {"bf16": bool(cuda and torch.cuda.is_bf16_supported()), "use_cpu": not cuda}
+def trainer_precision_kwargs(choice: str = "auto") -> dict:
+    """TRL configs default to bf16, which CPU-only machines reject: bf16 where ``mixed_precision(choice)`` says
+    (``auto``: only on a GPU that has it; ``native``: also on a CPU with native bf16, as autocast)."""
+    return {"bf16": mixed_precision(choice) == "bf16", "use_cpu": not torch.cuda.is_available()}

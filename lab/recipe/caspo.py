@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab.recipe import CASPO_RECIPE, LAB_DIFFICULTY, REPO, caspo_dir, results_root
+from lab.recipe import CASPO_RECIPE, LAB_DIFFICULTY, REPO, cache_root, caspo_dir, results_root
 from lab.recipe.runs import record_segment, run_child
 from lab.recipe.sft import train_sft
 
@@ -68,19 +68,45 @@ def steps_eval(model: Path, split: str, limit: int, dest: Path) -> dict:
     return data
 
 
-def caspo1k_recipes(lrs: tuple[float, ...] | None = None, overrides: dict | None = None) -> dict[str, dict]:
+def caspo1k_recipes(lrs: tuple[float, ...] | None = None, overrides: dict | None = None,
+                    round0: Path | None = None) -> dict[str, dict]:
     """``lr<lr>`` -> the CASPO recipe of that learning rate in make lab-caspo1k, in sweep order. Round 0 samples
-    from SFT whatever the lr, so the first lr's run collects it and the others take its pairs
+    from SFT whatever the lr, so it is collected once: by ``round0`` (a cached run with the same collection
+    settings, ``round0_source``) when given, else by the first lr's run; the others take its pairs
     (``first_round_from``)."""
     from lab.recipe import CASPO1K_LRS, CASPO1K_RECIPE
 
     recipes = {}
     for lr in lrs or CASPO1K_LRS:
         recipe = {**CASPO1K_RECIPE, **(overrides or {}), "learning_rate": lr}
-        if recipes:
-            recipe["first_round_from"] = str(caspo_dir(next(iter(recipes.values()))))
+        source = round0 or (caspo_dir(next(iter(recipes.values()))) if recipes else None)
+        if source:
+            recipe["first_round_from"] = str(source)
         recipes[f"lr{lr:g}"] = recipe
     return recipes
+
+
+def round0_source(recipe: dict, sft: Path) -> Path | None:
+    """A cached CASPO run whose finished round 0 was collected as ``recipe`` on ``sft`` would collect it (its
+    training_args agree on ``training.caspo.COLLECTION_ARGS``), so that a changed DPO setting (learning rate,
+    precision) does not collect it again; None when there is none."""
+    from dataclasses import asdict, fields
+
+    from training.caspo import COLLECTION_ARGS
+    from training.config import CASPOArgs
+
+    names = {f.name for f in fields(CASPOArgs)}
+    mine = asdict(CASPOArgs(**{k: v for k, v in recipe.items() if k in names and k != "first_round_from"},
+                            model=str(sft), judge="arith", contexts="on_policy",
+                            data_path=f"arith:{LAB_DIFFICULTY}@train"))
+    mine = json.loads(json.dumps(mine))
+    for folder in sorted(cache_root().glob("caspo-*")):
+        args_file = folder / "training_args.json"
+        if (folder / "pairs_round0.jsonl").exists() and args_file.exists():
+            theirs = json.loads(args_file.read_text())
+            if all(theirs.get(k) == mine.get(k) for k in COLLECTION_ARGS):
+                return folder
+    return None
 
 
 def caspo1k_checkpoint(results: Path | None = None) -> Path | None:
@@ -96,8 +122,8 @@ def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = No
                 results: Path | None = None, evals: dict | None = None) -> dict:
     """CASPO at issue 21's size (``CASPO1K_RECIPE``): one training per learning rate, each evaluated on dev step
     ECE (``lab.steps``, the SFT checkpoint beside them); the lr with the lowest dev ECE is evaluated on test once,
-    beside SFT. Round 0 is collected once, by the first lr's training, and the others train on its pairs
-    (``--first-round-from``). Results under results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/,
+    beside SFT. Round 0 is collected once (by a cached run with the same collection settings, or by the first
+    lr's training) and every other lr trains on its pairs (``--first-round-from``). Results under results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/,
     test-<name>/, chosen.json. Every finished training and evaluation is reused, so the same command resumes."""
     from lab.recipe import CASPO1K_EVAL
     from lab.recipe.sft import finished_sft
@@ -110,7 +136,8 @@ def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = No
     try:
         dev = {"sft": steps_eval(sft, "dev", evals["dev"], root / "dev-sft")}
         ckpts = {}
-        for name, recipe in caspo1k_recipes(lrs, overrides).items():
+        first = next(iter(caspo1k_recipes(lrs, overrides).values()))
+        for name, recipe in caspo1k_recipes(lrs, overrides, round0=round0_source(first, sft)).items():
             ckpts[name] = train_caspo(model=sft, overrides=recipe, out=caspo_dir(recipe))
             train = root / f"train-{name}"
             train.mkdir(parents=True, exist_ok=True)

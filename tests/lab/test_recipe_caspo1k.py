@@ -87,3 +87,35 @@ def test_an_interrupted_sweep_says_so(tmp_path, monkeypatch):
         c.caspo_sweep(model=_ckpt(tmp_path / "sft", "sft"))
     seg = json.loads((tmp_path / "results" / "caspo1k" / "segments.jsonl").read_text())
     assert seg["interrupted"] is True
+
+
+def test_round0_source_finds_a_run_collected_with_the_same_settings(tmp_path, monkeypatch):
+    """A cached run whose round 0 was collected as the recipe would (another learning rate, DPO precision) serves
+    as every learning rate's round 0; a run with another collection setting (seed) does not."""
+    from dataclasses import asdict
+
+    import lab.recipe.caspo as c
+    from lab.recipe import CASPO1K_RECIPE, LAB_DIFFICULTY, caspo_dir
+    from training.config import CASPOArgs
+
+    monkeypatch.setenv("CAT_SERVE_CACHE", str(tmp_path / "cache"))
+    sft = _ckpt(tmp_path / "sft", "sft")
+
+    def cached(name, **changes):
+        d = tmp_path / "cache" / "lab" / name
+        d.mkdir(parents=True)
+        args = CASPOArgs(**{k: v for k, v in CASPO1K_RECIPE.items()}, model=str(sft), judge="arith",
+                         contexts="on_policy", data_path=f"arith:{LAB_DIFFICULTY}@train", output_dir=str(d))
+        (d / "training_args.json").write_text(json.dumps({**asdict(args), **changes, "command": "x"}))
+        (d / "pairs_round0.jsonl").write_text("{}\n")
+        return d
+
+    recipe = next(iter(c.caspo1k_recipes().values()))
+    cached("caspo-a-seed1", seed=1, learning_rate=5e-7)
+    assert c.round0_source(recipe, sft) is None
+    fp32 = cached("caspo-b-fp32", mixed_precision="auto", learning_rate=5e-7)
+    assert c.round0_source(recipe, sft) == fp32
+    recipes = c.caspo1k_recipes(round0=fp32)
+    assert {r["first_round_from"] for r in recipes.values()} == {str(fp32)}
+    # the folder name does not depend on where round 0 came from, so the chosen lr is found either way
+    assert [caspo_dir(r) for r in recipes.values()] == [caspo_dir(r) for r in c.caspo1k_recipes().values()]

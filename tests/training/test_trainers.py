@@ -146,6 +146,24 @@ def test_caspo_smoke_and_resume(tmp_path, tokenizer_dir, tiny_examples):
     assert sorted(p.name for p in path.glob("pairs_round*.jsonl")) == [f"pairs_round{i}.jsonl" for i in range(3)]
 
 
+@pytest.mark.parametrize("choice,dtype", [("no", torch.float32), ("bf16", torch.bfloat16)])
+def test_caspo_dpo_autocasts_as_mixed_precision_says(choice, dtype, tokenizer_dir):
+    """--mixed-precision reaches TRL's DPO: the policy's forward runs under bf16 autocast on the CPU with "bf16"
+    (as "native" does on a CPU with native bf16), in float32 with "no"; the weights stay float32."""
+    from training.caspo import dpo_round
+    from training.config import CASPOArgs
+    from training.models import load_model_and_tokenizer
+    from training.pairs import PreferencePair
+
+    model, tok = load_model_and_tokenizer("tiny", tokenizer_dir, seed=0)
+    seen = []
+    model.model.layers[0].mlp.down_proj.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    pairs = [PreferencePair(prompt="1 + 2 =", chosen=" 3", rejected=" 4", kind="incorrect", confidence=0.5)] * 2
+    model, _ = dpo_round(model, tok, pairs, CASPOArgs(model="tiny", max_steps=1, batch_size=2, mixed_precision=choice))
+    assert seen and set(seen) == {dtype}
+    assert next(model.parameters()).dtype == torch.float32
+
+
 def test_caspo_first_round_from_reuses_round_0(tmp_path, tokenizer_dir, tiny_examples, monkeypatch):
     """A second learning rate takes the first run's round-0 pairs (collection runs for round 1 only) and trains
     on them at its own lr; a run whose collection settings differ is refused, naming the setting."""
