@@ -377,9 +377,9 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
                    samples: int = 8, resamples: int = compare.RESAMPLES,
                    starts: dict[tuple[str, int], str] | None = None) -> str:
     """Issue 21's claim: CAPO's dev AUC-mean >= GRPO's + ``margin`` at matched accuracy (within ``matched``), at
-    the last evaluation both runs of a seed reached (after step 0, where both are the SFT checkpoint). Per seed the difference CAPO - GRPO; the interval is a
-    bootstrap by question (the dev questions are the same for every run: one resample of question indices serves
-    every seed, and the seeds' differences are averaged inside it). AUC-mean averages the questions whose samples
+    the last evaluation both runs of a seed reached (after step 0, where both are the SFT checkpoint). Per seed
+    the difference CAPO - GRPO; the interval is a bootstrap by question (the dev questions are the same for every
+    run: one resample of question indices serves every seed, and the seeds' differences are averaged inside it). AUC-mean averages the questions whose samples
     have both outcomes, in each run and resample; accuracy is each question's share of ``samples`` right.
     ``starts``: each run's SFT fingerprint; a seed whose two runs started from different checkpoints is left out.
     With several seeds, "held" also needs every seed's own difference to clear the margin (the seeds' spread);

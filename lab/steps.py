@@ -80,12 +80,8 @@ def collect_steps(engine, tok, problems: Sequence, params, *, batch: int = 64) -
         live = {qi: {"critic": Critic.from_problem(p), "prompt": question_prompt_ids(tok, p.question), "lines": [],
                      "steps": len(p.ops) + 2} for qi, p in enumerate(problems[lo:lo + batch], start=lo)}
         j = 0
-        while live:
-            qs = [qi for qi in live if j < live[qi]["steps"]]
-            for qi in set(live) - set(qs):
-                del live[qi]
-            if not qs:
-                break
+        while live := {qi: state for qi, state in live.items() if j < state["steps"]}:
+            qs = list(live)
             ids = [live[qi]["prompt"] + tok("".join(s + "\n" for s in live[qi]["lines"]),
                                            add_special_tokens=False)["input_ids"] for qi in qs]
             for qi, group in zip(qs, engine.sample_groups(ids, 1, params)):

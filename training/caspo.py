@@ -243,22 +243,28 @@ COLLECTION_ARGS = ("model", "tokenizer", "data_path", "data_dir", "limit", "max_
                    "rollout_engine", "vllm_dtype", "vllm_max_model_len", "critic_base_url", "critic_model")
 
 
+def collection_mismatch(source: Path, args: CASPOArgs) -> list[str]:
+    """``COLLECTION_ARGS`` on which the run in ``source`` (its training_args.json) differs from ``args``, as
+    ``name=theirs (here mine)``; empty when its round 0 was collected as ``args`` would collect it."""
+    from dataclasses import asdict
+
+    theirs, mine = json.loads((Path(source) / "training_args.json").read_text()), json.loads(json.dumps(asdict(args)))
+    return [f"{k}={theirs.get(k)!r} (here {mine.get(k)!r})" for k in COLLECTION_ARGS if theirs.get(k) != mine.get(k)]
+
+
 def first_round(source: Path, args: CASPOArgs) -> tuple[list[PreferencePair], dict]:
     """Round 0's pairs and collection metrics from the CASPO checkpoint ``source`` (``--first-round-from``),
     after checking that it collected them as this run would (``COLLECTION_ARGS``). Round 1 then starts its
     sampler from the new weights with seed + 1, as a run resumed at round 1 does."""
-    from dataclasses import asdict
-
     source = Path(source)
-    pairs_file, args_file = source / "pairs_round0.jsonl", source / "training_args.json"
-    if not (pairs_file.exists() and args_file.exists()):
+    pairs_file = source / "pairs_round0.jsonl"
+    if not (pairs_file.exists() and (source / "training_args.json").exists()):
         raise ValueError(f"--first-round-from {source}: no finished round 0 there (pairs_round0.jsonl and "
                          "training_args.json)")
-    theirs, mine = json.loads(args_file.read_text()), json.loads(json.dumps(asdict(args)))
-    differ = [k for k in COLLECTION_ARGS if theirs.get(k) != mine.get(k)]
+    differ = collection_mismatch(source, args)
     if differ:
         raise ValueError(f"--first-round-from {source}: its round 0 was collected with other settings: "
-                         + ", ".join(f"{k}={theirs.get(k)!r} (here {mine.get(k)!r})" for k in differ))
+                         + ", ".join(differ))
     row = next((m for m in read_metrics(source) if m.get("round") == 0 and "pairs" in m), None)
     if row is None:
         raise ValueError(f"--first-round-from {source}: its metrics.jsonl has no round-0 collection row")
@@ -305,11 +311,10 @@ def train_caspo(args: CASPOArgs, *, examples: list[GSM8KExample] | None = None):
                 t0 = time.time()
                 model, dpo_logs = dpo_round(model, tokenizer, pairs, args)
                 metrics["dpo_s"] = round(time.time() - t0, 1)
-                if sampler is None:  # round 0 reused: the next round starts its sampler from the new weights
-                    pass
-                elif sampler.kind == "transformers":  # HFEngine holds the policy object: a new one for the new model
+                # no sampler after a reused round 0: the next round starts one from the new weights
+                if sampler is not None and sampler.kind == "transformers":  # HFEngine holds the policy object
                     sampler = None
-                elif r + 1 < args.rounds:
+                elif sampler is not None and r + 1 < args.rounds:
                     sampler.sync_weights(model)
             history.append({"round": r, "temperature": temperature, **metrics,
                             "dpo_loss": dpo_logs[-1]["loss"] if dpo_logs else None})

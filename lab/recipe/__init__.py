@@ -123,7 +123,8 @@ CASPO_RECIPE = {"rounds": 2, "limit": 64, "max_steps": 20, "candidates_per_step"
 # (results/lab/caspo/train), ~1.7 per problem over its two rounds, so 704 train problems (11 batches of 64) aim at
 # ~1,200. The collection samples through a colocated vLLM engine (every example's j-th context in one batch) in bf16
 # where the CPU has it natively; DPO at an effective batch of 32 (8 x 4 accumulated), 16 steps per round (about one
-# pass over a round's pairs), under bf16 autocast where the CPU has it natively (in float32 a step took 178 s here). The learning rate is chosen on dev step ECE among CASPO1K_LRS, then test runs once.
+# pass over a round's pairs), under bf16 autocast where the CPU has it natively (in float32 a step took 178 s here).
+# The learning rate is chosen on dev step ECE among CASPO1K_LRS, then test runs once.
 CASPO1K_RECIPE = {**CASPO_RECIPE, "limit": 704, "max_steps": 16, "batch_size": 8, "gradient_accumulation_steps": 4,
                   "rollout_engine": "vllm", "vllm_dtype": "auto", "mixed_precision": "native"}
 CASPO1K_LRS = (5e-7, 2e-6, 1e-5)

@@ -90,22 +90,18 @@ def round0_source(recipe: dict, sft: Path) -> Path | None:
     """A cached CASPO run whose finished round 0 was collected as ``recipe`` on ``sft`` would collect it (its
     training_args agree on ``training.caspo.COLLECTION_ARGS``), so that a changed DPO setting (learning rate,
     precision) does not collect it again; None when there is none."""
-    from dataclasses import asdict, fields
+    from dataclasses import fields
 
-    from training.caspo import COLLECTION_ARGS
+    from training.caspo import collection_mismatch
     from training.config import CASPOArgs
 
     names = {f.name for f in fields(CASPOArgs)}
-    mine = asdict(CASPOArgs(**{k: v for k, v in recipe.items() if k in names and k != "first_round_from"},
-                            model=str(sft), judge="arith", contexts="on_policy",
-                            data_path=f"arith:{LAB_DIFFICULTY}@train"))
-    mine = json.loads(json.dumps(mine))
+    args = CASPOArgs(**{k: v for k, v in recipe.items() if k in names and k != "first_round_from"},
+                     model=str(sft), judge="arith", contexts="on_policy", data_path=f"arith:{LAB_DIFFICULTY}@train")
     for folder in sorted(cache_root().glob("caspo-*")):
-        args_file = folder / "training_args.json"
-        if (folder / "pairs_round0.jsonl").exists() and args_file.exists():
-            theirs = json.loads(args_file.read_text())
-            if all(theirs.get(k) == mine.get(k) for k in COLLECTION_ARGS):
-                return folder
+        if ((folder / "pairs_round0.jsonl").exists() and (folder / "training_args.json").exists()
+                and not collection_mismatch(folder, args)):
+            return folder
     return None
 
 
@@ -123,8 +119,8 @@ def caspo_sweep(*, lrs: tuple[float, ...] | None = None, model: Path | None = No
     """CASPO at issue 21's size (``CASPO1K_RECIPE``): one training per learning rate, each evaluated on dev step
     ECE (``lab.steps``, the SFT checkpoint beside them); the lr with the lowest dev ECE is evaluated on test once,
     beside SFT. Round 0 is collected once (by a cached run with the same collection settings, or by the first
-    lr's training) and every other lr trains on its pairs (``--first-round-from``). Results under results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/,
-    test-<name>/, chosen.json. Every finished training and evaluation is reused, so the same command resumes."""
+    lr's training) and every other lr trains on its pairs (``--first-round-from``). Results under
+    results/lab/caspo1k/: train-lr<lr>/ (rounds and pairs), dev-<name>/, test-<name>/, chosen.json. Every finished training and evaluation is reused, so the same command resumes."""
     from lab.recipe import CASPO1K_EVAL
     from lab.recipe.sft import finished_sft
 
