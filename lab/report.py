@@ -42,11 +42,11 @@ from training.objectives import OBJECTIVES
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _f(x, digits: int = 3) -> str:
+def _f(x, digits: int = 3, sign: bool = False) -> str:
     if x is None:
         return "–"
     if isinstance(x, float):
-        return f"{x:.{digits}f}"
+        return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
     return str(x)
 
 
@@ -431,8 +431,8 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
     per_seed = ", ".join(f"seed {s} (step {step}): ΔAUC-mean {a:+.3f}, Δacc {b:+.3f}"
                          for (s, step, _), a, b in zip(pairs, d_auc, d_acc))
     spread = f" (seeds from {min(d_auc):+.3f} to {max(d_auc):+.3f})" if len(pairs) > 1 else ""
-    return (f"{verdict}: ΔAUC-mean (CAPO - GRPO) {est:+.3f} [{_f(lo)}, {_f(hi)}]{spread} against the +{margin:.2f} "
-            f"claimed; Δacc {aest:+.3f} [{_f(alo)}, {_f(ahi)}] (matched if within ±{matched:.2f}); {len(pairs)} seed(s), "
+    return (f"{verdict}: ΔAUC-mean (CAPO - GRPO) {est:+.3f} [{_f(lo, sign=True)}, {_f(hi, sign=True)}]{spread} against the +{margin:.2f} "
+            f"claimed; Δacc {aest:+.3f} [{_f(alo, sign=True)}, {_f(ahi, sign=True)}] (matched if within ±{matched:.2f}); {len(pairs)} seed(s), "
             f"{n} dev questions, bootstrap by question ({resamples} resamples); {per_seed}")
 
 

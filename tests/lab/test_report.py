@@ -270,7 +270,7 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     # two seeds: seed 1 repeats seed 0, then moves by only +0.05 on every question; the pooled interval
     # ([0.2, 0.4] and 0.05 averaged: within [0.125, 0.225]) clears +0.10, but the seeds sit on both sides of it
     runs2 = {("capo", 0): capo[:2], ("grpo", 0): grpo, ("capo", 1): capo[:2], ("grpo", 1): grpo}
-    assert capo_auc_claim(runs2, resamples=200).startswith("held: ΔAUC-mean (CAPO - GRPO) +0.300 [0.200, 0.400] "
+    assert capo_auc_claim(runs2, resamples=200).startswith("held: ΔAUC-mean (CAPO - GRPO) +0.300 [+0.200, +0.400] "
                                                            "(seeds from +0.300 to +0.300)")
     small = [row(0, [0.5, 0.5, None, 0.5], [4, 4, 8, 4]), row(10, [0.55, 0.65, None, 0.75], [4, 4, 8, 4])]
     # a seed whose CAPO run has only its step-0 evaluation (both runs are SFT there) does not count yet
