@@ -10,9 +10,12 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from cat_serve.api.app import create_app
+    from cat_serve.process import reap_descendants_on_exit
     from cat_serve.config import ServerConfig
 
     config = ServerConfig.from_args(argv)
+    # the vLLM engine's processes do not notice this one's death: killed outright, it takes them with it
+    reap_descendants_on_exit()
     _request_log()
     app = create_app(config)  # the engine is built in the app's lifespan, inside uvicorn's loop
     # uvicorn re-raises a caught SIGTERM once its graceful shutdown is done; this handler, restored by

@@ -98,6 +98,75 @@ def kill_group(pgid: int, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
+def _stat(pid: int) -> tuple[int, int] | None:
+    """``(ppid, start time)`` of a live process from /proc/<pid>/stat (the start time, in clock ticks since
+    boot, tells a pid reused later apart); None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # state ppid pgrp ... (field 22, the start time, is [19])
+    return None if fields[0] in (b"Z", b"X") else (int(fields[1]), int(fields[19]))
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """The live descendants of ``pid`` (children, their children, ...): pid -> start time, from /proc."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            children.setdefault(st[0], []).append((int(entry.name), st[1]))
+    found, todo = {}, [pid]
+    while todo:
+        for child, start in children.get(todo.pop(), ()):
+            if child not in found:
+                found[child] = start
+                todo.append(child)
+    return found
+
+
+def reap_descendants_on_exit(interval: float = 1.0) -> subprocess.Popen | None:
+    """Start a watchdog that SIGKILLs what this process started once this process has ended, however it
+    ended: SIGKILL and the OOM killer included, where no exit handler runs.
+
+    vLLM's EngineCore (and Worker) processes do not notice their parent's death: a ``cat-serve`` or
+    ``cat-train`` killed outright left them running with the model and KV cache in memory (4-5 GiB for an RL
+    sampler, most of a GPU on CUDA). The watchdog runs in its own session (a signal to this process's group
+    misses it), looks at this process's descendants every ``interval`` s and, once this process is gone,
+    SIGKILLs those of them that still run (a process started less than ``interval`` s before the end can be
+    missed). The caller's own process group handling (``stop_process_group``, ``run_job``) is unchanged.
+    Linux only (/proc); None elsewhere."""
+    me = os.getpid()
+    if _stat(me) is None:
+        return None
+    code = f"from cat_serve.process import _reaper; _reaper({me}, {_stat(me)[1]}, {interval!r})"
+    root = str(Path(__file__).resolve().parents[1])  # where cat_serve is, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    # no pipe of this process's stays open in the watchdog (a caller reading this process's output to its
+    # end would otherwise wait for the watchdog too)
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _reaper(pid: int, start: int, interval: float, timeout: float = 10) -> None:
+    """The watchdog's loop (``reap_descendants_on_exit``): follow ``pid``'s descendants while ``pid`` (started at
+    ``start``) lives, then SIGKILL the ones still running until none is, or ``timeout`` s."""
+    seen: dict[int, int] = {}
+    while (st := _stat(pid)) is not None and st[1] == start:
+        seen = {p: t for p, t in seen.items() if (s := _stat(p)) is not None and s[1] == t}
+        seen.update(descendants(pid))
+        time.sleep(interval)
+    seen.pop(os.getpid(), None)
+    deadline = time.monotonic() + timeout
+    while alive := [p for p, t in seen.items() if (s := _stat(p)) is not None and s[1] == t]:
+        for p in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
 def run_job(cmd: Sequence[str], *, timeout: float = 120, **kw) -> int:
     """Run ``cmd`` (a batch job, not a server: a trainer, an evaluation) to its end; its exit status.
 

@@ -10,6 +10,7 @@ engine process exists, long before it is healthy.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -170,6 +171,72 @@ def test_stop_before_launch_is_a_no_op(tmp_path):
     ServerProcess(["true"], log=tmp_path / "s.log", port=1).stop()
 
 
+# ---------------------------------------------------------------------- killed outright: the watchdog
+def _sleeper(**kw) -> subprocess.Popen:
+    return subprocess.Popen(["sleep", "300"], start_new_session=True, **kw)
+
+
+def test_descendants_follow_the_tree_and_nothing_else():
+    outer = subprocess.Popen(["bash", "-c", "sleep 300 & wait"])
+    stranger = _sleeper()
+    held: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not (found := cat_serve.process.descendants(outer.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (inner,) = found  # bash's one child: the sleep
+        held.append(psutil.Process(inner))
+        assert psutil.Process(inner).cmdline() == ["sleep", "300"]
+        assert found[inner] == cat_serve.process._stat(inner)[1]  # its start time, as /proc has it
+        mine = cat_serve.process.descendants(os.getpid())
+        assert {outer.pid, inner, stranger.pid} <= mine.keys()  # children and grandchildren
+        assert stranger.pid not in cat_serve.process.descendants(outer.pid)
+    finally:
+        for p in held:  # psutil's kill checks the start time: a pid reused since is not signalled
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        for p in (outer, stranger):
+            p.kill()
+            p.wait()
+
+
+def test_a_process_killed_outright_takes_what_it_started_with_it():
+    """SIGKILL (no exit handler runs) to a process that called ``reap_descendants_on_exit``: the watchdog
+    SIGKILLs the process it had started (in a session of its own here, so that nothing but the watchdog can
+    reach it) and exits; a process it did not start is left alone."""
+    code = ("import subprocess, time\nfrom cat_serve.process import reap_descendants_on_exit\n"
+            "reaper = reap_descendants_on_exit(interval=0.1)\n"
+            "child = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+            "print(reaper.pid, child.pid, flush=True)\ntime.sleep(600)\n")
+    stranger = _sleeper()
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    procs: list[psutil.Process] = []
+    try:
+        reaper, child = map(int, proc.stdout.readline().split())
+        procs = [psutil.Process(reaper), psutil.Process(child)]
+        time.sleep(0.5)  # a few of the watchdog's looks
+        assert psutil.Process(child).is_running() and psutil.Process(reaper).is_running()
+        proc.kill()
+        proc.wait()
+        assert_gone([child, reaper])
+        assert psutil.Process(stranger.pid).status() != psutil.STATUS_ZOMBIE
+    finally:
+        for p in procs:  # psutil's kill checks the start time: a pid reused since is not signalled
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        proc.kill()
+        proc.wait()
+        stranger.kill()
+        stranger.wait()
+
+
+def test_the_watchdog_ends_with_a_normal_exit_too():
+    code = ("from cat_serve.process import reap_descendants_on_exit\n"
+            "print(reap_descendants_on_exit(interval=0.1).pid, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert_gone([int(out.stdout)])
+
+
 # ---------------------------------------------------------------------- the shell scripts' entry point
 def _cli(tmp_path, run: str, mode: str, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "STAND_IN_MODE": mode}
@@ -291,3 +358,29 @@ def test_real_cat_serve_interrupted_mid_start_leaves_no_engine(tmp_path):
         server.stop()
     assert_gone([server.pid, *(p.pid for p in descendants)])
     assert in_group(server.pid) == []
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_real_cat_serve_killed_outright_leaves_no_engine(tmp_path):
+    """``python -m cat_serve --engine vllm`` SIGKILLed alone (not its group: as a user's ``kill -9`` or the OOM
+    killer would) once vLLM's engine process runs: its watchdog SIGKILLs the engine processes."""
+    from cat_serve.engine import vllm_available
+
+    if not vllm_available():
+        pytest.skip("vllm is not installed")
+    server = ServerProcess.cat_serve(["--engine", "vllm", "--max-model-len", "1024", "--kv-cache-gib", "1"],
+                                     log=tmp_path / "server.log", cwd=REPO).launch()
+    try:
+        deadline = time.monotonic() + 240
+        engine: list[psutil.Process] = []
+        while time.monotonic() < deadline and not engine and server.proc.poll() is None:
+            time.sleep(0.5)
+            engine = [p for p in psutil.Process(server.pid).children(recursive=True)
+                      if os.getpgid(p.pid) == server.pid]  # vLLM's, not the watchdog (a session of its own)
+        assert engine, f"no engine process appeared\n{server.log_tail()}"
+        time.sleep(3)  # the watchdog has looked since
+        os.kill(server.pid, signal.SIGKILL)
+        assert_gone([p.pid for p in engine], within=20)
+    finally:
+        server.stop()

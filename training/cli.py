@@ -19,6 +19,7 @@ import types
 import typing
 from collections.abc import Sequence
 
+from cat_serve.process import reap_descendants_on_exit
 from training.config import CASPOArgs, RLArgs, SFTArgs
 
 COMMANDS = {"sft": SFTArgs, "rl": RLArgs, "caspo": CASPOArgs}
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM as an exception, so exit handlers run: a colocated vLLM engine (--rollout-engine vllm) shuts
     # its EngineCore process down on exit; killed without them, that process was left running (4 GB here)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # ... and killed outright (SIGKILL, the OOM killer), a watchdog stops what it had started
+    reap_descendants_on_exit()
     path = run(command, args)
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per process
         print(f"checkpoint written to {path}")

@@ -49,3 +49,30 @@ def test_sigterm_runs_exit_handlers(tmp_path):
 
     assert_sigterm_runs_finally(tmp_path, blocking_body("run") + "import training.cli as cli\n"
                                 "cli.run = run\ncli.main(['rl'])\n")
+
+
+def test_killed_outright_cat_train_takes_what_it_started(tmp_path):
+    """cat-train SIGKILLed (the OOM killer; no exit handler runs) while it runs a child, as a colocated vLLM
+    engine: the watchdog ``main`` starts kills that child (only cat-train's own pid is signalled, as the OOM
+    killer does)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    code = ("import os, signal, subprocess, time\nimport training.cli as cli\n"
+            "def run(*_a):\n"
+            "    child = subprocess.Popen(['sleep', '300'])\n"
+            "    print(child.pid, flush=True)\n"
+            "    time.sleep(2)\n"  # the watchdog looks once a second
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "cli.run = run\ncli.main(['rl'])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(proc.stdout.readline()))
+    try:
+        assert proc.wait(timeout=60) == -9
+        gone, _ = psutil.wait_procs([child], timeout=10)
+        assert gone, "cat-train's child outlived it"
+    finally:
+        if child.is_running():
+            child.kill()
