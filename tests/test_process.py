@@ -332,31 +332,42 @@ def test_no_other_code_runs_server_processes():
 
 
 # ---------------------------------------------------------------------- the real case
-@pytest.mark.slow
-@pytest.mark.vllm
-def test_real_cat_serve_interrupted_mid_start_leaves_no_engine(tmp_path):
-    """``python -m cat_serve --engine vllm`` stopped once vLLM's engine process exists (seconds into a
-    start of a minute or more): nothing of its process group survives."""
+@contextlib.contextmanager
+def real_server_starting(tmp_path: Path):
+    """A real ``python -m cat_serve --engine vllm`` launched and caught once vLLM's engine process runs
+    (seconds into a start of a minute or more): yields the server and the engine's processes (the server's
+    process group, so not its watchdog, which has a session of its own); stopped on the way out."""
     from cat_serve.engine import vllm_available
 
     if not vllm_available():
         pytest.skip("vllm is not installed")
     server = ServerProcess.cat_serve(["--engine", "vllm", "--max-model-len", "1024", "--kv-cache-gib", "1"],
                                      log=tmp_path / "server.log", cwd=REPO).launch()
+
+    def engine() -> list[psutil.Process]:
+        return [p for p in psutil.Process(server.pid).children(recursive=True) if os.getpgid(p.pid) == server.pid]
+
     try:
         deadline = time.monotonic() + 240
-        descendants: list[psutil.Process] = []
-        while time.monotonic() < deadline and not descendants and server.proc.poll() is None:
+        found: list[psutil.Process] = []
+        while time.monotonic() < deadline and not found and server.proc.poll() is None:
             time.sleep(0.5)
-            descendants = psutil.Process(server.pid).children(recursive=True)
-        assert descendants, f"no engine process appeared\n{server.log_tail()}"
-        time.sleep(2)  # a little further into the engine's start-up
-        descendants = psutil.Process(server.pid).children(recursive=True)
-        with pytest.raises(ServerStartError, match="not ready"):
-            server.wait_healthy(timeout=0)
+            found = engine()
+        assert found, f"no engine process appeared\n{server.log_tail()}"
+        time.sleep(3)  # a little further into the engine's start-up (and past a look of the watchdog's)
+        yield server, engine()
     finally:
         server.stop()
-    assert_gone([server.pid, *(p.pid for p in descendants)])
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_real_cat_serve_interrupted_mid_start_leaves_no_engine(tmp_path):
+    """``python -m cat_serve --engine vllm`` stopped mid start-up: nothing of its process group survives."""
+    with real_server_starting(tmp_path) as (server, engine):
+        with pytest.raises(ServerStartError, match="not ready"):
+            server.wait_healthy(timeout=0)  # which stops the group first
+    assert_gone([server.pid, *(p.pid for p in engine)])
     assert in_group(server.pid) == []
 
 
@@ -364,23 +375,7 @@ def test_real_cat_serve_interrupted_mid_start_leaves_no_engine(tmp_path):
 @pytest.mark.vllm
 def test_real_cat_serve_killed_outright_leaves_no_engine(tmp_path):
     """``python -m cat_serve --engine vllm`` SIGKILLed alone (not its group: as a user's ``kill -9`` or the OOM
-    killer would) once vLLM's engine process runs: its watchdog SIGKILLs the engine processes."""
-    from cat_serve.engine import vllm_available
-
-    if not vllm_available():
-        pytest.skip("vllm is not installed")
-    server = ServerProcess.cat_serve(["--engine", "vllm", "--max-model-len", "1024", "--kv-cache-gib", "1"],
-                                     log=tmp_path / "server.log", cwd=REPO).launch()
-    try:
-        deadline = time.monotonic() + 240
-        engine: list[psutil.Process] = []
-        while time.monotonic() < deadline and not engine and server.proc.poll() is None:
-            time.sleep(0.5)
-            engine = [p for p in psutil.Process(server.pid).children(recursive=True)
-                      if os.getpgid(p.pid) == server.pid]  # vLLM's, not the watchdog (a session of its own)
-        assert engine, f"no engine process appeared\n{server.log_tail()}"
-        time.sleep(3)  # the watchdog has looked since
+    killer would): its watchdog SIGKILLs vLLM's engine processes."""
+    with real_server_starting(tmp_path) as (server, engine):
         os.kill(server.pid, signal.SIGKILL)
         assert_gone([p.pid for p in engine], within=20)
-    finally:
-        server.stop()
