@@ -6,8 +6,8 @@ import json
 import time
 
 from cat_serve.calibration import PROFILE_FILE, model_fingerprint
-from lab.recipe import (LAB_DIFFICULTY, TRANSFER_MODELS, TRANSFER_STRATEGIES, caspo_dir, results_root, rl800_recipe,
-                        rl_dir)
+from lab.recipe import (LAB_DIFFICULTY, REPO, TRANSFER_MODELS, TRANSFER_STRATEGIES, caspo_dir, results_root,
+                        rl800_recipe, rl_dir)
 from lab.recipe.runs import record_segment, served
 from lab.recipe.search import SEARCH_CONCURRENCY, chosen_by_mode, chosen_settings
 from lab.recipe.sft import train_sft
@@ -26,6 +26,19 @@ def transfer_models(rl_size: int | None = None, seed: int = 0) -> dict:
 
     rl = {obj: rl_dir(obj, rl800_recipe(obj, seed)) if rl_size else rl_dir(obj) for obj in ("capo", "grpo")}
     return {"caspo": (caspo1k_checkpoint() if rl_size else None) or caspo_dir(), **rl}
+
+
+def cat_settings(sft) -> tuple[dict, str]:
+    """CaT's search settings for every model of a transfer run (``aggregation`` left out: each model reports
+    its raw confidence), and where they came from: the SFT checkpoint's own profile (make lab-calibrate), or
+    else the lab's committed one (results/lab/calibration/sft_profile.json, fitted on an earlier checkpoint of
+    the same SFT recipe: the settings issue 20's dev runs also chose the sampling on)."""
+    path = sft / PROFILE_FILE
+    if not path.exists():
+        path = results_root() / "calibration" / "sft_profile.json"
+    defaults = json.loads(path.read_text())["search_defaults"].get("cat", {})
+    shown = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+    return {k: v for k, v in defaults.items() if k != "aggregation"}, shown
 
 
 def transfer_compare(split: str, k: int, folder: str = "transfer") -> dict:
@@ -56,8 +69,7 @@ def transfer(split: str, *, k: int = 4, limit: int = 300, only_models: tuple[str
               if name in only_models}
     # every model searches with the SFT profile's CaT settings and reports its raw confidence (no map), so
     # the three differ only in their weights
-    profile = json.loads((sft / PROFILE_FILE).read_text())
-    cat_params = {k: v for k, v in profile["search_defaults"].get("cat", {}).items() if k != "aggregation"}
+    cat_params, cat_source = cat_settings(sft)
     plan = chosen_settings(results_root() / "search", [k])[k] if rl_size else None
     by_mode = plan["by_mode"] if plan else chosen_by_mode()  # the dev sweep's stream settings, as in make lab-search
     for name, path in models.items():
@@ -72,5 +84,6 @@ def transfer(split: str, *, k: int = 4, limit: int = 300, only_models: tuple[str
     result = transfer_compare(split, k, folder)  # with the models another `--models` run finished
     (results_root() / folder).mkdir(parents=True, exist_ok=True)
     (results_root() / folder / f"compare_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
-    record_segment(folder, t0, **({"models": {n: model_fingerprint(p) for n, p in models.items()}} if rl_size else {}))
+    record_segment(folder, t0, cat_settings_from=cat_source,
+                   **({"models": {n: model_fingerprint(p) for n, p in models.items()}} if rl_size else {}))
     return result

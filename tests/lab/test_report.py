@@ -399,3 +399,20 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
     assert "Pairs per learning rate: lr2e-06 1,220." in report and "chosen: **lr2e-06**" in report
     assert "| entropy gap | 0.200 | 0.750 | +0.550 [" in report
     assert "- caspo1k: CASPO halves step ECE: " in report and "- caspo1k: entropy gap (paper 0.04 → 0.66): 0.200 → 0.750" in report
+
+
+def test_transfer_cat_settings_from_the_sft_profile_or_the_lab_one(tmp_path, monkeypatch):
+    """A retrained SFT checkpoint without a profile of its own searches with the lab's committed settings."""
+    from cat_serve.calibration import PROFILE_FILE
+    from lab.recipe.transfer import cat_settings
+
+    monkeypatch.setenv("LAB_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results" / "calibration").mkdir(parents=True)
+    lab = {"search_defaults": {"cat": {"tau": 0.67, "confident_threshold": 0.82, "aggregation": "entropy"}}}
+    (tmp_path / "results" / "calibration" / "sft_profile.json").write_text(json.dumps(lab))
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    assert cat_settings(sft) == ({"tau": 0.67, "confident_threshold": 0.82},
+                                 str(tmp_path / "results" / "calibration" / "sft_profile.json"))
+    (sft / PROFILE_FILE).write_text(json.dumps({"search_defaults": {"cat": {"tau": 0.5, "aggregation": "mean"}}}))
+    assert cat_settings(sft) == ({"tau": 0.5}, str(sft / PROFILE_FILE))
