@@ -742,6 +742,12 @@ def transfer_kinds(results: Path) -> list[str]:
     return ["transfer", *sorted(p.name for p in results.glob("transfer-rl*") if p.is_dir())]
 
 
+def _cat_source(folder: Path) -> str:
+    """Where a transfer run's CaT settings came from (its segments record it), as a sentence."""
+    sources = sorted({seg["cat_settings_from"] for seg in _jsonl(folder / "segments.jsonl") if "cat_settings_from" in seg})
+    return f" CaT's settings (τ, confident threshold): {', '.join(f'`{x}`' for x in sources)}." if sources else ""
+
+
 def transfer_section(results: Path) -> tuple[list[str], list[str]]:
     out, verdicts = ["## Calibration → search (make lab-transfer)", ""], []
     files = [f for kind in transfer_kinds(results) for f in sorted((results / kind).glob("compare_*.json"))]
@@ -755,7 +761,7 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
             out += [f"`{kind}`: `make lab-transfer800 SEED={kind.rsplit('-s', 1)[1]}`: make lab-rl800's checkpoints of "
                     "that seed; PC and CaT-stream at the sampling issue 20's dev runs chose (as make lab-search); every "
                     "model reports its raw confidence. Pairs: `eval.compare` on the shared items, Holm across the "
-                    "table's comparisons.", ""]
+                    f"table's comparisons.{_cat_source(results / kind)}", ""]
         out += [f"### {title}", "", "| model | strategy | accuracy [95% CI] | tokens/query | ECE | AUROC |",
                 "|---|---|---|---|---|---|"]
         for model, strategies in data.items():

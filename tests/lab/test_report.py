@@ -325,10 +325,11 @@ def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
                                 "ece": 0.1, "auroc": 0.6}}
     (kind / "compare_test.json").write_text(json.dumps(data))
     (kind / "segments.jsonl").write_text(json.dumps({"command": "python -m lab.recipe transfer --rl-size 800",
-                                                     "wall_s": 12.0}) + "\n")
+                                                     "wall_s": 12.0, "cat_settings_from": "lab.json"}) + "\n")
     assert transfer_kinds(tmp_path) == ["transfer", "transfer-rl800-s0"]
     report = build(tmp_path)
     assert "### transfer-rl800-s0/compare_test" in report and "`make lab-transfer800 SEED=0`" in report
+    assert "CaT's settings (τ, confident threshold): `lab.json`." in report
     assert "- transfer-rl800-s0/compare_test capo better than GRPO (the calibration term alone), PC@4: " in report
     assert "Δacc +0.100 [" in report and "Δacc +0.200 [" in report and "10 paired items" in report
     assert "| transfer-rl800-s0 | `python -m lab.recipe transfer --rl-size 800` | 1 | 12 |" in report
