@@ -228,7 +228,7 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
             trim_logits: bool = True, skip_inert_groups: bool = True) -> dict[str, float]:
     """One sample -> score -> ``inner_epochs`` updates cycle on this rank's ``batch``; metrics of all ranks.
 
-    ``timer(name)`` is entered around each part (rollout, reward, reference, old_logps, forward,
+    ``timer(name)`` is entered around each part (rollout, reward, reference, forward,
     backward, optimizer, metrics): ``training.step_timing`` uses it to say where a step's time goes."""
     device = accelerator.device
     policy.eval()
@@ -242,11 +242,10 @@ def rl_step(policy, ref, optimizer, tokenizer, batch: Sequence[GSM8KExample], ar
         with timer("reference"):
             ref_logps = (token_logps(ref, rollout, chunk=args.group_size, trim_logits=trim_logits)
                          if ref is not None else None)
-        old_logps = entropy = None
-        if args.inner_epochs > 1:  # pi_old must stay fixed while the updates move pi_theta
-            with timer("old_logps"):
-                old_logps, entropy = token_logps(policy, rollout, with_entropy=True, chunk=args.group_size,
-                                                 trim_logits=trim_logits)
+    # pi_old must stay fixed while the inner epochs move pi_theta: the first update's forward runs at pi_old
+    # (the optimiser steps after its last group), so its detached log-probs are pi_old's for the later
+    # epochs, and no separate no-grad pass is needed (it cost a forward of the whole batch each step)
+    old_logps = entropy = None
     maskf = rollout.completion_mask.float()
     policy.train()
     for _ in range(args.inner_epochs):

@@ -46,6 +46,7 @@ from pathlib import Path
 LAB_DIFFICULTY = "ops=3,digits=1,distractors=1"
 LAB_RL = {"group_size": 8, "learning_rate": 1e-5, "temperature": 1.0, "max_new_tokens": 64, "seed": 0,
           "limit": 2000}
+# "old_logps" (a separate pi_old pass for inner_epochs > 1) is timed no more; rows measured before keep it
 PARTS = ("rollout", "reward", "reference", "old_logps", "forward", "backward", "optimizer", "metrics", "sync")
 VARIANTS = {"before": {"trim_logits": False, "skip_inert_groups": False},
             "after": {"trim_logits": True, "skip_inert_groups": False},

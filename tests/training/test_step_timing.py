@@ -191,3 +191,53 @@ def test_target_run_estimate_composes_the_parts():
     assert est["grpo"]["after"]["step_s"] == 121 and est["grpo"]["after+skip"]["step_s"] == 101
     assert est["grpo"]["after"]["run_s"] == 16_800
     assert est["capo"]["after"]["step_s"] == 72 + 8 * (6 + 1) + 1  # CAPO's reference forward for every group
+
+
+def test_inner_epochs_take_pi_old_from_the_first_update(tokenizer_dir, tiny_examples):
+    """GSPO with 2 inner epochs: ``rl_step`` takes pi_old's log-probs from its first update's forward (the
+    optimiser steps after it) instead of a separate no-grad pass. Its new weights equal those of that separate
+    pass followed by two updates against it, on the same seeded samples; pi_old taken after the first update
+    would give ratio 1 in the second epoch again, and other weights."""
+    from accelerate import Accelerator
+
+    from training.models import build_tiny_model, load_tokenizer
+    from training.rl import policy_update, question_prompt_ids, rl_step, sample_rollouts, token_logps
+    from training.rollout import PolicyEngine
+
+    tok = load_tokenizer(tokenizer_dir)
+    start = build_tiny_model(tok, seed=0)
+    args = RLArgs(objective="gspo", group_size=4, prompts_per_step=2, max_new_tokens=8, learning_rate=1.0,
+                  inner_epochs=2, epsilon=10.0)  # a wide clip, so the second epoch's ratio moves the update
+
+    def alternate(texts, golds):
+        return [float(i % 2) for i in range(len(texts))]
+
+    def sgd(model):
+        return torch.optim.SGD(model.parameters(), lr=args.learning_rate)
+
+    policy = copy.deepcopy(start)
+    rl_step(policy, None, sgd(policy), tok, tiny_examples, args, alternate, PolicyEngine(policy, tok),
+            Accelerator(cpu=True), seed=123)
+
+    results = {}
+    for when in ("before", "after the first update"):
+        ref_policy = copy.deepcopy(start)
+        optimizer, accelerator = sgd(ref_policy), Accelerator(cpu=True)
+        prompts = [question_prompt_ids(tok, ex.question) for ex in tiny_examples]
+        ref_policy.eval()
+        rollout = sample_rollouts(PolicyEngine(ref_policy, tok), tok, prompts, args, accelerator.device, seed=123)
+        rewards = torch.tensor(alternate(rollout.texts, None))
+        with torch.no_grad():
+            old = token_logps(ref_policy, rollout)
+        ref_policy.train()
+        policy_update(ref_policy, optimizer, rollout, rewards, old, None, args, accelerator)
+        if when != "before":
+            with torch.no_grad():
+                old = token_logps(ref_policy, rollout)
+        policy_update(ref_policy, optimizer, rollout, rewards, old, None, args, accelerator)
+        results[when] = ref_policy.state_dict()
+    mine, separate, late = policy.state_dict(), results["before"], results["after the first update"]
+    assert max(float((separate[k] - start.state_dict()[k]).abs().max()) for k in mine) > 1e-3  # it learned
+    for k in mine:
+        assert torch.allclose(mine[k], separate[k], atol=1e-6, rtol=1e-5), k
+    assert any(not torch.allclose(late[k], separate[k], atol=1e-5, rtol=1e-4) for k in mine)  # can fail
