@@ -624,6 +624,13 @@ def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
                        f"{'reused' if r.get('pairs_from') else _f(r.get('collect_s'), 0)} | {_f(r.get('dpo_s'), 0)} | "
                        f"{_f(r.get('dpo_loss'))} |")
     out += ["", "Pairs per learning rate: " + (", ".join(f"{lr} {n:,}" for lr, n in total.items()) or "none yet") + ".", ""]
+    devs = [(d.name.removeprefix("dev-"), _json(d / "summary.json")) for d in
+            sorted(root.glob("dev-*"), key=lambda d: (d.name != "dev-sft", d.name))]
+    if devs := [(name, r) for name, r in devs if r]:
+        out += ["Dev (64 questions, the sweep's choice; no intervals: it only ranks the learning rates):", "",
+                "| model | steps | step accuracy | step ECE | entropy gap | AUROC (max prob) |", "|---|---|---|---|---|---|"]
+        out += [f"| {name} | {r['steps']} | {_f(r['step_accuracy'])} | {_f(r['ece'])} | {_f(r['entropy_gap'])} | "
+                f"{_f(r['auroc_max_prob'])} |" for name, r in devs] + [""]
     if chosen:
         out += ["Dev step ECE: " + ", ".join(f"{n} {_f(e)}" for n, e in chosen["dev_ece"].items())
                 + f"; chosen: **{chosen['chosen']}** ({chosen['rule']}).", ""]

@@ -391,6 +391,10 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
         {"round": 0, "loss": 0.69},
         {"round": 1, "temperature": 1.0, "steps": 3100, "step_accuracy": 0.7, "pairs": 700, "pairs_incorrect": 680,
          "pairs_unconfident": 20, "dpo_loss": 0.55, "collect_s": 610.0, "dpo_s": 310.0})))
+    for name, e in (("lr2e-06", 0.09), ("sft", 0.15)):
+        (root / f"dev-{name}").mkdir()
+        (root / f"dev-{name}" / "summary.json").write_text(json.dumps(
+            {"steps": 250, "step_accuracy": 0.75, "ece": e, "entropy_gap": 0.14, "auroc_max_prob": 0.9}))
     (root / "chosen.json").write_text(json.dumps({"chosen": "lr2e-06", "rule": "lowest dev step ECE",
                                                   "dev_ece": {"sft": 0.15, "lr2e-06": 0.09}}))
     report = build(tmp_path)
@@ -398,6 +402,8 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
     assert "| lr2e-06 | 1 | 1.0 | 3100 | 0.700 | 700 (680 / 20) | 610 | 310 | 0.550 |" in report
     assert "| lr2e-06 | 0 | 0.7 | 3000 | 0.800 | 520 (500 / 20) | reused | 300 | 0.600 |" in report
     assert "Pairs per learning rate: lr2e-06 1,220." in report and "chosen: **lr2e-06**" in report
+    # SFT's dev row first, then the learning rates
+    assert "| sft | 250 | 0.750 | 0.150 | 0.140 | 0.900 |\n| lr2e-06 | 250 | 0.750 | 0.090 | 0.140 | 0.900 |" in report
     assert "| entropy gap | 0.200 | 0.750 | +0.550 [" in report
     assert "- caspo1k: CASPO halves step ECE: " in report and "- caspo1k: entropy gap (paper 0.04 → 0.66): 0.200 → 0.750" in report
 
