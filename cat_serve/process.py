@@ -68,21 +68,26 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait(timeout=10)
 
 
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """``(ppid, pgrp, start time)`` of a live process from /proc/<pid>/stat (the start time, in clock ticks
+    since boot, tells a pid reused later apart); None when it is gone or a zombie (it holds no memory)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ... (start time: [19])
+    return None if fields[0] in (b"Z", b"X") else (int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def _processes() -> dict[int, tuple[int, int, int]]:
+    """Every live process: pid -> ``_stat``, one pass over /proc."""
+    return {int(e.name): st for e in os.scandir("/proc") if e.name.isdigit() and (st := _stat(int(e.name)))}
+
+
 def group_members(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid`` (zombies left out: they hold no memory), from /proc."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            members.append(int(entry.name))
-    return members
+    """The live processes of process group ``pgid`` (zombies left out), from /proc."""
+    return [pid for pid, (_, pgrp, _) in _processes().items() if pgrp == pgid]
 
 
 def kill_group(pgid: int, timeout: float = 10) -> None:
@@ -98,24 +103,12 @@ def kill_group(pgid: int, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """``(ppid, start time)`` of a live process from /proc/<pid>/stat (the start time, in clock ticks since
-    boot, tells a pid reused later apart); None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2:].split()  # state ppid pgrp ... (field 22, the start time, is [19])
-    return None if fields[0] in (b"Z", b"X") else (int(fields[1]), int(fields[19]))
-
-
-def descendants(pid: int) -> dict[int, int]:
-    """The live descendants of ``pid`` (children, their children, ...): pid -> start time, from /proc."""
+def descendants(pid: int, table: dict[int, tuple[int, int, int]] | None = None) -> dict[int, int]:
+    """The live descendants of ``pid`` (children, their children, ...): pid -> start time, from /proc (or
+    ``table``, a ``_processes()`` the caller already read)."""
     children: dict[int, list[tuple[int, int]]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
-            children.setdefault(st[0], []).append((int(entry.name), st[1]))
+    for child, (ppid, _, start) in (_processes() if table is None else table).items():
+        children.setdefault(ppid, []).append((child, start))
     found, todo = {}, [pid]
     while todo:
         for child, start in children.get(todo.pop(), ()):
@@ -137,9 +130,9 @@ def reap_descendants_on_exit(interval: float = 1.0) -> subprocess.Popen | None:
     missed). The caller's own process group handling (``stop_process_group``, ``run_job``) is unchanged.
     Linux only (/proc); None elsewhere."""
     me = os.getpid()
-    if _stat(me) is None:
+    if (st := _stat(me)) is None:
         return None
-    code = f"from cat_serve.process import _reaper; _reaper({me}, {_stat(me)[1]}, {interval!r})"
+    code = f"from cat_serve.process import _reaper; _reaper({me}, {st[2]}, {interval!r})"
     root = str(Path(__file__).resolve().parents[1])  # where cat_serve is, installed or not
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
     # no pipe of this process's stays open in the watchdog (a caller reading this process's output to its
@@ -151,14 +144,22 @@ def reap_descendants_on_exit(interval: float = 1.0) -> subprocess.Popen | None:
 def _reaper(pid: int, start: int, interval: float, timeout: float = 10) -> None:
     """The watchdog's loop (``reap_descendants_on_exit``): follow ``pid``'s descendants while ``pid`` (started at
     ``start``) lives, then SIGKILL the ones still running until none is, or ``timeout`` s."""
+
+    def running(p: int, t: int, table: dict) -> bool:  # still the process that started at t
+        return p in table and table[p][2] == t
+
     seen: dict[int, int] = {}
-    while (st := _stat(pid)) is not None and st[1] == start:
-        seen = {p: t for p, t in seen.items() if (s := _stat(p)) is not None and s[1] == t}
-        seen.update(descendants(pid))
+    while running(pid, start, table := _processes()):
+        seen = {p: t for p, t in seen.items() if running(p, t, table)}
+        seen.update(descendants(pid, table))
         time.sleep(interval)
     seen.pop(os.getpid(), None)
     deadline = time.monotonic() + timeout
-    while alive := [p for p, t in seen.items() if (s := _stat(p)) is not None and s[1] == t]:
+    while True:
+        table = _processes()
+        alive = [p for p, t in seen.items() if running(p, t, table)]
+        if not alive:
+            return
         for p in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(p, signal.SIGKILL)

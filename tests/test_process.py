@@ -187,7 +187,7 @@ def test_descendants_follow_the_tree_and_nothing_else():
         (inner,) = found  # bash's one child: the sleep
         held.append(psutil.Process(inner))
         assert psutil.Process(inner).cmdline() == ["sleep", "300"]
-        assert found[inner] == cat_serve.process._stat(inner)[1]  # its start time, as /proc has it
+        assert found[inner] == cat_serve.process._stat(inner)[2]  # its start time, as /proc has it
         mine = cat_serve.process.descendants(os.getpid())
         assert {outer.pid, inner, stranger.pid} <= mine.keys()  # children and grandchildren
         assert stranger.pid not in cat_serve.process.descendants(outer.pid)
