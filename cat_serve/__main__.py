@@ -10,8 +10,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from cat_serve.api.app import create_app
-    from cat_serve.process import reap_descendants_on_exit
     from cat_serve.config import ServerConfig
+    from cat_serve.process import reap_descendants_on_exit
 
     config = ServerConfig.from_args(argv)
     # the vLLM engine's processes do not notice this one's death: killed outright, it takes them with it

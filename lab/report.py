@@ -42,11 +42,11 @@ from training.objectives import OBJECTIVES
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _f(x, digits: int = 3, sign: bool = False) -> str:
+def _f(x, digits: int = 3) -> str:
     if x is None:
         return "–"
     if isinstance(x, float):
-        return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+        return f"{x:.{digits}f}"
     return str(x)
 
 
@@ -431,8 +431,9 @@ def capo_auc_claim(runs: dict[tuple[str, int], list[dict]], *, margin: float = 0
     per_seed = ", ".join(f"seed {s} (step {step}): ΔAUC-mean {a:+.3f}, Δacc {b:+.3f}"
                          for (s, step, _), a, b in zip(pairs, d_auc, d_acc))
     spread = f" (seeds from {min(d_auc):+.3f} to {max(d_auc):+.3f})" if len(pairs) > 1 else ""
-    return (f"{verdict}: ΔAUC-mean (CAPO - GRPO) {est:+.3f} [{_f(lo, sign=True)}, {_f(hi, sign=True)}]{spread} against the +{margin:.2f} "
-            f"claimed; Δacc {aest:+.3f} [{_f(alo, sign=True)}, {_f(ahi, sign=True)}] (matched if within ±{matched:.2f}); {len(pairs)} seed(s), "
+    return (f"{verdict}: ΔAUC-mean (CAPO - GRPO) {compare.fmt_stat(compare.Stat(est, lo, hi), sign=True)}{spread} "
+            f"against the +{margin:.2f} claimed; Δacc {compare.fmt_stat(compare.Stat(aest, alo, ahi), sign=True)} "
+            f"(matched if within ±{matched:.2f}); {len(pairs)} seed(s), "
             f"{n} dev questions, bootstrap by question ({resamples} resamples); {per_seed}")
 
 
@@ -624,9 +625,9 @@ def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
                        f"{'reused' if r.get('pairs_from') else _f(r.get('collect_s'), 0)} | {_f(r.get('dpo_s'), 0)} | "
                        f"{_f(r.get('dpo_loss'))} |")
     out += ["", "Pairs per learning rate: " + (", ".join(f"{lr} {n:,}" for lr, n in total.items()) or "none yet") + ".", ""]
-    devs = [(d.name.removeprefix("dev-"), _json(d / "summary.json")) for d in
-            sorted(root.glob("dev-*"), key=lambda d: (d.name != "dev-sft", d.name))]
-    if devs := [(name, r) for name, r in devs if r]:
+    devs = [(d.name.removeprefix("dev-"), r) for d in sorted(root.glob("dev-*"), key=lambda d: (d.name != "dev-sft", d.name))
+            if (r := _json(d / "summary.json"))]
+    if devs:
         out += ["Dev (64 questions, the sweep's choice; no intervals: it only ranks the learning rates):", "",
                 "| model | steps | step accuracy | step ECE | entropy gap | AUROC (max prob) |", "|---|---|---|---|---|---|"]
         out += [f"| {name} | {r['steps']} | {_f(r['step_accuracy'])} | {_f(r['ece'])} | {_f(r['entropy_gap'])} | "
