@@ -4,6 +4,7 @@ wall-time records (``segments.jsonl``) the report sums."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,12 +17,14 @@ from lab.recipe import REPO, results_root
 
 
 def record_segment(kind: str, t0: float, **extra) -> None:
-    """Append this invocation's command, start and wall time (and ``extra``) to
+    """Append this invocation's command, start and wall time, the CPUs it could use and its OMP_NUM_THREADS (a
+    run alone on both cores is about twice as fast as one beside another run), and ``extra`` to
     results/lab/<kind>/segments.jsonl, ``kind`` e.g. "search" or "rl/capo" (a resumed experiment appends a
     second segment; the report sums them)."""
     (results_root() / kind).mkdir(parents=True, exist_ok=True)
     row = {"command": "python -m lab.recipe " + " ".join(sys.argv[1:]), "wall_s": round(time.time() - t0, 1),
-           "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), **extra}
+           "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+           "cpus": sorted(os.sched_getaffinity(0)), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), **extra}
     with open(results_root() / kind / "segments.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
 

@@ -42,6 +42,20 @@ def test_run_all_records_one_total_segment(tmp_path, monkeypatch, capsys):
     assert [(r["steps"], r.get("interrupted")) for r in rows] == [(2, None), (2, True)]
 
 
+def test_a_segment_records_the_cpus_and_threads_it_ran_with(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from lab.recipe.runs import record_segment
+
+    monkeypatch.setenv("LAB_RESULTS", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1, 0})
+    record_segment("rl800/x", 0.0, interrupted=True)
+    [row] = [json.loads(line) for line in (tmp_path / "rl800" / "x" / "segments.jsonl").read_text().splitlines()]
+    assert (row["cpus"], row["omp_num_threads"], row["interrupted"]) == ([0, 1], "2", True)
+
+
 def _alive(pid: int) -> bool:
     """pid runs (a zombie, reparented to an init that does not reap it, counts as gone)."""
     try:
