@@ -615,8 +615,11 @@ def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
            "first learning rate, and the others train on its pairs (collect s: \"reused\").", "",
            "| learning rate | round | temperature | steps judged | step accuracy | pairs (incorrect / unconfident) | "
            "collect s | DPO s | DPO loss |", "|---|---|---|---|---|---|---|---|---|"]
+    def by_lr(d: Path) -> float:  # numeric order (5e-07 before 2e-06); SFT's dev row first
+        return -1.0 if d.name == "dev-sft" else float(d.name.split("-lr", 1)[1])
+
     total = {}
-    for train in sorted(root.glob("train-lr*")):
+    for train in sorted(root.glob("train-lr*"), key=by_lr):
         lr = train.name.removeprefix("train-")
         for r in (r for r in _jsonl(train / "metrics.jsonl") if "pairs" in r):
             total[lr] = total.get(lr, 0) + r["pairs"]
@@ -625,7 +628,7 @@ def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
                        f"{'reused' if r.get('pairs_from') else _f(r.get('collect_s'), 0)} | {_f(r.get('dpo_s'), 0)} | "
                        f"{_f(r.get('dpo_loss'))} |")
     out += ["", "Pairs per learning rate: " + (", ".join(f"{lr} {n:,}" for lr, n in total.items()) or "none yet") + ".", ""]
-    devs = [(d.name.removeprefix("dev-"), r) for d in sorted(root.glob("dev-*"), key=lambda d: (d.name != "dev-sft", d.name))
+    devs = [(d.name.removeprefix("dev-"), r) for d in sorted(root.glob("dev-*"), key=by_lr)
             if (r := _json(d / "summary.json"))]
     if devs:
         out += ["Dev (64 questions, the sweep's choice; no intervals: it only ranks the learning rates):", "",

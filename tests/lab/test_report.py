@@ -391,7 +391,11 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
         {"round": 0, "loss": 0.69},
         {"round": 1, "temperature": 1.0, "steps": 3100, "step_accuracy": 0.7, "pairs": 700, "pairs_incorrect": 680,
          "pairs_unconfident": 20, "dpo_loss": 0.55, "collect_s": 610.0, "dpo_s": 310.0})))
-    for name, e in (("lr2e-06", 0.09), ("sft", 0.15)):
+    (root / "train-lr5e-07").mkdir()  # a smaller rate: listed before 2e-06 (numeric, not string, order)
+    (root / "train-lr5e-07" / "metrics.jsonl").write_text(json.dumps(
+        {"round": 0, "temperature": 0.7, "steps": 3000, "step_accuracy": 0.8, "pairs": 520, "pairs_incorrect": 500,
+         "pairs_unconfident": 20, "dpo_loss": 0.68, "collect_s": 600.0, "dpo_s": 300.0}) + "\n")
+    for name, e in (("lr2e-06", 0.09), ("sft", 0.15), ("lr5e-07", 0.12)):
         (root / f"dev-{name}").mkdir()
         (root / f"dev-{name}" / "summary.json").write_text(json.dumps(
             {"steps": 250, "step_accuracy": 0.75, "ece": e, "entropy_gap": 0.14, "auroc_max_prob": 0.9}))
@@ -401,9 +405,11 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
     assert "## CASPO at 1,000 pairs (make lab-caspo1k)" in report
     assert "| lr2e-06 | 1 | 1.0 | 3100 | 0.700 | 700 (680 / 20) | 610 | 310 | 0.550 |" in report
     assert "| lr2e-06 | 0 | 0.7 | 3000 | 0.800 | 520 (500 / 20) | reused | 300 | 0.600 |" in report
-    assert "Pairs per learning rate: lr2e-06 1,220." in report and "chosen: **lr2e-06**" in report
-    # SFT's dev row first, then the learning rates
-    assert "| sft | 250 | 0.750 | 0.150 | 0.140 | 0.900 |\n| lr2e-06 | 250 | 0.750 | 0.090 | 0.140 | 0.900 |" in report
+    assert "Pairs per learning rate: lr5e-07 520, lr2e-06 1,220." in report and "chosen: **lr2e-06**" in report
+    assert report.index("| lr5e-07 | 0 | 0.7 |") < report.index("| lr2e-06 | 0 | 0.7 |")
+    # SFT's dev row first, then the learning rates from the smallest
+    assert ("| sft | 250 | 0.750 | 0.150 | 0.140 | 0.900 |\n| lr5e-07 | 250 | 0.750 | 0.120 | 0.140 | 0.900 |\n"
+            "| lr2e-06 | 250 | 0.750 | 0.090 | 0.140 | 0.900 |") in report
     assert "| entropy gap | 0.200 | 0.750 | +0.550 [" in report
     assert "- caspo1k: CASPO halves step ECE: " in report and "- caspo1k: entropy gap (paper 0.04 → 0.66): 0.200 → 0.750" in report
 
