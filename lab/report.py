@@ -479,6 +479,9 @@ def superseded_runs(folder: Path) -> list[str]:
                          f"({'; '.join(seg.get('note') or 'stopped' for seg in cut)}); the same command resumes it from "
                          f"its last saved step; {len(current)} segment(s), "
                          f"{sum(float(seg['wall_s']) for seg in current):.0f} s in all.")
+        done = [seg["note"] for seg in current if seg.get("note") and not seg.get("interrupted")]
+        if done:
+            lines.append(f"- {f.parent.name}: last segment: {'; '.join(done)}")
     return lines + [""] if lines else []
 
 
