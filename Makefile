@@ -146,12 +146,14 @@ lab-caspo1k:
 	$(PY) -m lab.recipe caspo1k
 
 # lab-transfer: PC@K and CaT-stream on the SFT, CASPO and CAPO checkpoints (GRPO's as the control), same test items (results/lab/transfer/)
-TRANSFER_MODELS ?= sft,caspo,capo,grpo
+TRANSFER_MODELS ?= sft,caspo,capo,grpo,gspo,c2gspg
 lab-transfer: lab-sft
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit $(LAB_LIMIT) --models $(TRANSFER_MODELS)
 
-# lab-transfer800 SEED=0: the same on make lab-rl800's GRPO and CAPO checkpoints of SEED (and CASPO's), PC@4 and
-#   CaT-stream at their dev-chosen sampling, paired with SFT and GRPO in docs/lab.md (results/lab/transfer-rl800-s0/)
+# lab-transfer800 SEED=0: the same on make lab-rl800's checkpoints of SEED (GRPO, CAPO, GSPO, C2GSPG) and CASPO's,
+#   PC@4 and CaT-stream at their dev-chosen sampling, each paired with SFT, CAPO and C2GSPG also with GRPO, in
+#   docs/lab.md (results/lab/transfer-rl800-s0/); answered items are kept (resumable), a model without a checkpoint
+#   is skipped; TRANSFER_MODELS=caspo,gspo runs a subset
 lab-transfer800:
 	$(PY) -m lab.recipe transfer --split test --k 4 --limit 300 --models $(TRANSFER_MODELS) --rl-size 800 --seed $(SEED)
 

@@ -784,8 +784,8 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
                            f"{_f(r['tokens_per_query'], 1)} | {_f(r['ece'])} | {_f(r['auroc'])} |")
         out.append("")
         pairs = [(m, "sft", "SFT") for m in data if m != "sft" and "sft" in data]
-        if "capo" in data and "grpo" in data:  # the same RL with and without CAPO's calibration term
-            pairs.append(("capo", "grpo", "GRPO"))
+        # the same RL with and without a calibration term (CAPO's, C²GSPG's)
+        pairs += [(m, "grpo", "GRPO") for m in ("capo", "c2gspg") if m in data and "grpo" in data]
         comparisons = {(m, b, s): compare.compare_rows(transfer_runs(results, split, m, s, kind),
                                                        transfer_runs(results, split, b, s, kind))
                        for m, b, _ in pairs for s in data[m] if s in data[b]}

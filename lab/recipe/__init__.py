@@ -144,7 +144,8 @@ def caspo_dir(recipe: dict = CASPO_RECIPE) -> Path:
 TRANSFER_STRATEGIES = ("PC", "CaT-stream")
 
 
-TRANSFER_MODELS = ("sft", "caspo", "capo", "grpo")  # GRPO: the control, RL's accuracy without CAPO's calibration term
+# GRPO: the control, RL's accuracy without CAPO's (or C²GSPG's) calibration term; GSPO and C²GSPG only at RL-800
+TRANSFER_MODELS = ("sft", "caspo", "capo", "grpo", "gspo", "c2gspg")
 
 
 RUN_LAST = ("CaT-faithful",)  # one engine call per step and branch: the slowest by far (~100 s an item at K=4)

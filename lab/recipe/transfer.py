@@ -6,8 +6,8 @@ import json
 import time
 
 from cat_serve.calibration import PROFILE_FILE, model_fingerprint
-from lab.recipe import (LAB_DIFFICULTY, REPO, TRANSFER_MODELS, TRANSFER_STRATEGIES, caspo_dir, results_root,
-                        rl800_recipe, rl_dir)
+from lab.recipe import (LAB_DIFFICULTY, OBJECTIVES, REPO, TRANSFER_MODELS, TRANSFER_STRATEGIES, caspo_dir,
+                        results_root, rl800_recipe, rl_dir)
 from lab.recipe.runs import record_segment, served
 from lab.recipe.search import SEARCH_CONCURRENCY, chosen_by_mode, chosen_settings
 from lab.recipe.sft import train_sft
@@ -21,11 +21,27 @@ def transfer_folder(rl_size: int | None = None, seed: int = 0) -> str:
 
 def transfer_models(rl_size: int | None = None, seed: int = 0) -> dict:
     """name -> checkpoint directory (the SFT checkpoint is added by ``transfer``). With ``rl_size``: make
-    lab-rl800's checkpoints and make lab-caspo1k's chosen one (the 64-problem CASPO before that choice exists)."""
+    lab-rl800's checkpoints of all four objectives and make lab-caspo1k's chosen one (the 64-problem CASPO before
+    that choice exists); without it the 40-prompt CAPO and GRPO."""
     from lab.recipe.caspo import caspo1k_checkpoint
 
-    rl = {obj: rl_dir(obj, rl800_recipe(obj, seed)) if rl_size else rl_dir(obj) for obj in ("capo", "grpo")}
+    objectives = ("capo", "grpo", "gspo", "c2gspg") if rl_size else ("capo", "grpo")
+    rl = {obj: rl_dir(obj, rl800_recipe(obj, seed)) if rl_size else rl_dir(obj) for obj in objectives}
     return {"caspo": (caspo1k_checkpoint() if rl_size else None) or caspo_dir(), **rl}
+
+
+def not_ready(name: str, path, rl_size: int | None = None, seed: int = 0) -> str | None:
+    """Why ``name``'s checkpoint is not searched yet (None: it is ready): none at ``path``, or a make lab-rl800
+    run still short of its last step (its directory holds the last saved step's weights)."""
+    from training.checkpoint import is_checkpoint, read_state
+
+    if not is_checkpoint(path):
+        return f"no checkpoint at {path} (run make lab-caspo / make lab-rl OBJECTIVE=capo)"
+    if rl_size and name in OBJECTIVES:
+        step, last = read_state(path).get("step", 0), rl800_recipe(name, seed)["max_steps"]
+        if step < last:
+            return f"its make lab-rl800 run is at step {step} of {last} (make lab-rl800 OBJECTIVE={name} SEED={seed})"
+    return None
 
 
 def cat_settings(sft) -> tuple[dict, str]:
@@ -60,8 +76,6 @@ def transfer(split: str, *, k: int = 4, limit: int = 300, only_models: tuple[str
     ``seed``, and PC and CaT-stream at the sampling issue 20's dev runs chose (``chosen_settings``: PC's
     temperature and top_p per K, CaT's branch temperature over a greedy trunk), as make lab-search ran them."""
     from lab.search import run_search
-    from training.checkpoint import is_checkpoint
-
     t0 = time.time()
     sft = train_sft()
     folder = transfer_folder(rl_size, seed)
@@ -73,8 +87,8 @@ def transfer(split: str, *, k: int = 4, limit: int = 300, only_models: tuple[str
     plan = chosen_settings(results_root() / "search", [k])[k] if rl_size else None
     by_mode = plan["by_mode"] if plan else chosen_by_mode()  # the dev sweep's stream settings, as in make lab-search
     for name, path in models.items():
-        if not is_checkpoint(path):
-            print(f"skip {name}: no checkpoint at {path} (run make lab-caspo / make lab-rl OBJECTIVE=capo)")
+        if reason := not_ready(name, path, rl_size, seed):
+            print(f"skip {name}: {reason}")
             continue
         out = results_root() / folder / name
         with served(path, log=out / f"server-{split}.log", extra=("--calibration", "none")) as base_url:

@@ -314,8 +314,9 @@ def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
     from lab.report import build, transfer_kinds
 
     kind = tmp_path / "transfer-rl800-s0"
-    # 10 items; SFT right on 0-4, GRPO on 0-5, CAPO on 0-6: CAPO - GRPO = +0.1, CAPO - SFT = +0.2
-    right = {"sft": 5, "grpo": 6, "capo": 7}
+    # 10 items; SFT right on 0-4, GRPO on 0-5, CAPO on 0-6: CAPO - GRPO = +0.1, CAPO - SFT = +0.2; C²GSPG on
+    # 0-8: C²GSPG - GRPO = +0.3; GSPO on 0-5 (no calibration term: paired with SFT only)
+    right = {"sft": 5, "grpo": 6, "capo": 7, "gspo": 6, "c2gspg": 9}
     data = {}
     for model, n_right in right.items():
         run = kind / model / "test-k4" / "PC_k4"
@@ -334,6 +335,8 @@ def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
     assert "CaT's settings (τ, confident threshold): `lab.json`." in report
     assert "- transfer-rl800-s0/compare_test capo better than GRPO (the calibration term alone), PC@4: " in report
     assert "Δacc +0.100 [" in report and "Δacc +0.200 [" in report and "10 paired items" in report
+    assert "- transfer-rl800-s0/compare_test c2gspg better than GRPO (the calibration term alone), PC@4: " in report
+    assert "Δacc +0.300 [" in report and "gspo better than SFT, PC@4" in report and "gspo better than GRPO" not in report
     assert "| transfer-rl800-s0 | `python -m lab.recipe transfer --rl-size 800` | 1 | 12 |" in report
 
 
@@ -347,11 +350,33 @@ def test_transfer800_uses_the_rl800_checkpoints(tmp_path, monkeypatch):
     models = transfer_models(800, 1)
     assert models["capo"] == rl_dir("capo", rl800_recipe("capo", 1)) != rl_dir("capo", rl800_recipe("capo", 0))
     assert models["grpo"] == rl_dir("grpo", rl800_recipe("grpo", 1)) and transfer_models()["grpo"] == rl_dir("grpo")
+    assert models["c2gspg"] == rl_dir("c2gspg", rl800_recipe("c2gspg", 1)) and "gspo" in models
+    assert set(transfer_models()) == {"caspo", "capo", "grpo"}  # the 40-prompt runs had no GSPO or C²GSPG transfer
     assert models["caspo"] == caspo_dir()  # before make lab-caspo1k has chosen: the 64-problem CASPO
     (tmp_path / "caspo1k").mkdir()
     (tmp_path / "caspo1k" / "chosen.json").write_text(json.dumps({"chosen": "lr1e-05"}))
     assert transfer_models(800, 1)["caspo"] == caspo_dir(caspo1k_recipes()["lr1e-05"]) != caspo_dir()
     assert transfer_models()["caspo"] == caspo_dir()  # the 40-prompt transfer keeps its CASPO
+
+
+def test_transfer800_waits_for_an_rl800_run_to_finish(tmp_path):
+    """A make lab-rl800 directory holds its last saved step's weights while the run is under way: transfer
+    searches it only at the recipe's last step; the CASPO checkpoint (no step count) when it exists."""
+    from lab.recipe import rl800_recipe
+    from lab.recipe.transfer import not_ready
+
+    run = tmp_path / "rl"
+    run.mkdir()
+    assert "no checkpoint at" in not_ready("c2gspg", run, 800, 0)
+    (run / "config.json").write_text("{}")
+    last = rl800_recipe("c2gspg", 0)["max_steps"]
+    (run / "state.json").write_text(json.dumps({"step": 35}))
+    assert not_ready("c2gspg", run, 800, 0) == (f"its make lab-rl800 run is at step 35 of {last} "
+                                                 "(make lab-rl800 OBJECTIVE=c2gspg SEED=0)")
+    assert not_ready("c2gspg", run) is None  # the 40-prompt transfer takes the checkpoint as it is
+    assert not_ready("caspo", run, 800, 0) is None
+    (run / "state.json").write_text(json.dumps({"step": last}))
+    assert not_ready("c2gspg", run, 800, 0) is None
 
 
 def _steps(rows):
