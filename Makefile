@@ -24,7 +24,7 @@ STAMP := $(VENV)/.cat-serve-installed-$(shell cat pyproject.toml scripts/install
 # cat_serve/profiles/<name>.json for the embedded model, <dir>/cat_calibration.json for MODEL=<dir>
 CALIBRATE_ARGS ?= --dataset singleop --seed 0 --offset 100 --limit 60 --strategy-limits cat=120 --max-tokens 256 --concurrency 4
 
-.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-caspo lab-caspo1k lab-transfer lab-transfer800 lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features lab-cat-temperature
+.PHONY: install serve test model calibrate clean-venv lab-all lab-calibrate lab-calibrate-large lab-sft lab-search lab-search-dev lab-rl lab-rl800 lab-rl800-rerun lab-caspo lab-caspo1k lab-transfer lab-transfer800 lab-report lab-reasoning-sft lab-reasoning-bench lab-rl-timing lab-sweep lab-dedup lab-calibrate-features lab-cat-temperature
 
 install: $(STAMP)
 
@@ -121,6 +121,12 @@ lab-cat-temperature: install
 SEED ?= 0
 lab-rl800:
 	$(PY) -m lab.recipe rl --objective $(OBJECTIVE) --size 800 --seed $(SEED)
+
+# lab-rl800-rerun OBJECTIVE=capo SEED=0: that make lab-rl800 run again from scratch, its own checkpoint and
+#   results/lab/rl800-alone/ (run it alone on the machine: its wall time against the 2 h budget, and how closely the
+#   seed reproduces the committed curve); resumable
+lab-rl800-rerun:
+	$(PY) -m lab.recipe rl --objective $(OBJECTIVE) --size 800 --seed $(SEED) --rerun alone
 
 # lab-rl OBJECTIVE=grpo|gspo|capo|c2gspg: RL from the SFT checkpoint, dev curves every 5 steps (results/lab/rl/)
 OBJECTIVE ?= grpo

@@ -455,7 +455,37 @@ def rl800_section(results: Path) -> tuple[list[str], list[str]]:
             body, claim = rl_scale_table(runs, title, recipe, starts)
             out += body + superseded_runs(results / folder)
             verdicts.append(f"- {folder}: CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: {claim}")
-    return out, verdicts
+    return out + rerun_table(results), verdicts
+
+
+def rerun_table(results: Path) -> list[str]:
+    """``make lab-rl800-rerun`` (results/lab/rl800-<name>/): a make lab-rl800 run again from scratch, beside the
+    committed one: its wall time and threads (the 2 h budget), and how closely the seed reproduces the dev curve."""
+    rows = []
+    for folder in sorted(p for p in results.glob("rl800-*") if p.is_dir()):
+        original = rl800_runs(results)
+        for key, dev in rl800_runs(results, folder.name).items():
+            run = folder / f"{key[0]}-s{key[1]}"
+            segs = current_run(_jsonl(run / "segments.jsonl"))
+            times = [r["step_time_s"] for r in _jsonl(run / "metrics.jsonl") if "step_time_s" in r]
+            threads = ", ".join(sorted({str(s.get("omp_num_threads", "–")) for s in segs}))
+            before = {r["eval_step"]: r for r in original.get(key, [])}
+            shared = [r for r in dev if r["eval_step"] in before]
+            last = shared[-1] if shared else dev[-1]
+            was = before.get(last["eval_step"], {})
+            gap = max((abs(r["dev_accuracy"] - before[r["eval_step"]]["dev_accuracy"]) for r in shared), default=None)
+            rows.append(f"| {folder.name}/{run.name} | {len(segs)} | {sum(float(s['wall_s']) for s in segs):.0f} | "
+                        f"{threads} | {np.median(times) if times else float('nan'):.1f} | {last['eval_step']} | "
+                        + " | ".join(f"{_f(was.get(k))} → {_f(last[k])}" for k in ("dev_accuracy", "dev_ece", "dev_auc_mean"))
+                        + f" | {_f(gap)} |")
+    if not rows:
+        return []
+    return ["### Reruns (make lab-rl800-rerun)", "",
+            "A make lab-rl800 run again from the SFT checkpoint with the same recipe and seed, alone on the machine: its "
+            "wall time against the 2 h budget, and its dev evaluations against the committed run's (committed → "
+            "rerun) at the last step both have; max |Δ accuracy| over every shared evaluation.", "",
+            "| run | segments | wall s | OMP threads | median step s | dev step | accuracy | ECE | AUC-mean | "
+            "max abs Δ accuracy |", "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def superseded_runs(folder: Path) -> list[str]:
@@ -799,11 +829,13 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
 
 def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
+    reruns = tuple(sorted(p.name for p in results.glob("rl800-*") if p.is_dir()))
+    per_run = ("rl", "rl800", "rl8000-gpu", *reruns)  # one segments.jsonl per run
     for kind in ("sft", "calibration", "calibration/features", "calibration/features-extended", "search",
                  "search/chosen", "search/sampling-sweep",
                  "search/sampling-test", "search/cat-temperature", "search/cat-temperature-test", "rl", "rl800",
-                 "rl8000-gpu", "caspo", "caspo1k", *transfer_kinds(results), "all"):
-        files = ([results / kind / "segments.jsonl"] if kind not in ("rl", "rl800", "rl8000-gpu")
+                 *reruns, "rl8000-gpu", "caspo", "caspo1k", *transfer_kinds(results), "all"):
+        files = ([results / kind / "segments.jsonl"] if kind not in per_run
                  else sorted((results / kind).glob("*/segments.jsonl")))
         for f in files:
             segs = _jsonl(f)
@@ -811,9 +843,9 @@ def commands_section(results: Path) -> list[str]:
                 continue
             if kind == "sft":  # the latest training only: an earlier one is the same recipe on another machine
                 segs = trainings(segs)[-1]
-            if kind == "rl800":  # the segments of the run shown: an earlier run from another SFT checkpoint is not
+            if kind in ("rl800", *reruns):  # the run shown: not an earlier one from another SFT checkpoint
                 segs = current_run(segs)
-            name = kind if kind not in ("rl", "rl800", "rl8000-gpu") else f"{kind}/{f.parent.name}"
+            name = kind if kind not in per_run else f"{kind}/{f.parent.name}"
             default = {"sft": "make lab-sft", "rl": f"make lab-rl OBJECTIVE={f.parent.name}",
                        "rl800": "make lab-rl800", "rl8000-gpu": "bash scripts/lab_gpu.sh",
                        "search/sampling-sweep": "make lab-sweep",

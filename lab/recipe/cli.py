@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     r.add_argument("--size", type=int, default=None, help="800: issue 21's recipe (8 prompts x 8 x 100 steps, dev "
                    "64 x 8 every 10 steps), results/lab/rl800/ (make lab-rl800)")
     r.add_argument("--seed", type=int, default=0, help="--size 800: the run's seed (GRPO and CAPO run 0 and 1)")
+    r.add_argument("--rerun", default=None, help="--size 800: the same run again from scratch, its own checkpoint "
+                   "and results/lab/rl800-<RERUN>/ (make lab-rl800-rerun)")
     sub.add_parser("rl-plot")
     t = sub.add_parser("transfer")
     t.add_argument("--split", choices=("dev", "test"), default="test")
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     if args.cmd == "rl":
         print(train_rl(args.objective, model=Path(args.model) if args.model else None,
                        overrides=json.loads(args.set), out=Path(args.out) if args.out else None,
-                       size=args.size, seed=args.seed))
+                       size=args.size, seed=args.seed, rerun=args.rerun))
         if not args.size:
             plot_rl()
         return 0

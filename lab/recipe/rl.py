@@ -13,24 +13,29 @@ from lab.recipe.sft import finished_sft, train_sft
 
 
 def train_rl(objective: str, *, model: Path | None = None, overrides: dict | None = None,
-             out: Path | None = None, size: int | None = None, seed: int = 0) -> Path:
+             out: Path | None = None, size: int | None = None, seed: int = 0, rerun: str | None = None) -> Path:
     """``cat-train rl --resume`` from the SFT checkpoint on arith train (the lab difficulty), dev curves on
     ``eval_limit`` dev questions; per-step and dev rows copied to results/lab/rl/<objective>/metrics.jsonl.
-    ``size=800``: issue 21's recipe (``rl800_recipe``) for ``seed``, rows to results/lab/rl800/<objective>-s<seed>/."""
+    ``size=800``: issue 21's recipe (``rl800_recipe``) for ``seed``, rows to results/lab/rl800/<objective>-s<seed>/.
+    ``rerun``: the same run again from the SFT checkpoint, into its own checkpoint directory and
+    results/lab/rl800-<rerun>/ (what a run costs alone on the machine, and how closely a seed reproduces)."""
     from cat_serve.calibration import model_fingerprint
     from training.checkpoint import read_metrics
 
     if size not in (None, 800):
         raise SystemExit(f"--size {size}: the lab has the 40-prompt recipe (no --size) and --size 800")
+    if rerun and (not size or not rerun.isidentifier()):
+        raise SystemExit(f"--rerun {rerun!r}: a name of letters, digits and _, with --size 800")
     recipe = {**(rl800_recipe(objective, seed) if size else RL_RECIPE), **(overrides or {})}
     out = out or rl_dir(objective, recipe)
+    out = out.with_name(f"{out.name}-{rerun}") if rerun else out
     model = model or (finished_sft() if size else train_sft())
     argv = ["rl", "--objective", objective, "--model", str(model), "--output-dir", str(out), "--resume",
             "--data-path", f"arith:{LAB_DIFFICULTY}@train", "--eval-data-path", f"arith:{LAB_DIFFICULTY}@dev"]
     for key, value in recipe.items():
         argv += ["--" + key.replace("_", "-"), str(value)]
     t0, finished = time.time(), False
-    kind = f"rl800/{objective}-s{seed}" if size else f"rl/{objective}"
+    kind = f"rl800{'-' + rerun if rerun else ''}/{objective}-s{seed}" if size else f"rl/{objective}"
     try:
         run_child([sys.executable, "-m", "training.cli", *argv], cwd=REPO)
         finished = True

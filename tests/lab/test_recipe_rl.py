@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,30 @@ def test_a_run_that_saved_nothing_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         rl.train_rl("grpo", model=tmp_path, out=tmp_path / "none", size=800, seed=0)
     assert not (tmp_path / "results" / "rl800").exists()
+
+
+def test_a_rerun_trains_into_its_own_checkpoint_and_results(tmp_path, monkeypatch):
+    """make lab-rl800-rerun: the same recipe and seed from scratch, beside (not over) the committed run."""
+    import lab.recipe.rl as rl
+    from lab.recipe import rl800_recipe, rl_dir
+
+    monkeypatch.setenv("LAB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("CAT_SERVE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "sft"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    seen = {}
+
+    def finished(cmd, cwd):  # the trainer wrote one dev row into its output directory
+        seen["out"] = cmd[cmd.index("--output-dir") + 1]
+        Path(seen["out"]).mkdir(parents=True)
+        (Path(seen["out"]) / "metrics.jsonl").write_text(json.dumps({"eval_step": 0, "dev_accuracy": 0.4}) + "\n")
+
+    monkeypatch.setattr(rl, "run_child", finished)
+    out = rl.train_rl("capo", model=model, size=800, seed=0, rerun="alone")
+    original = rl_dir("capo", rl800_recipe("capo", 0))
+    assert out == original.with_name(original.name + "-alone") and seen["out"] == str(out)
+    assert (tmp_path / "results" / "rl800-alone" / "capo-s0" / "segments.jsonl").exists()
+    assert not (tmp_path / "results" / "rl800").exists()
+    with pytest.raises(SystemExit, match="--size 800"):
+        rl.train_rl("capo", model=model, rerun="alone")

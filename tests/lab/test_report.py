@@ -456,3 +456,30 @@ def test_transfer_cat_settings_from_the_sft_profile_or_the_lab_one(tmp_path, mon
                                  str(tmp_path / "results" / "calibration" / "sft_profile.json"))
     (sft / PROFILE_FILE).write_text(json.dumps({"search_defaults": {"cat": {"tau": 0.5, "aggregation": "mean"}}}))
     assert cat_settings(sft) == ({"tau": 0.5}, str(sft / PROFILE_FILE))
+
+
+def test_a_rerun_is_shown_beside_the_committed_run(tmp_path):
+    """make lab-rl800-rerun's folder: wall time, threads and median step, and the dev curve against the
+    committed run's (values by hand: the step-10 accuracies differ by 0.05, the step-0 ones not at all)."""
+    from lab.report import build
+
+    def write(folder, rows, segs=()):
+        run = tmp_path / folder / "capo-s0"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if segs:
+            (run / "segments.jsonl").write_text("".join(json.dumps(s) + "\n" for s in segs))
+
+    def dev(step, acc, ece, auc):
+        return {"eval_step": step, "dev_accuracy": acc, "dev_ece": ece, "dev_auc_mean": auc}
+
+    write("rl800", [dev(0, 0.4, 0.5, 0.8), dev(10, 0.6, 0.3, 0.7)])
+    write("rl800-alone", [dev(0, 0.4, 0.5, 0.8), *({"step": i, "step_time_s": t} for i, t in enumerate((40, 50, 44))),
+                          dev(10, 0.65, 0.25, 0.75)],
+          [{"command": "x", "wall_s": 100.0, "omp_num_threads": "2", "interrupted": True},
+           {"command": "x", "wall_s": 200.0, "omp_num_threads": "2"}])
+    report = build(tmp_path)
+    assert "### Reruns (make lab-rl800-rerun)" in report
+    assert ("| rl800-alone/capo-s0 | 2 | 300 | 2 | 44.0 | 10 | 0.600 → 0.650 | 0.300 → 0.250 | 0.700 → 0.750 | "
+            "0.050 |") in report
+    assert "| rl800-alone/capo-s0 | `x` | 2 | 300 |" in report  # its wall time under Commands
