@@ -602,7 +602,7 @@ def caspo_halves(before: list[dict], after: list[dict], resamples: int = compare
 
 def step_stats_by_question(before: list[dict], after: list[dict], resamples: int = compare.RESAMPLES,
                            seed: int = compare.SEED) -> dict[str, tuple[float, float, float, float | None, float | None]]:
-    """Step ECE, entropy gap (mean entropy of wrong steps - of right ones) and step AUROC of the entropy
+    """Step accuracy, step ECE, entropy gap (mean entropy of wrong steps - of right ones) and step AUROC of the entropy
     confidence, before and after, with one bootstrap by question (the same questions are judged by both models,
     their steps differ): stat -> (before, after, after - before, lo, hi) of the difference."""
     from eval.metrics import auroc, ece  # noqa: PLC0415
@@ -615,7 +615,8 @@ def step_stats_by_question(before: list[dict], after: list[dict], resamples: int
         wrong = [r["mean_entropy"] for r in rows if not r["correct"]]
         return float(np.mean(wrong) - np.mean(right)) if right and wrong else float("nan")
 
-    stats = {"step ECE": lambda rows: ece([r["confidence"] for r in rows], [bool(r["correct"]) for r in rows]),
+    stats = {"step accuracy": lambda rows: float(np.mean([bool(r["correct"]) for r in rows])),
+             "step ECE": lambda rows: ece([r["confidence"] for r in rows], [bool(r["correct"]) for r in rows]),
              "entropy gap": gap,
              "step AUROC": lambda rows: auroc([r["confidence"] for r in rows], [bool(r["correct"]) for r in rows])}
     draws = compare.bootstrap_indices(len(questions), resamples, seed)
@@ -675,13 +676,15 @@ def caspo1k_section(results: Path) -> tuple[list[str], list[str]]:
     if not (before and after):
         return out + ["No test comparison yet.", ""], ["- caspo1k: CASPO halves step ECE: not run."]
     stats = step_stats_by_question(before, after)
-    out += ["Test (200 questions): SFT → CASPO; difference with a 95 % bootstrap interval by question (2,000 resamples).",
+    out += [f"Test ({len({r['question'] for r in before})} questions; SFT {len(before)} steps, CASPO {len(after)}): "
+            "SFT → CASPO; difference with a 95 % bootstrap interval by question (2,000 resamples).",
             "", "| statistic | SFT | CASPO | CASPO − SFT [95 % CI] |", "|---|---|---|---|"]
-    out += [f"| {name} | {_f(b)} | {_f(a)} | {a - b:+.3f} [{_f(lo)}, {_f(hi)}] |" for name, (b, a, _, lo, hi) in stats.items()]
+    out += [f"| {name} | {_f(b)} | {_f(a)} | {a - b:+.3f} [{lo:+.3f}, {hi:+.3f}] |"
+            for name, (b, a, _, lo, hi) in stats.items()]
     b, a, d, lo, hi = stats["entropy gap"]
     return out + [""], [f"- caspo1k: CASPO halves step ECE: {caspo_halves(before, after)}",
                         f"- caspo1k: entropy gap (paper 0.04 → 0.66): {_f(b)} → {_f(a)}, difference {d:+.3f} "
-                        f"[{_f(lo)}, {_f(hi)}]"]
+                        f"[{lo:+.3f}, {hi:+.3f}]"]
 
 
 def profile_table(prof: dict) -> tuple[list[str], list[str]]:

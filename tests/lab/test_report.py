@@ -402,6 +402,7 @@ def test_step_stats_by_question_hand_computed():
     assert stats["step AUROC"][:3] == pytest.approx((0.5, 1.0, 0.5))
     assert stats["step ECE"][0] == pytest.approx(ece([0.9, 0.9, 0.7, 0.7], [True, False, True, False]))
     assert stats["step ECE"][1] == pytest.approx(ece([0.9, 0.2, 0.7, 0.3], [True, False, True, False]))
+    assert stats["step accuracy"][:3] == pytest.approx((0.5, 0.5, 0.0))  # half the steps right, before and after
 
 
 def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
@@ -437,7 +438,8 @@ def test_caspo1k_section_reads_rounds_choice_and_test(tmp_path):
     # SFT's dev row first, then the learning rates from the smallest
     assert ("| sft | 250 | 0.750 | 0.150 | 0.140 | 0.900 |\n| lr5e-07 | 250 | 0.750 | 0.120 | 0.140 | 0.900 |\n"
             "| lr2e-06 | 250 | 0.750 | 0.090 | 0.140 | 0.900 |") in report
-    assert "| entropy gap | 0.200 | 0.750 | +0.550 [" in report
+    assert "| entropy gap | 0.200 | 0.750 | +0.550 [+0.5" in report and "| step accuracy | 0.500 | 0.500 | +0.000 [" in report
+    assert "Test (2 questions; SFT 4 steps, CASPO 4):" in report
     assert "- caspo1k: CASPO halves step ECE: " in report and "- caspo1k: entropy gap (paper 0.04 → 0.66): 0.200 → 0.750" in report
 
 
