@@ -458,14 +458,18 @@ def rl800_section(results: Path) -> tuple[list[str], list[str]]:
     return out + rerun_table(results), verdicts
 
 
+def rerun_kinds(results: Path) -> list[str]:
+    """The make lab-rl800-rerun folders (results/lab/rl800-<name>/)."""
+    return sorted(p.name for p in results.glob("rl800-*") if p.is_dir())
+
+
 def rerun_table(results: Path) -> list[str]:
     """``make lab-rl800-rerun`` (results/lab/rl800-<name>/): a make lab-rl800 run again from scratch, beside the
     committed one: its wall time and threads (the 2 h budget), and how closely the seed reproduces the dev curve."""
-    rows = []
-    for folder in sorted(p for p in results.glob("rl800-*") if p.is_dir()):
-        original = rl800_runs(results)
-        for key, dev in rl800_runs(results, folder.name).items():
-            run = folder / f"{key[0]}-s{key[1]}"
+    rows, original = [], rl800_runs(results)
+    for name in rerun_kinds(results):
+        for key, dev in rl800_runs(results, name).items():
+            run = results / name / f"{key[0]}-s{key[1]}"
             segs = current_run(_jsonl(run / "segments.jsonl"))
             times = [r["step_time_s"] for r in _jsonl(run / "metrics.jsonl") if "step_time_s" in r]
             threads = ", ".join(sorted({str(s.get("omp_num_threads", "–")) for s in segs}))
@@ -474,7 +478,7 @@ def rerun_table(results: Path) -> list[str]:
             last = shared[-1] if shared else dev[-1]
             was = before.get(last["eval_step"], {})
             gap = max((abs(r["dev_accuracy"] - before[r["eval_step"]]["dev_accuracy"]) for r in shared), default=None)
-            rows.append(f"| {folder.name}/{run.name} | {len(segs)} | {sum(float(s['wall_s']) for s in segs):.0f} | "
+            rows.append(f"| {name}/{run.name} | {len(segs)} | {sum(float(s['wall_s']) for s in segs):.0f} | "
                         f"{threads} | {np.median(times) if times else float('nan'):.1f} | {last['eval_step']} | "
                         + " | ".join(f"{_f(was.get(k))} → {_f(last[k])}" for k in ("dev_accuracy", "dev_ece", "dev_auc_mean"))
                         + f" | {_f(gap)} |")
@@ -832,7 +836,7 @@ def transfer_section(results: Path) -> tuple[list[str], list[str]]:
 
 def commands_section(results: Path) -> list[str]:
     out = ["## Commands and wall times", "", "| experiment | command | segments | wall s (sum) |", "|---|---|---|---|"]
-    reruns = tuple(sorted(p.name for p in results.glob("rl800-*") if p.is_dir()))
+    reruns = tuple(rerun_kinds(results))
     per_run = ("rl", "rl800", "rl8000-gpu", *reruns)  # one segments.jsonl per run
     for kind in ("sft", "calibration", "calibration/features", "calibration/features-extended", "search",
                  "search/chosen", "search/sampling-sweep",
