@@ -509,10 +509,11 @@ def superseded_runs(folder: Path) -> list[str]:
                          "in git history, its segments in the run's segments.jsonl.")
         cut = [seg for seg in current if seg.get("interrupted")]
         if cut:
+            resumed = ("the same command resumed it each time from its last saved step" if not current[-1].get("interrupted")
+                       else "the same command resumes it from its last saved step")
             lines.append(f"- {f.parent.name}: interrupted {len(cut)} time(s) "
-                         f"({'; '.join(seg.get('note') or 'stopped' for seg in cut)}); the same command resumes it from "
-                         f"its last saved step; {len(current)} segment(s), "
-                         f"{sum(float(seg['wall_s']) for seg in current):.0f} s in all.")
+                         f"({'; '.join(seg.get('note') or 'stopped' for seg in cut)}); {resumed}; {len(current)} "
+                         f"segment(s), {sum(float(seg['wall_s']) for seg in current):.0f} s in all.")
         done = [seg["note"] for seg in current if seg.get("note") and not seg.get("interrupted")]
         if done:
             lines.append(f"- {f.parent.name}: last segment: {'; '.join(done)}")

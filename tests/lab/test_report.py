@@ -303,9 +303,15 @@ def test_capo_auc_claim_hand_computed(tmp_path):
         {"command": "x", "wall_s": 30.0, "model_fingerprint": "sha256:0123456789ab", "interrupted": True, "note": "OOM"},
         {"command": "x", "wall_s": 100.0, "model_fingerprint": "sha256:0123456789ab", "note": "two threads"})))
     report = build(tmp_path)
-    assert ("- grpo-s0: interrupted 1 time(s) (OOM); the same command resumes it from its last saved step; "
-            "2 segment(s), 130 s in all.") in report
+    # finished: the last segment ran to the end, so the run was resumed (past tense), not waiting to be
+    assert ("- grpo-s0: interrupted 1 time(s) (OOM); the same command resumed it each time from its last saved "
+            "step; 2 segment(s), 130 s in all.") in report
     assert "- grpo-s0: last segment: two threads" in report
+    (tmp_path / "rl800" / "grpo-s0" / "segments.jsonl").write_text(json.dumps(
+        {"command": "x", "wall_s": 30.0, "model_fingerprint": "sha256:0123456789ab", "interrupted": True,
+         "note": "OOM"}) + "\n")
+    assert ("- grpo-s0: interrupted 1 time(s) (OOM); the same command resumes it from its last saved step; "
+            "1 segment(s), 30 s in all.") in build(tmp_path)
 
 
 def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
