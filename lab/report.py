@@ -453,7 +453,7 @@ def rl800_section(results: Path) -> tuple[list[str], list[str]]:
         if runs:
             starts = {key: rl800_start(results / folder / f"{key[0]}-s{key[1]}") for key in runs}
             body, claim = rl_scale_table(runs, title, recipe, starts)
-            out += body + superseded_runs(results / folder)
+            out += body + superseded_runs(results / folder) + rl_curves(runs)
             verdicts.append(f"- {folder}: CAPO's AUC-mean ≥ GRPO's + 0.10 at matched accuracy: {claim}")
     return out + rerun_table(results), verdicts
 
@@ -552,6 +552,32 @@ def rl_scale_table(runs: dict[tuple[str, int], list[dict]], title: str, recipe: 
                    f"({a.get('dev_questions_with_both', '–')}→{b.get('dev_questions_with_both', '–')}) | "
                    f"{_f(a.get('dev_auc_all'))}→{_f(b.get('dev_auc_all'))} |")
     return out + [""], capo_auc_claim(runs, starts=starts)
+
+
+RL_CURVES = (("dev_accuracy", "accuracy"), ("dev_ece", "ECE"),
+             ("dev_auc_mean", "AUC-mean (questions it averages)"), ("dev_auc_all", "AUC-all (every question)"))
+
+
+def rl_curves(runs: dict[tuple[str, int], list[dict]]) -> list[str]:
+    """The dev curves of issue 21 item 2 as tables: one per metric, a row per evaluation step and a column per run;
+    AUC-mean carries the number of questions with both outcomes it averaged at that point ("–": not evaluated)."""
+    names = [f"{obj} s{seed}" for obj, seed in runs]
+    steps = sorted({r["eval_step"] for dev in runs.values() for r in dev})
+    at = {key: {r["eval_step"]: r for r in dev} for key, dev in runs.items()}
+    out = ["Dev curves (every evaluation; the first→last table above shows their ends):", ""]
+    for metric, label in RL_CURVES:
+        out += [f"{label}:", "", "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for step in steps:
+            cells = []
+            for key in runs:
+                r = at[key].get(step)
+                cell = _f(r.get(metric)) if r else "–"
+                if r and metric == "dev_auc_mean":
+                    cell += f" ({r.get('dev_questions_with_both', '–')})"
+                cells.append(cell)
+            out.append(f"| {step} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
 
 
 def caspo_section(results: Path) -> tuple[list[str], list[str]]:

@@ -279,6 +279,17 @@ def test_capo_auc_claim_hand_computed(tmp_path):
     line = capo_auc_claim({**runs2, ("capo", 1): small}, resamples=200)
     assert line.startswith("inconclusive (the seeds disagree): ΔAUC-mean (CAPO - GRPO) +0.175") and \
         "(seeds from +0.050 to +0.300)" in line and "2 seed(s)" in line
+    # the dev curves: a row per evaluation step, a column per run, "–" where a run has no evaluation at that step;
+    # AUC-mean with the number of questions it averaged at that point
+    from lab.report import rl_curves
+
+    capo[2]["dev_questions_with_both"] = 2
+    curves = "\n".join(rl_curves({("capo", 0): capo, ("grpo", 0): grpo}))
+    assert "| step | capo s0 | grpo s0 |" in curves
+    # accuracy as each row recorded it: CAPO 21/32 at step 10, 20/32 at step 20; GRPO 20/32, no step 20
+    assert "| 10 | 0.656 | 0.625 |" in curves and "| 20 | 0.625 | – |" in curves
+    assert "| 10 | 0.600 (3) | 0.600 (3) |" in curves and "| 20 | 0.600 (2) | – |" in curves
+    assert curves.count("| 0 |") == 4  # one table per metric: accuracy, ECE, AUC-mean, AUC-all
     # a margin above 0.4: the interval excludes the claim
     assert capo_auc_claim({("capo", 0): capo[:2], ("grpo", 0): grpo}, margin=0.45, resamples=200).startswith(
         "did not hold")
@@ -312,6 +323,15 @@ def test_capo_auc_claim_hand_computed(tmp_path):
          "note": "OOM"}) + "\n")
     assert ("- grpo-s0: interrupted 1 time(s) (OOM); the same command resumes it from its last saved step; "
             "1 segment(s), 30 s in all.") in build(tmp_path)
+
+
+@pytest.mark.slow
+def test_committed_lab_md_is_the_build_of_the_committed_results():
+    """Issue 21's acceptance: docs/lab.md regenerates byte for byte from results/lab/ (make lab-report); a result
+    committed without its report, or a report edited by hand, fails here (~25 s: the bootstraps run again)."""
+    from lab.report import REPO
+
+    assert build(REPO / "results" / "lab") == (REPO / "docs" / "lab.md").read_text()
 
 
 def test_transfer800_section_pairs_each_checkpoint_with_sft_and_grpo(tmp_path):
